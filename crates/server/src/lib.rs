@@ -1,0 +1,149 @@
+//! The zrooms room server: WebSocket signaling for ZEGO-style multi-room apps.
+//!
+//! [`Server::bind`] listens and returns a handle with the bound address and a graceful
+//! [`Server::shutdown`]. The accept loop runs one task per connection ([`conn`]); shared state
+//! ([`state`]) is per app and per room, each room behind its own lock. A ticker pushes each
+//! room's online count at the configured interval.
+//!
+//! Media (the SFU) and token authentication are separate concerns that plug in beside the
+//! signaling: see `docs/architecture.md`.
+
+pub mod config;
+mod conn;
+pub mod state;
+
+pub use config::{AppConfig, ServerConfig};
+
+use state::{lock, App};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use zrooms_proto::wire::ServerMsg;
+
+/// Connections accepted at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 50_000;
+
+pub(crate) struct Shared {
+    pub config: ServerConfig,
+    pub apps: Mutex<HashMap<u32, Arc<App>>>,
+    pub next_conn: AtomicU64,
+    pub next_session: AtomicU64,
+}
+
+/// A running server.
+#[must_use = "dropping the handle leaves the server running; call shutdown()"]
+pub struct Server {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Binds `addr` (port 0 picks a free port) and starts serving on the current runtime.
+    pub async fn bind(addr: SocketAddr, config: ServerConfig) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(run(listener, config, rx));
+        Ok(Server {
+            addr,
+            shutdown: tx,
+            task,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The signaling URL engines connect to.
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// Closes every connection (their users leave their rooms) and stops listening.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Serves `listener` until `shutdown` turns true.
+pub async fn run(listener: TcpListener, config: ServerConfig, mut shutdown: watch::Receiver<bool>) {
+    let shared = Arc::new(Shared {
+        config,
+        apps: Mutex::new(HashMap::new()),
+        next_conn: AtomicU64::new(1),
+        next_session: AtomicU64::new(1),
+    });
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut tasks = JoinSet::new();
+    tasks.spawn(online_counts(shared.clone(), shutdown.clone()));
+    loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = shutdown.changed() => break,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => break,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                let rx = shutdown.clone();
+                tasks.spawn(async move {
+                    conn::serve(stream, shared, rx).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        // Reap finished connection tasks so the set does not grow without bound.
+        while tasks.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+/// Pushes `roomOnlineUserCountUpdate` to every member of every room, every interval.
+async fn online_counts(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(shared.config.online_count_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let apps: Vec<Arc<App>> = lock(&shared.apps).values().cloned().collect();
+        for app in apps {
+            for room in app.rooms() {
+                let st = lock(&room.state);
+                st.broadcast(
+                    &ServerMsg::OnlineCount {
+                        room_id: room.id.clone(),
+                        count: st.members.len() as u32,
+                    },
+                    None,
+                );
+            }
+        }
+    }
+}

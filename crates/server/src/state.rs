@@ -1,0 +1,330 @@
+//! Shared server state: apps, their rooms and streams.
+//!
+//! Locking: each room has its own mutex, and the message path (broadcast, barrage, custom
+//! command, extra info) takes only that one. An app's room map is locked only to find or drop a
+//! room, its stream registry only to claim or release a stream ID. No lock is held across an
+//! `.await`; frames are handed to connections with `try_send`, never waited on.
+
+use crate::config::AppConfig;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::{mpsc, Notify};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use zrooms_proto::wire::{
+    DeleteReason, RoomExtraInfo, ServerMsg, StreamDelete, StreamInfo, UpdateType,
+};
+use zrooms_proto::{RoomId, StreamId, User, UserId};
+
+pub type ConnId = u64;
+
+/// Locks a mutex, ignoring poisoning: the state under it stays consistent because nothing
+/// panics while holding it, and a server must not die because one task did.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The sending half of one connection's outbound queue.
+#[derive(Clone, Debug)]
+pub struct Outbound {
+    pub conn: ConnId,
+    tx: mpsc::Sender<Utf8Bytes>,
+    stuck: Arc<Stuck>,
+}
+
+#[derive(Debug, Default)]
+pub struct Stuck {
+    flag: AtomicBool,
+    notify: Notify,
+}
+
+impl Stuck {
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.flag.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Outbound {
+    pub fn new(conn: ConnId, capacity: usize) -> (Self, mpsc::Receiver<Utf8Bytes>, Arc<Stuck>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let stuck = Arc::new(Stuck::default());
+        (
+            Outbound {
+                conn,
+                tx,
+                stuck: stuck.clone(),
+            },
+            rx,
+            stuck,
+        )
+    }
+
+    /// Queues a frame. A connection whose queue is full is not keeping up: it is marked stuck
+    /// and its task closes it, so it can never slow down the others.
+    pub fn send(&self, frame: Utf8Bytes) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(frame) {
+            self.stuck.flag.store(true, Ordering::Release);
+            self.stuck.notify.notify_one();
+        }
+    }
+
+    pub fn send_msg(&self, msg: &ServerMsg) {
+        self.send(encode(msg));
+    }
+}
+
+/// Serializes a server frame once; the result is shared by every recipient.
+pub fn encode(msg: &ServerMsg) -> Utf8Bytes {
+    match serde_json::to_string(msg) {
+        Ok(s) => Utf8Bytes::from(s),
+        // Serializing our own types cannot fail; an empty object is a harmless fallback.
+        Err(_) => Utf8Bytes::from_static("{}"),
+    }
+}
+
+pub struct App {
+    pub config: AppConfig,
+    rooms: Mutex<HashMap<RoomId, Arc<Room>>>,
+    /// Stream IDs are unique per app: who publishes each, in which room.
+    streams: Mutex<HashMap<StreamId, (RoomId, ConnId)>>,
+    /// Who plays each stream ID, through which of their rooms.
+    players: Mutex<HashMap<StreamId, HashMap<ConnId, (RoomId, Outbound)>>>,
+}
+
+impl App {
+    pub fn new(config: AppConfig) -> Self {
+        App {
+            config,
+            rooms: Mutex::new(HashMap::new()),
+            streams: Mutex::new(HashMap::new()),
+            players: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The room, created if needed. The returned room may have been closed by the time the
+    /// caller locks it; [`RoomState::closed`] says so and the caller asks again.
+    pub fn room(&self, id: &RoomId, next_session: impl FnOnce() -> u64) -> Arc<Room> {
+        lock(&self.rooms)
+            .entry(id.clone())
+            .or_insert_with(|| {
+                Arc::new(Room {
+                    id: id.clone(),
+                    state: Mutex::new(RoomState::new(next_session())),
+                })
+            })
+            .clone()
+    }
+
+    /// Drops a room that has no members left.
+    pub fn drop_room_if_empty(&self, room: &Arc<Room>) {
+        let mut rooms = lock(&self.rooms);
+        let mut st = lock(&room.state);
+        if st.members.is_empty() && !st.closed {
+            st.closed = true;
+            if rooms.get(&room.id).is_some_and(|r| Arc::ptr_eq(r, room)) {
+                rooms.remove(&room.id);
+            }
+        }
+    }
+
+    pub fn rooms(&self) -> Vec<Arc<Room>> {
+        lock(&self.rooms).values().cloned().collect()
+    }
+
+    /// Claims a stream ID for `conn`; false if someone else holds it.
+    pub fn claim_stream(&self, stream: &StreamId, room: &RoomId, conn: ConnId) -> bool {
+        let mut streams = lock(&self.streams);
+        match streams.get(stream) {
+            Some((r, c)) => *c == conn && r == room,
+            None => {
+                streams.insert(stream.clone(), (room.clone(), conn));
+                true
+            }
+        }
+    }
+
+    pub fn release_stream(&self, stream: &StreamId, conn: ConnId) {
+        let mut streams = lock(&self.streams);
+        if streams.get(stream).is_some_and(|(_, c)| *c == conn) {
+            streams.remove(stream);
+        }
+    }
+
+    pub fn is_published(&self, stream: &StreamId) -> bool {
+        lock(&self.streams).contains_key(stream)
+    }
+
+    pub fn add_player(&self, stream: &StreamId, room: &RoomId, out: &Outbound) {
+        lock(&self.players)
+            .entry(stream.clone())
+            .or_default()
+            .insert(out.conn, (room.clone(), out.clone()));
+    }
+
+    pub fn remove_player(&self, stream: &StreamId, conn: ConnId) {
+        let mut players = lock(&self.players);
+        if let Some(set) = players.get_mut(stream) {
+            set.remove(&conn);
+            if set.is_empty() {
+                players.remove(stream);
+            }
+        }
+    }
+
+    /// Tells every player of `stream` that it started (`reason` None) or stopped.
+    pub fn notify_players(&self, stream: &StreamId, reason: Option<DeleteReason>) {
+        let targets: Vec<(RoomId, Outbound)> = lock(&self.players)
+            .get(stream)
+            .map(|set| set.values().cloned().collect())
+            .unwrap_or_default();
+        for (room_id, out) in targets {
+            let msg = match reason {
+                None => ServerMsg::StreamAvailable {
+                    room_id,
+                    stream_id: stream.clone(),
+                },
+                Some(reason) => ServerMsg::StreamUnavailable {
+                    room_id,
+                    stream_id: stream.clone(),
+                    reason,
+                },
+            };
+            out.send_msg(&msg);
+        }
+    }
+}
+
+pub struct Room {
+    pub id: RoomId,
+    pub state: Mutex<RoomState>,
+}
+
+pub struct Member {
+    pub user: User,
+    pub out: Outbound,
+    /// The member asked for `roomUserUpdate` (`isUserStatusNotify`).
+    pub notify: bool,
+}
+
+pub struct PublishedStream {
+    pub info: StreamInfo,
+    pub conn: ConnId,
+}
+
+pub struct RoomState {
+    pub session_id: u64,
+    pub closed: bool,
+    /// The first member's `maxMemberCount`, 0 = no limit of the room's own.
+    pub max_members: u32,
+    pub members: HashMap<UserId, Member>,
+    pub streams: BTreeMap<StreamId, PublishedStream>,
+    pub extra_info: Option<RoomExtraInfo>,
+    pub next_message_id: u64,
+    pub next_barrage_id: u64,
+}
+
+impl RoomState {
+    fn new(session_id: u64) -> Self {
+        RoomState {
+            session_id,
+            closed: false,
+            max_members: 0,
+            members: HashMap::new(),
+            streams: BTreeMap::new(),
+            extra_info: None,
+            next_message_id: 1,
+            next_barrage_id: 1,
+        }
+    }
+
+    /// Whether `conn` is the member `user` of this room.
+    pub fn is_member(&self, user: &UserId, conn: ConnId) -> bool {
+        self.members.get(user).is_some_and(|m| m.out.conn == conn)
+    }
+
+    /// Sends `msg` to every member but `except`.
+    pub fn broadcast(&self, msg: &ServerMsg, except: Option<ConnId>) {
+        let frame = encode(msg);
+        for m in self.members.values() {
+            if Some(m.out.conn) != except {
+                m.out.send(frame.clone());
+            }
+        }
+    }
+
+    /// Sends `msg` to members that asked for user updates, but `except`.
+    pub fn broadcast_user_update(&self, room_id: &RoomId, update: UpdateType, users: Vec<User>, except: ConnId) {
+        if users.is_empty() {
+            return;
+        }
+        let frame = encode(&ServerMsg::UserUpdate {
+            room_id: room_id.clone(),
+            update,
+            users,
+        });
+        for m in self.members.values() {
+            if m.out.conn != except && m.notify {
+                m.out.send(frame.clone());
+            }
+        }
+    }
+
+    /// Removes the streams `conn` publishes as `user`, telling the room why; returns their IDs.
+    pub fn remove_streams_of(
+        &mut self,
+        room_id: &RoomId,
+        user: &UserId,
+        conn: ConnId,
+        reason: DeleteReason,
+    ) -> Vec<StreamId> {
+        let gone: Vec<StreamId> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.conn == conn && s.info.user.user_id == *user)
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.remove_streams(room_id, &gone, reason, None);
+        gone
+    }
+
+    /// Removes the named streams and tells the room (all but `except`).
+    pub fn remove_streams(
+        &mut self,
+        room_id: &RoomId,
+        ids: &[StreamId],
+        reason: DeleteReason,
+        except: Option<ConnId>,
+    ) {
+        let mut infos = Vec::new();
+        for id in ids {
+            if let Some(s) = self.streams.remove(id) {
+                infos.push(s.info);
+            }
+        }
+        if infos.is_empty() {
+            return;
+        }
+        let deleted = infos
+            .iter()
+            .map(|s| StreamDelete {
+                stream_id: s.stream_id.clone(),
+                code: reason,
+            })
+            .collect();
+        self.broadcast(
+            &ServerMsg::StreamUpdate {
+                room_id: room_id.clone(),
+                update: UpdateType::Delete,
+                streams: infos,
+                deleted,
+            },
+            except,
+        );
+    }
+}

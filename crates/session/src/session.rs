@@ -1,0 +1,1104 @@
+//! The state machine itself.
+
+use crate::commands::{Command, ConfigRoom, RoomConfig};
+use crate::events::*;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+use zrooms_proto::wire::{
+    ClientFrame, LoginConfig, ReplyBody, Request, ServerMsg, StreamDelete, StreamInfo, UpdateType,
+    MAX_MESSAGE_BYTES, MAX_ROOM_EXTRA_INFO_BYTES, MAX_STREAM_EXTRA_INFO_BYTES, PROTOCOL_VERSION,
+};
+use zrooms_proto::{ErrorCode, RoomId, StreamId, User, UserId, UserName};
+
+/// Publish channels: Main, Aux, Third, Fourth.
+pub const CHANNELS: usize = 4;
+
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    pub app_id: u32,
+    pub app_sign: String,
+    pub multi_room: bool,
+    pub sdk_version: String,
+    /// A login without an answer for this long fails with 1002031.
+    pub login_timeout: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            app_id: 1,
+            app_sign: String::new(),
+            multi_room: false,
+            sdk_version: String::new(),
+            login_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the driver must do next.
+#[derive(Debug, PartialEq)]
+pub enum Output {
+    /// Open the signaling connection, then call [`Session::handle_connected`] or
+    /// [`Session::handle_disconnected`].
+    Connect,
+    /// Send this frame on the open connection.
+    Transmit(ClientFrame),
+    /// Deliver this event to the app.
+    Event(SessionEvent),
+    /// Nothing more now; call [`Session::handle_timeout`] at the deadline, if any.
+    Idle(Option<Instant>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Conn {
+    Closed,
+    Connecting,
+    /// Socket open, hello sent, waiting for its reply.
+    Handshaking,
+    Open,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// `req` is the login request's id: a late reply to an earlier login of the same room
+    /// must not complete this one.
+    Logining {
+        op: OpId,
+        req: u64,
+        deadline: Instant,
+    },
+    Logined,
+}
+
+#[derive(Debug)]
+struct Room {
+    phase: Phase,
+    notify: bool,
+}
+
+#[derive(Debug)]
+struct Publisher {
+    stream_id: StreamId,
+    room_id: RoomId,
+    state: PublisherState,
+}
+
+#[derive(Debug)]
+struct Player {
+    room_id: RoomId,
+    state: PlayerState,
+}
+
+/// What a request in flight is waiting to finish.
+#[derive(Debug)]
+enum Pending {
+    Hello,
+    Login { room_id: RoomId },
+    Publish { channel: usize, stream_id: StreamId },
+    Play { stream_id: StreamId },
+    /// A call whose promise resolves with the reply's code (and message id, if any).
+    Op { op: OpId },
+    /// Nobody waits for the reply.
+    Ignore,
+}
+
+pub struct Session {
+    config: SessionConfig,
+    conn: Conn,
+    next_req: u64,
+    /// Frames written before the connection was open.
+    outbox: Vec<ClientFrame>,
+    out: VecDeque<Output>,
+    pending: HashMap<u64, Pending>,
+    /// The user of the logged-in rooms; multi-room requires the same one everywhere.
+    user: Option<User>,
+    rooms: BTreeMap<RoomId, Room>,
+    publishers: [Option<Publisher>; CHANNELS],
+    /// Stream extra info per channel, sent with the next publish.
+    extra_info: [String; CHANNELS],
+    players: BTreeMap<StreamId, Player>,
+}
+
+type Res<T> = Result<T, ErrorCode>;
+
+impl Session {
+    pub fn new(config: SessionConfig) -> Self {
+        Session {
+            config,
+            conn: Conn::Closed,
+            next_req: 1,
+            outbox: Vec::new(),
+            out: VecDeque::new(),
+            pending: HashMap::new(),
+            user: None,
+            rooms: BTreeMap::new(),
+            publishers: Default::default(),
+            extra_info: Default::default(),
+            players: BTreeMap::new(),
+        }
+    }
+
+    pub fn is_multi_room(&self) -> bool {
+        self.config.multi_room
+    }
+
+    /// Rooms that are logged in or logging in.
+    pub fn room_ids(&self) -> impl Iterator<Item = &str> {
+        self.rooms.keys().map(RoomId::as_str)
+    }
+
+    /// True while the app has something that can still produce events: a room, a stream or a
+    /// call in flight.
+    pub fn is_active(&self) -> bool {
+        !self.rooms.is_empty()
+            || !self.players.is_empty()
+            || self.publishers.iter().any(Option::is_some)
+            || self.pending.values().any(|p| !matches!(p, Pending::Ignore))
+    }
+
+    // ---- inputs -------------------------------------------------------------------------
+
+    /// An API call from the app. Its promise resolves with the [`SessionEvent::Completed`] that
+    /// carries `op`.
+    pub fn handle_command(&mut self, now: Instant, op: OpId, cmd: Command) {
+        let func = cmd.func_name();
+        let mark = self.out.len();
+        match self.command(now, op, cmd) {
+            Ok(done) => {
+                // The call's own report comes before the events it caused.
+                self.out.insert(
+                    mark,
+                    Output::Event(SessionEvent::ApiCalled {
+                        func,
+                        code: ErrorCode::SUCCESS,
+                        info: String::new(),
+                    }),
+                );
+                if let Some(value) = done {
+                    self.complete(op, ErrorCode::SUCCESS, value);
+                }
+            }
+            Err(code) => {
+                self.emit(SessionEvent::ApiCalled {
+                    func,
+                    code,
+                    info: format!("{func} failed: {code}"),
+                });
+                self.complete(op, code, OpValue::None);
+            }
+        }
+    }
+
+    /// The signaling connection opened.
+    pub fn handle_connected(&mut self, _now: Instant) {
+        if self.conn != Conn::Connecting {
+            return;
+        }
+        self.conn = Conn::Handshaking;
+        let id = self.alloc_req(Pending::Hello);
+        self.out.push_back(Output::Transmit(ClientFrame {
+            id,
+            req: Request::Hello {
+                version: PROTOCOL_VERSION,
+                app_id: self.config.app_id,
+                app_sign: self.config.app_sign.clone(),
+                sdk_version: self.config.sdk_version.clone(),
+            },
+        }));
+    }
+
+    /// The connection failed to open or broke. Reconnection is not attempted yet: every room
+    /// ends (LoginFailed while logging in, ReconnectFailed once logged in) and its streams stop.
+    pub fn handle_disconnected(&mut self, _now: Instant) {
+        let was_open = matches!(self.conn, Conn::Open | Conn::Handshaking);
+        self.conn = Conn::Closed;
+        self.outbox.clear();
+        let pending = std::mem::take(&mut self.pending);
+        for (_, p) in pending {
+            if let Pending::Op { op } = p {
+                self.complete(op, ErrorCode::IM_SEND_FAILED, OpValue::None);
+            }
+        }
+        let rooms: Vec<RoomId> = self.rooms.keys().cloned().collect();
+        for room_id in rooms {
+            let logining = matches!(
+                self.rooms.get(&room_id).map(|r| &r.phase),
+                Some(Phase::Logining { .. })
+            );
+            if logining {
+                self.fail_login(&room_id, ErrorCode::ROOM_ERROR_CONNECT_FAILED);
+            } else {
+                let code = if was_open {
+                    ErrorCode::ROOM_DISCONNECT
+                } else {
+                    ErrorCode::ROOM_ERROR_CONNECT_FAILED
+                };
+                self.leave_room(&room_id, RoomReason::ReconnectFailed, code);
+            }
+        }
+    }
+
+    /// A frame from the server.
+    pub fn handle_server(&mut self, now: Instant, msg: ServerMsg) {
+        match msg {
+            ServerMsg::Reply { id, code, body } => self.on_reply(now, id, code, body),
+            ServerMsg::UserUpdate {
+                room_id,
+                update,
+                users,
+            } => {
+                if self.rooms.get(&room_id).is_some_and(|r| r.notify) {
+                    let users = self.others(users);
+                    if !users.is_empty() {
+                        self.emit(SessionEvent::UserUpdate {
+                            room_id: room_id.into(),
+                            update,
+                            users,
+                        });
+                    }
+                }
+            }
+            ServerMsg::StreamUpdate {
+                room_id,
+                update,
+                streams,
+                deleted,
+            } => {
+                if self.is_logined(&room_id) {
+                    self.emit_streams(room_id, update, streams, &deleted);
+                }
+            }
+            ServerMsg::StreamExtraInfo { room_id, streams } => {
+                if self.is_logined(&room_id) {
+                    let streams = self.other_streams(streams);
+                    if !streams.is_empty() {
+                        self.emit(SessionEvent::StreamExtraInfo {
+                            room_id: room_id.into(),
+                            streams,
+                        });
+                    }
+                }
+            }
+            ServerMsg::RoomExtraInfo { room_id, infos } => {
+                if self.is_logined(&room_id) && !infos.is_empty() {
+                    self.emit(SessionEvent::RoomExtraInfo {
+                        room_id: room_id.into(),
+                        infos,
+                    });
+                }
+            }
+            ServerMsg::Broadcast { room_id, messages } => {
+                if self.is_logined(&room_id) {
+                    let messages: Vec<_> =
+                        messages.into_iter().filter(|m| !self.is_me(&m.from)).collect();
+                    if !messages.is_empty() {
+                        self.emit(SessionEvent::Broadcast {
+                            room_id: room_id.into(),
+                            messages,
+                        });
+                    }
+                }
+            }
+            ServerMsg::Barrage { room_id, messages } => {
+                if self.is_logined(&room_id) {
+                    let messages: Vec<_> =
+                        messages.into_iter().filter(|m| !self.is_me(&m.from)).collect();
+                    if !messages.is_empty() {
+                        self.emit(SessionEvent::Barrage {
+                            room_id: room_id.into(),
+                            messages,
+                        });
+                    }
+                }
+            }
+            ServerMsg::CustomCommand {
+                room_id,
+                from,
+                command,
+            } => {
+                if self.is_logined(&room_id) && !self.is_me(&from) {
+                    self.emit(SessionEvent::CustomCommand {
+                        room_id: room_id.into(),
+                        from,
+                        command,
+                    });
+                }
+            }
+            ServerMsg::OnlineCount { room_id, count } => {
+                if self.is_logined(&room_id) {
+                    self.emit(SessionEvent::OnlineCount {
+                        room_id: room_id.into(),
+                        count,
+                    });
+                }
+            }
+            ServerMsg::Kicked { room_id, code } => {
+                if self.rooms.contains_key(&room_id) {
+                    self.leave_room(&room_id, RoomReason::KickOut, code);
+                }
+            }
+            ServerMsg::StreamAvailable { room_id, stream_id } => {
+                self.set_player(&room_id, &stream_id, PlayerState::Playing, ErrorCode::SUCCESS);
+            }
+            ServerMsg::StreamUnavailable {
+                room_id,
+                stream_id,
+                reason: _,
+            } => {
+                self.set_player(
+                    &room_id,
+                    &stream_id,
+                    PlayerState::PlayRequesting,
+                    ErrorCode::PLAYER_ERROR_STREAM_NOT_EXIST,
+                );
+            }
+        }
+    }
+
+    /// Time passed: logins that got no answer fail.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let expired: Vec<RoomId> = self
+            .rooms
+            .iter()
+            .filter(|(_, r)| matches!(r.phase, Phase::Logining { deadline, .. } if deadline <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for room_id in expired {
+            self.pending
+                .retain(|_, p| !matches!(p, Pending::Login { room_id: r } if *r == room_id));
+            self.fail_login(&room_id, ErrorCode::ROOM_ERROR_LOGIN_TIMEOUT);
+            // The server may still admit us late; make sure it forgets us.
+            self.send(Pending::Ignore, Request::Logout { room_id });
+        }
+    }
+
+    /// The engine is being destroyed: leave every room without telling the app.
+    pub fn destroy(&mut self) {
+        let rooms: Vec<RoomId> = std::mem::take(&mut self.rooms).into_keys().collect();
+        self.publishers = Default::default();
+        self.players.clear();
+        self.user = None;
+        if self.conn == Conn::Open {
+            for room_id in rooms {
+                self.send(Pending::Ignore, Request::Logout { room_id });
+            }
+        }
+        self.pending.clear();
+    }
+
+    /// The next thing for the driver to do.
+    pub fn poll_output(&mut self) -> Output {
+        if let Some(o) = self.out.pop_front() {
+            return o;
+        }
+        let deadline = self
+            .rooms
+            .values()
+            .filter_map(|r| match r.phase {
+                Phase::Logining { deadline, .. } => Some(deadline),
+                Phase::Logined => None,
+            })
+            .min();
+        Output::Idle(deadline)
+    }
+
+    // ---- commands -----------------------------------------------------------------------
+
+    /// Runs one call. `Ok(Some(v))` resolves it now, `Ok(None)` later (on a reply), `Err` now
+    /// with the code, having changed nothing.
+    fn command(&mut self, now: Instant, op: OpId, cmd: Command) -> Res<Option<OpValue>> {
+        match cmd {
+            Command::LoginRoom {
+                room_id,
+                user_id,
+                user_name,
+                config,
+            } => self.login(now, op, room_id, user_id, user_name, config),
+            Command::LogoutRoom { room_id } => self.logout(room_id).map(Some),
+            Command::SwitchRoom { from, to, config } => {
+                if self.config.multi_room {
+                    return Err(ErrorCode::ROOM_MULTI_ROOM_SWITCH_ROOM_INVALID);
+                }
+                let from_id = self.logged_room(&from, ErrorCode::ROOM_ROOMID_INCORRECT)?;
+                let user = self.user.clone().ok_or(ErrorCode::ROOM_ROOMID_INCORRECT)?;
+                let to_id = RoomId::new(to)?;
+                let notify = self.rooms.get(&from_id).is_some_and(|r| r.notify);
+                self.leave_room(&from_id, RoomReason::Logout, ErrorCode::SUCCESS);
+                self.send(Pending::Ignore, Request::Logout { room_id: from_id });
+                let config = config.unwrap_or(RoomConfig {
+                    is_user_status_notify: notify,
+                    ..RoomConfig::default()
+                });
+                self.start_login(now, None, to_id, user, config);
+                Ok(Some(OpValue::None))
+            }
+            Command::RenewToken { room_id, token } => {
+                let room_id = self.logged_room(&room_id, ErrorCode::ROOM_ROOMID_INCORRECT)?;
+                self.send(Pending::Ignore, Request::RenewToken { room_id, token });
+                Ok(Some(OpValue::None))
+            }
+            Command::SetRoomExtraInfo {
+                room_id,
+                key,
+                value,
+            } => {
+                let room_id = self.logged_room(&room_id, ErrorCode::ROOM_ROOMID_INCORRECT)?;
+                if key.is_empty() {
+                    return Err(ErrorCode::ROOM_ROOM_EXTRA_INFO_KEY_EMPTY);
+                }
+                if key.len() >= MAX_ROOM_EXTRA_INFO_BYTES {
+                    return Err(ErrorCode::ROOM_ROOM_EXTRA_INFO_KEY_TOO_LONG);
+                }
+                if value.len() >= MAX_ROOM_EXTRA_INFO_BYTES {
+                    return Err(ErrorCode::ROOM_ROOM_EXTRA_INFO_VALUE_TOO_LONG);
+                }
+                self.send(
+                    Pending::Op { op },
+                    Request::SetRoomExtraInfo {
+                        room_id,
+                        key,
+                        value,
+                    },
+                );
+                Ok(None)
+            }
+            Command::StartPublishing {
+                stream_id,
+                channel,
+                room_id,
+            } => self.start_publishing(stream_id, channel, room_id).map(Some),
+            Command::StopPublishing { channel } => {
+                let ch = channel_index(channel)?;
+                if let Some(p) = self.publishers[ch].take() {
+                    self.emit_publisher(p.stream_id.clone(), PublisherState::NoPublish);
+                    self.send(
+                        Pending::Ignore,
+                        Request::Unpublish {
+                            room_id: p.room_id,
+                            stream_id: p.stream_id,
+                        },
+                    );
+                }
+                Ok(Some(OpValue::None))
+            }
+            Command::SetStreamExtraInfo {
+                extra_info,
+                channel,
+            } => {
+                let ch = channel_index(channel)?;
+                let extra_info = extra_info.ok_or(ErrorCode::PUBLISHER_EXTRA_INFO_NULL)?;
+                if extra_info.len() >= MAX_STREAM_EXTRA_INFO_BYTES {
+                    return Err(ErrorCode::PUBLISHER_EXTRA_INFO_TOO_LONG);
+                }
+                self.extra_info[ch] = extra_info.clone();
+                match &self.publishers[ch] {
+                    Some(p) => {
+                        let req = Request::SetStreamExtraInfo {
+                            room_id: p.room_id.clone(),
+                            stream_id: p.stream_id.clone(),
+                            extra_info,
+                        };
+                        self.send(Pending::Op { op }, req);
+                        Ok(None)
+                    }
+                    None => Ok(Some(OpValue::None)),
+                }
+            }
+            Command::StartPlaying { stream_id, room_id } => {
+                self.start_playing(stream_id, room_id).map(Some)
+            }
+            Command::StopPlaying { stream_id } => {
+                if let Ok(stream_id) = StreamId::new(stream_id) {
+                    if let Some(p) = self.players.remove(&stream_id) {
+                        self.emit_player(stream_id.clone(), PlayerState::NoPlay, ErrorCode::SUCCESS);
+                        self.send(
+                            Pending::Ignore,
+                            Request::Unplay {
+                                room_id: p.room_id,
+                                stream_id,
+                            },
+                        );
+                    }
+                }
+                Ok(Some(OpValue::None))
+            }
+            Command::SendBroadcast { room_id, message } => {
+                let room_id = self.message_room(&room_id, &message)?;
+                self.send(Pending::Op { op }, Request::Broadcast { room_id, message });
+                Ok(None)
+            }
+            Command::SendBarrage { room_id, message } => {
+                let room_id = self.message_room(&room_id, &message)?;
+                self.send(Pending::Op { op }, Request::Barrage { room_id, message });
+                Ok(None)
+            }
+            Command::SendCustomCommand {
+                room_id,
+                command,
+                to,
+            } => {
+                let room_id = self.message_room(&room_id, &command)?;
+                let to = to
+                    .into_iter()
+                    .map(|id| {
+                        UserId::new(id).map_err(|e| match e {
+                            ErrorCode::ROOM_USER_ID_TOO_LONG => ErrorCode::IM_USER_ID_TOO_LONG,
+                            _ => ErrorCode::IM_USER_ID_EMPTY,
+                        })
+                    })
+                    .collect::<Res<Vec<_>>>()?;
+                self.send(
+                    Pending::Op { op },
+                    Request::CustomCommand {
+                        room_id,
+                        command,
+                        to,
+                    },
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    fn login(
+        &mut self,
+        now: Instant,
+        op: OpId,
+        room_id: String,
+        user_id: String,
+        user_name: Option<String>,
+        config: RoomConfig,
+    ) -> Res<Option<OpValue>> {
+        if !self.config.multi_room && !self.rooms.is_empty() {
+            return Err(ErrorCode::ROOM_COUNT_EXCEED);
+        }
+        let room_id = RoomId::new(room_id)?;
+        let user_name = user_name.unwrap_or_else(|| user_id.clone());
+        let user = User {
+            user_id: UserId::new(user_id)?,
+            user_name: UserName::new(user_name)?,
+        };
+        if self.rooms.contains_key(&room_id) {
+            return Err(ErrorCode::ROOM_COUNT_EXCEED);
+        }
+        if let Some(current) = &self.user {
+            if !self.rooms.is_empty() && *current != user {
+                return Err(ErrorCode::ROOM_MULTI_ROOM_USER_INFO_DIFFERENT);
+            }
+        }
+        self.start_login(now, Some(op), room_id, user, config);
+        Ok(None)
+    }
+
+    fn start_login(
+        &mut self,
+        now: Instant,
+        op: Option<OpId>,
+        room_id: RoomId,
+        user: User,
+        config: RoomConfig,
+    ) {
+        self.user = Some(user.clone());
+        let notify = config.is_user_status_notify;
+        self.emit_room(&room_id, RoomReason::Logining, ErrorCode::SUCCESS, "");
+        let login = LoginConfig {
+            max_member_count: config.max_member_count,
+            user_status_notify: notify,
+            token: config.token,
+            multi_room: self.config.multi_room,
+        };
+        let req = self.send(
+            Pending::Login {
+                room_id: room_id.clone(),
+            },
+            Request::Login {
+                room_id: room_id.clone(),
+                user,
+                config: login,
+            },
+        );
+        self.rooms.insert(
+            room_id,
+            Room {
+                phase: Phase::Logining {
+                    op: op.unwrap_or(0),
+                    req,
+                    deadline: now + self.config.login_timeout,
+                },
+                notify,
+            },
+        );
+    }
+
+    fn logout(&mut self, room_id: Option<String>) -> Res<OpValue> {
+        let targets: Vec<RoomId> = match room_id {
+            Some(r) => vec![self.logged_room(&r, ErrorCode::ROOM_ROOMID_INCORRECT)?],
+            None => self.rooms.keys().cloned().collect(),
+        };
+        for room_id in targets {
+            if let Some(Room {
+                phase: Phase::Logining { .. },
+                ..
+            }) = self.rooms.get(&room_id)
+            {
+                // The login's reply will find no room and be dropped; its promise resolves
+                // now with the logout's code.
+                self.resolve_login(&room_id, ErrorCode::ROOM_DISCONNECT);
+            }
+            self.leave_room(&room_id, RoomReason::Logout, ErrorCode::SUCCESS);
+            self.send(Pending::Ignore, Request::Logout { room_id });
+        }
+        Ok(OpValue::Extended(String::new()))
+    }
+
+    fn start_publishing(
+        &mut self,
+        stream_id: String,
+        channel: u32,
+        room: ConfigRoom,
+    ) -> Res<OpValue> {
+        let ch = channel_index(channel)?;
+        let room_id = self.stream_room(
+            room,
+            ErrorCode::PUBLISHER_ROOM_ID_REQUIRED,
+            ErrorCode::PUBLISHER_ROOM_ID_EMPTY,
+        )?;
+        let stream_id = StreamId::new(stream_id)?;
+        if let Some(p) = &self.publishers[ch] {
+            if p.stream_id == stream_id && p.room_id == room_id {
+                return Ok(OpValue::None);
+            }
+            return Err(ErrorCode::PUBLISHER_BUSY_CHANNEL);
+        }
+        if self.publishers.iter().flatten().any(|p| p.stream_id == stream_id) {
+            return Err(ErrorCode::PUBLISHER_ERROR_REPETITIVE_PUBLISH_STREAM);
+        }
+        self.publishers[ch] = Some(Publisher {
+            stream_id: stream_id.clone(),
+            room_id: room_id.clone(),
+            state: PublisherState::PublishRequesting,
+        });
+        self.emit_publisher(stream_id.clone(), PublisherState::PublishRequesting);
+        let extra_info = self.extra_info[ch].clone();
+        self.send(
+            Pending::Publish {
+                channel: ch,
+                stream_id: stream_id.clone(),
+            },
+            Request::Publish {
+                room_id,
+                stream_id,
+                extra_info,
+            },
+        );
+        Ok(OpValue::None)
+    }
+
+    fn start_playing(&mut self, stream_id: String, room: ConfigRoom) -> Res<OpValue> {
+        let room_id = self.stream_room(
+            room,
+            ErrorCode::PLAYER_ROOM_ID_REQUIRED,
+            ErrorCode::PLAYER_ROOM_ID_EMPTY,
+        )?;
+        let stream_id = StreamId::new(stream_id)?;
+        if self.players.contains_key(&stream_id) {
+            return Ok(OpValue::None);
+        }
+        self.players.insert(
+            stream_id.clone(),
+            Player {
+                room_id: room_id.clone(),
+                state: PlayerState::PlayRequesting,
+            },
+        );
+        self.emit_player(
+            stream_id.clone(),
+            PlayerState::PlayRequesting,
+            ErrorCode::SUCCESS,
+        );
+        self.send(
+            Pending::Play {
+                stream_id: stream_id.clone(),
+            },
+            Request::Play { room_id, stream_id },
+        );
+        Ok(OpValue::None)
+    }
+
+    // ---- replies ------------------------------------------------------------------------
+
+    fn on_reply(&mut self, _now: Instant, id: u64, code: ErrorCode, body: Option<ReplyBody>) {
+        let Some(pending) = self.pending.remove(&id) else {
+            return;
+        };
+        match pending {
+            Pending::Hello => {
+                if code.is_success() {
+                    self.conn = Conn::Open;
+                    for frame in std::mem::take(&mut self.outbox) {
+                        self.out.push_back(Output::Transmit(frame));
+                    }
+                } else {
+                    self.reject_connection(code);
+                }
+            }
+            Pending::Login { room_id } => self.on_login_reply(id, room_id, code, body),
+            Pending::Publish { channel, stream_id } => {
+                let Some(p) = &mut self.publishers[channel] else {
+                    return;
+                };
+                if p.stream_id != stream_id {
+                    return;
+                }
+                if code.is_success() {
+                    p.state = PublisherState::Publishing;
+                    self.emit_publisher(stream_id, PublisherState::Publishing);
+                } else {
+                    self.publishers[channel] = None;
+                    self.emit(SessionEvent::PublisherState {
+                        stream_id,
+                        state: PublisherState::NoPublish,
+                        code,
+                        extended: String::new(),
+                    });
+                }
+            }
+            Pending::Play { stream_id } => {
+                let Some(player) = self.players.get(&stream_id) else {
+                    return;
+                };
+                if !code.is_success() {
+                    self.players.remove(&stream_id);
+                    self.emit_player(stream_id, PlayerState::NoPlay, code);
+                } else if matches!(body, Some(ReplyBody::Play { available: true }))
+                    && player.state != PlayerState::Playing
+                {
+                    let room_id = player.room_id.clone();
+                    self.set_player(&room_id, &stream_id, PlayerState::Playing, code);
+                }
+            }
+            Pending::Op { op } => {
+                let value = match body {
+                    Some(ReplyBody::Broadcast { message_id }) => OpValue::MessageId(message_id),
+                    Some(ReplyBody::Barrage { message_id }) => OpValue::BarrageId(message_id),
+                    _ => OpValue::None,
+                };
+                self.complete(op, code, value);
+            }
+            Pending::Ignore => {}
+        }
+    }
+
+    fn on_login_reply(
+        &mut self,
+        req: u64,
+        room_id: RoomId,
+        code: ErrorCode,
+        body: Option<ReplyBody>,
+    ) {
+        if !matches!(
+            self.rooms.get(&room_id).map(|r| &r.phase),
+            Some(Phase::Logining { req: r, .. }) if *r == req
+        ) {
+            return;
+        }
+        if !code.is_success() {
+            self.fail_login(&room_id, code);
+            return;
+        }
+        let Some(ReplyBody::Login {
+            room_session_id,
+            users,
+            streams,
+            extra_info,
+            online_count,
+        }) = body
+        else {
+            self.fail_login(&room_id, ErrorCode::ROOM_INNER_ERROR);
+            return;
+        };
+        let extended = format!(
+            "{{\"room_session_id\":{}}}",
+            json_string(&room_session_id)
+        );
+        let notify = self.rooms.get(&room_id).is_some_and(|r| r.notify);
+        let op = match self.rooms.get_mut(&room_id) {
+            Some(room) => match std::mem::replace(&mut room.phase, Phase::Logined) {
+                Phase::Logining { op, .. } => op,
+                Phase::Logined => 0,
+            },
+            None => return,
+        };
+        self.emit_room(&room_id, RoomReason::Logined, ErrorCode::SUCCESS, &extended);
+        let users = self.others(users);
+        if notify && !users.is_empty() {
+            self.emit(SessionEvent::UserUpdate {
+                room_id: room_id.to_string(),
+                update: UpdateType::Add,
+                users,
+            });
+        }
+        self.emit_streams(room_id.clone(), UpdateType::Add, streams, &[]);
+        if !extra_info.is_empty() {
+            self.emit(SessionEvent::RoomExtraInfo {
+                room_id: room_id.to_string(),
+                infos: extra_info,
+            });
+        }
+        self.emit(SessionEvent::OnlineCount {
+            room_id: room_id.to_string(),
+            count: online_count,
+        });
+        if op != 0 {
+            self.complete(op, ErrorCode::SUCCESS, OpValue::Extended(extended));
+        }
+    }
+
+    /// The server refused the hello: nothing can work on this connection.
+    fn reject_connection(&mut self, code: ErrorCode) {
+        self.conn = Conn::Closed;
+        self.outbox.clear();
+        let rooms: Vec<RoomId> = self.rooms.keys().cloned().collect();
+        for room_id in rooms {
+            self.fail_login(&room_id, code);
+        }
+        let pending = std::mem::take(&mut self.pending);
+        for (_, p) in pending {
+            if let Pending::Op { op } = p {
+                self.complete(op, code, OpValue::None);
+            }
+        }
+    }
+
+    // ---- helpers ------------------------------------------------------------------------
+
+    fn fail_login(&mut self, room_id: &RoomId, code: ErrorCode) {
+        self.resolve_login(room_id, code);
+        self.leave_room(room_id, RoomReason::LoginFailed, code);
+    }
+
+    /// Resolves the promise of a login still in progress.
+    fn resolve_login(&mut self, room_id: &RoomId, code: ErrorCode) {
+        if let Some(room) = self.rooms.get_mut(room_id) {
+            if let Phase::Logining { op, .. } = &mut room.phase {
+                let op = std::mem::take(op);
+                if op != 0 {
+                    self.complete(op, code, OpValue::Extended(String::new()));
+                }
+            }
+        }
+    }
+
+    /// Removes a room, stopping the streams bound to it, and reports `reason`.
+    fn leave_room(&mut self, room_id: &RoomId, reason: RoomReason, code: ErrorCode) {
+        if self.rooms.remove(room_id).is_none() {
+            return;
+        }
+        for ch in 0..CHANNELS {
+            if self.publishers[ch].as_ref().is_some_and(|p| p.room_id == *room_id) {
+                if let Some(p) = self.publishers[ch].take() {
+                    self.emit_publisher(p.stream_id, PublisherState::NoPublish);
+                }
+            }
+        }
+        let players: Vec<StreamId> = self
+            .players
+            .iter()
+            .filter(|(_, p)| p.room_id == *room_id)
+            .map(|(s, _)| s.clone())
+            .collect();
+        for stream_id in players {
+            self.players.remove(&stream_id);
+            self.emit_player(stream_id, PlayerState::NoPlay, ErrorCode::SUCCESS);
+        }
+        self.emit_room(room_id, reason, code, "");
+        if self.rooms.is_empty() {
+            self.user = None;
+        }
+    }
+
+    fn set_player(
+        &mut self,
+        room_id: &RoomId,
+        stream_id: &StreamId,
+        state: PlayerState,
+        code: ErrorCode,
+    ) {
+        let Some(p) = self.players.get_mut(stream_id) else {
+            return;
+        };
+        if p.room_id != *room_id || p.state == state {
+            return;
+        }
+        p.state = state;
+        self.emit_player(stream_id.clone(), state, code);
+    }
+
+    fn emit_streams(
+        &mut self,
+        room_id: RoomId,
+        update: UpdateType,
+        streams: Vec<StreamInfo>,
+        deleted: &[StreamDelete],
+    ) {
+        let streams = self.other_streams(streams);
+        if streams.is_empty() {
+            return;
+        }
+        let extended = if deleted.is_empty() {
+            String::new()
+        } else {
+            let items: Vec<String> = deleted
+                .iter()
+                .filter(|d| streams.iter().any(|s| s.stream_id == d.stream_id))
+                .map(|d| {
+                    format!(
+                        "{{\"stream_id\":{},\"code\":{}}}",
+                        json_string(d.stream_id.as_str()),
+                        d.code.0
+                    )
+                })
+                .collect();
+            format!("{{\"stream_delete_reason\":[{}]}}", items.join(","))
+        };
+        self.emit(SessionEvent::StreamUpdate {
+            room_id: room_id.into(),
+            update,
+            streams,
+            extended,
+        });
+    }
+
+    fn is_me(&self, user: &User) -> bool {
+        self.user.as_ref().is_some_and(|u| u.user_id == user.user_id)
+    }
+
+    fn others(&self, users: Vec<User>) -> Vec<User> {
+        users.into_iter().filter(|u| !self.is_me(u)).collect()
+    }
+
+    fn other_streams(&self, streams: Vec<StreamInfo>) -> Vec<StreamInfo> {
+        streams.into_iter().filter(|s| !self.is_me(&s.user)).collect()
+    }
+
+    fn is_logined(&self, room_id: &RoomId) -> bool {
+        matches!(
+            self.rooms.get(room_id),
+            Some(Room {
+                phase: Phase::Logined,
+                ..
+            })
+        )
+    }
+
+    /// A room the engine is logged into (or logging into), or `code`.
+    fn logged_room(&self, room_id: &str, code: ErrorCode) -> Res<RoomId> {
+        self.rooms
+            .get_key_value(room_id)
+            .map(|(k, _)| k.clone())
+            .ok_or(code)
+    }
+
+    fn message_room(&self, room_id: &str, message: &str) -> Res<RoomId> {
+        let room_id = self.logged_room(room_id, ErrorCode::IM_INCONSISTENT_ROOM_ID)?;
+        if !self.is_logined(&room_id) {
+            return Err(ErrorCode::IM_INCONSISTENT_ROOM_ID);
+        }
+        if message.is_empty() {
+            return Err(ErrorCode::IM_CONTENT_NULL);
+        }
+        if message.len() > MAX_MESSAGE_BYTES {
+            return Err(ErrorCode::IM_CONTENT_TOO_LONG);
+        }
+        Ok(room_id)
+    }
+
+    /// The room a publisher or player binds to: in multi-room mode the config must name it; in
+    /// single-room mode it is the one room logged in.
+    fn stream_room(&self, room: ConfigRoom, missing: ErrorCode, empty: ErrorCode) -> Res<RoomId> {
+        if self.config.multi_room {
+            match room {
+                None => Err(missing),
+                Some(r) if r.is_empty() => Err(empty),
+                Some(r) => self.logged_room(&r, ErrorCode::COMMON_NOT_LOGIN_ROOM),
+            }
+        } else {
+            self.rooms
+                .keys()
+                .next()
+                .cloned()
+                .ok_or(ErrorCode::COMMON_NOT_LOGIN_ROOM)
+        }
+    }
+
+    fn alloc_req(&mut self, pending: Pending) -> u64 {
+        let id = self.next_req;
+        self.next_req += 1;
+        self.pending.insert(id, pending);
+        id
+    }
+
+    fn send(&mut self, pending: Pending, req: Request) -> u64 {
+        let id = self.alloc_req(pending);
+        let frame = ClientFrame { id, req };
+        match self.conn {
+            Conn::Open => self.out.push_back(Output::Transmit(frame)),
+            Conn::Handshaking | Conn::Connecting => self.outbox.push(frame),
+            Conn::Closed => {
+                self.outbox.push(frame);
+                self.conn = Conn::Connecting;
+                self.out.push_back(Output::Connect);
+            }
+        }
+        id
+    }
+
+    fn emit(&mut self, ev: SessionEvent) {
+        self.out.push_back(Output::Event(ev));
+    }
+
+    fn complete(&mut self, op: OpId, code: ErrorCode, value: OpValue) {
+        self.emit(SessionEvent::Completed { op, code, value });
+    }
+
+    fn emit_room(&mut self, room_id: &RoomId, reason: RoomReason, code: ErrorCode, ext: &str) {
+        self.emit(SessionEvent::RoomState {
+            room_id: room_id.to_string(),
+            reason,
+            code,
+            extended: ext.to_string(),
+        });
+    }
+
+    fn emit_publisher(&mut self, stream_id: StreamId, state: PublisherState) {
+        self.emit(SessionEvent::PublisherState {
+            stream_id,
+            state,
+            code: ErrorCode::SUCCESS,
+            extended: String::new(),
+        });
+    }
+
+    fn emit_player(&mut self, stream_id: StreamId, state: PlayerState, code: ErrorCode) {
+        self.emit(SessionEvent::PlayerState {
+            stream_id,
+            state,
+            code,
+            extended: String::new(),
+        });
+    }
+}
+
+fn channel_index(channel: u32) -> Res<usize> {
+    let ch = channel as usize;
+    if ch < CHANNELS {
+        Ok(ch)
+    } else {
+        Err(ErrorCode::COMMON_ILLEGAL_PARAM)
+    }
+}
+
+/// A JSON string literal (for the few `extendedData` strings ZEGO defines as JSON text).
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string())
+}

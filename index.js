@@ -1,0 +1,425 @@
+'use strict'
+// The ZEGO Express facade (uni-app / React Native flavour) over the native engine.
+//
+// Every call goes to the native engine, which answers with an operation id at once; the
+// outcome arrives later through the engine's single event callback as a `$done` event carrying
+// that id, in the same ordered stream as every other event. So a promise resolves after the
+// events its call caused, and events of one engine keep one total order.
+//
+// State here is per JS environment: the main thread and each worker_thread load their own copy
+// of this module, so each has its own engine singleton.
+
+const native = require('./binding.js')
+const defines = require('./lib/defines.js')
+const { ZegoErrorCode } = require('./lib/error-codes.js')
+
+const { ZegoRoomMode, ZegoRoomStateChangedReason: Reason, ZegoPublishChannel } = defines
+
+const DEFAULT_SERVER = 'ws://127.0.0.1:9000'
+const SERVER_ENV = 'ZROOMS_SERVER'
+
+let roomMode = ZegoRoomMode.SingleRoom
+let engineConfig = { advancedConfig: {} }
+let current = null
+
+// Reasons after which a room is logged in (or on its way); the others leave it.
+const LIVE_REASONS = new Set([Reason.Logining, Reason.Logined, Reason.Reconnecting, Reason.Reconnected])
+
+const isHex64 = (s) => typeof s === 'string' && /^[0-9a-fA-F]{64}$/.test(s)
+
+/** A string argument: undefined/null become '' (ZEGO's "empty" codes), other types are refused. */
+function str(value) {
+  if (value === undefined || value === null) return ''
+  return typeof value === 'string' ? value : null
+}
+
+function optStr(value) {
+  if (value === undefined || value === null) return undefined
+  return typeof value === 'string' ? value : null
+}
+
+function channelOf(channel) {
+  if (channel === undefined || channel === null) return ZegoPublishChannel.Main
+  return Number.isInteger(channel) && channel >= 0 && channel <= 3 ? channel : null
+}
+
+class ZegoExpressEngine {
+  /** @internal Use createEngineWithProfile. */
+  constructor(token, profile, server) {
+    if (token !== constructToken) {
+      throw new Error('Use ZegoExpressEngine.createEngineWithProfile() to create the engine')
+    }
+    this._listeners = new Map()
+    this._pending = new Map()
+    this._rooms = new Set()
+    this._keepalive = null
+    this._destroyed = false
+    this._profile = profile
+    this._native = new native.NativeEngine(
+      {
+        appID: profile.appID,
+        appSign: profile.appSign || undefined,
+        server,
+        multiRoom: roomMode === ZegoRoomMode.MultiRoom,
+        loginTimeoutMs: Number(engineConfig.advancedConfig.login_timeout_ms) || undefined,
+      },
+      (ev) => this._onEvent(ev),
+    )
+  }
+
+  // ---- static lifecycle ---------------------------------------------------------------
+
+  /** Creates the engine of this JS environment (or returns the existing one). */
+  static async createEngineWithProfile(profile) {
+    if (current) return current
+    if (!profile || typeof profile !== 'object') {
+      throw engineError(ZegoErrorCode.EngineAppidZero, 'profile is required')
+    }
+    const appID = profile.appID
+    if (!Number.isInteger(appID) || appID <= 0 || appID > 0xffffffff) {
+      throw engineError(ZegoErrorCode.EngineAppidZero, 'appID must be an integer in 1..4294967295')
+    }
+    const appSign = profile.appSign
+    if (appSign !== undefined && appSign !== null && appSign !== '') {
+      if (typeof appSign !== 'string' || appSign.length !== 64) {
+        throw engineError(ZegoErrorCode.EngineAppsignInvalidLength, 'appSign must be 64 characters')
+      }
+      if (!isHex64(appSign)) {
+        throw engineError(ZegoErrorCode.EngineAppsignInvalidCharacter, 'appSign must be hexadecimal')
+      }
+    }
+    const server = engineConfig.advancedConfig.server || process.env[SERVER_ENV] || DEFAULT_SERVER
+    current = new ZegoExpressEngine(constructToken, { appID, appSign: appSign || '', scenario: profile.scenario }, server)
+    return current
+  }
+
+  /** The engine created by createEngineWithProfile; throws before that. */
+  static instance() {
+    if (!current) throw new Error('Get instance failed, Please create engine first')
+    return current
+  }
+
+  /** Leaves every room and destroys the engine; no event is delivered afterwards. */
+  static async destroyEngine() {
+    const engine = current
+    if (!engine) return
+    current = null
+    await engine._destroy()
+  }
+
+  /**
+   * Engine settings, before createEngineWithProfile. `advancedConfig.server` is the room
+   * server's URL (`ws://host:port`); ZROOMS_SERVER in the environment is the fallback.
+   */
+  static async setEngineConfig(config) {
+    if (!config || typeof config !== 'object') return
+    const advanced = config.advancedConfig && typeof config.advancedConfig === 'object' ? config.advancedConfig : {}
+    engineConfig = {
+      ...engineConfig,
+      ...config,
+      advancedConfig: { ...engineConfig.advancedConfig, ...advanced },
+    }
+  }
+
+  /** ZegoRoomMode; only before the engine exists (after it: error 1001020, nothing changes). */
+  static async setRoomMode(mode) {
+    if (current) {
+      current._report('setRoomMode', ZegoErrorCode.EngineSetRoomModeErrorTime, 'setRoomMode must be called before createEngineWithProfile')
+      return
+    }
+    if (mode !== ZegoRoomMode.SingleRoom && mode !== ZegoRoomMode.MultiRoom) return
+    roomMode = mode
+  }
+
+  static async getVersion() {
+    return native.nativeVersion()
+  }
+
+  // ---- events -------------------------------------------------------------------------
+
+  on(event, callback) {
+    if (typeof event !== 'string' || typeof callback !== 'function') return
+    let set = this._listeners.get(event)
+    if (!set) this._listeners.set(event, (set = new Set()))
+    set.add(callback)
+  }
+
+  /** Removes `callback`, or every listener of `event` when it is omitted. */
+  off(event, callback) {
+    if (callback === undefined) {
+      this._listeners.delete(event)
+    } else {
+      this._listeners.get(event)?.delete(callback)
+    }
+  }
+
+  async getVersion() {
+    return native.nativeVersion()
+  }
+
+  // ---- rooms --------------------------------------------------------------------------
+
+  loginRoom(roomID, user, config) {
+    const r = str(roomID)
+    if (r === null) return this._fail('loginRoom', ZegoErrorCode.RoomRoomidInvalidCharacter, { extendedData: '' })
+    if (!user || typeof user !== 'object') return this._fail('loginRoom', ZegoErrorCode.RoomUserIdNull, { extendedData: '' })
+    const userID = str(user.userID)
+    const userName = optStr(user.userName)
+    if (userID === null) return this._fail('loginRoom', ZegoErrorCode.RoomUserIdInvalidCharacter, { extendedData: '' })
+    if (userName === null) return this._fail('loginRoom', ZegoErrorCode.RoomUserNameInvalidCharacter, { extendedData: '' })
+    const c = config && typeof config === 'object' ? config : {}
+    const token = optStr(c.token)
+    const nativeConfig = {
+      maxMemberCount: Number.isInteger(c.maxMemberCount) && c.maxMemberCount > 0 ? c.maxMemberCount : 0,
+      isUserStatusNotify: c.isUserStatusNotify === true,
+      token: token || '',
+    }
+    return this._call((n) => n.loginRoom(r, userID, userName, nativeConfig), roomResult)
+  }
+
+  /** Leaves `roomID`, or every room when it is omitted. */
+  logoutRoom(roomID) {
+    const r = optStr(roomID)
+    if (r === null) return this._fail('logoutRoom', ZegoErrorCode.RoomRoomidIncorrect, { extendedData: '' })
+    return this._call((n) => n.logoutRoom(r), roomResult)
+  }
+
+  switchRoom(fromRoomID, toRoomID, config) {
+    const from = str(fromRoomID)
+    const to = str(toRoomID)
+    if (from === null || to === null) return this._fail('switchRoom', ZegoErrorCode.RoomRoomidInvalidCharacter)
+    let c
+    if (config && typeof config === 'object') {
+      c = {
+        maxMemberCount: Number.isInteger(config.maxMemberCount) ? config.maxMemberCount : 0,
+        isUserStatusNotify: config.isUserStatusNotify === true,
+        token: optStr(config.token) || '',
+      }
+    }
+    return this._call((n) => n.switchRoom(from, to, c), voidResult)
+  }
+
+  renewToken(roomID, token) {
+    const r = str(roomID)
+    const t = str(token)
+    if (r === null || t === null) return this._fail('renewToken', ZegoErrorCode.CommonIllegalParam)
+    return this._call((n) => n.renewToken(r, t), voidResult)
+  }
+
+  setRoomExtraInfo(roomID, key, value) {
+    const r = str(roomID)
+    const k = str(key)
+    const v = str(value)
+    if (r === null || k === null || v === null) return this._fail('setRoomExtraInfo', ZegoErrorCode.CommonIllegalParam, {})
+    return this._call((n) => n.setRoomExtraInfo(r, k, v), codeResult)
+  }
+
+  // ---- publishing ---------------------------------------------------------------------
+
+  /** In multi-room mode `config.roomID` must name a logged-in room (1003070 / 1003071). */
+  startPublishingStream(streamID, channel, config) {
+    const s = str(streamID)
+    const ch = channelOf(channel)
+    const roomID = config && typeof config === 'object' ? optStr(config.roomID) : undefined
+    if (s === null) return this._fail('startPublishingStream', ZegoErrorCode.CommonStreamIdInvalidCharacter)
+    if (ch === null || roomID === null) return this._fail('startPublishingStream', ZegoErrorCode.CommonIllegalParam)
+    return this._call((n) => n.startPublishingStream(s, ch, roomID), voidResult)
+  }
+
+  stopPublishingStream(channel) {
+    const ch = channelOf(channel)
+    if (ch === null) return this._fail('stopPublishingStream', ZegoErrorCode.CommonIllegalParam)
+    return this._call((n) => n.stopPublishingStream(ch), voidResult)
+  }
+
+  setStreamExtraInfo(extraInfo, channel) {
+    const ch = channelOf(channel)
+    const info = optStr(extraInfo)
+    if (ch === null || info === null) return this._fail('setStreamExtraInfo', ZegoErrorCode.CommonIllegalParam, {})
+    return this._call((n) => n.setStreamExtraInfo(info, ch), codeResult)
+  }
+
+  // ---- playing ------------------------------------------------------------------------
+
+  /**
+   * `startPlayingStream(streamID, view?, config?)`; the uni-app App form
+   * `startPlayingStream(streamID, config)` is accepted too. In multi-room mode `config.roomID`
+   * must name a logged-in room (1004070 / 1004071).
+   */
+  startPlayingStream(streamID, view, config) {
+    if (config === undefined && view && typeof view === 'object' && 'roomID' in view) {
+      config = view
+      view = undefined
+    }
+    const s = str(streamID)
+    const roomID = config && typeof config === 'object' ? optStr(config.roomID) : undefined
+    if (s === null) return this._fail('startPlayingStream', ZegoErrorCode.CommonStreamIdInvalidCharacter)
+    if (roomID === null) return this._fail('startPlayingStream', ZegoErrorCode.CommonIllegalParam)
+    return this._call((n) => n.startPlayingStream(s, roomID), voidResult)
+  }
+
+  stopPlayingStream(streamID) {
+    const s = str(streamID)
+    if (s === null) return this._fail('stopPlayingStream', ZegoErrorCode.CommonStreamIdInvalidCharacter)
+    return this._call((n) => n.stopPlayingStream(s), voidResult)
+  }
+
+  // ---- messages -----------------------------------------------------------------------
+
+  sendBroadcastMessage(roomID, message) {
+    const r = str(roomID)
+    const m = str(message)
+    if (r === null || m === null) return this._fail('sendBroadcastMessage', ZegoErrorCode.CommonIllegalParam, { messageID: 0 })
+    return this._call((n) => n.sendBroadcastMessage(r, m), (ev) => ({ errorCode: ev.code, messageID: ev.messageID ?? 0 }))
+  }
+
+  sendBarrageMessage(roomID, message) {
+    const r = str(roomID)
+    const m = str(message)
+    if (r === null || m === null) return this._fail('sendBarrageMessage', ZegoErrorCode.CommonIllegalParam, { messageID: '' })
+    return this._call((n) => n.sendBarrageMessage(r, m), (ev) => ({ errorCode: ev.code, messageID: ev.messageID ?? '' }))
+  }
+
+  /** `toUserList` empty or omitted: everyone else in the room. */
+  sendCustomCommand(roomID, command, toUserList) {
+    const r = str(roomID)
+    const c = str(command)
+    if (r === null || c === null) return this._fail('sendCustomCommand', ZegoErrorCode.CommonIllegalParam, {})
+    const to = []
+    for (const u of Array.isArray(toUserList) ? toUserList : []) {
+      const id = u && typeof u === 'object' ? str(u.userID) : str(u)
+      if (id === null) return this._fail('sendCustomCommand', ZegoErrorCode.IMUserIdEmpty, {})
+      to.push(id)
+    }
+    return this._call((n) => n.sendCustomCommand(r, c, to), codeResult)
+  }
+
+  // ---- internals ----------------------------------------------------------------------
+
+  _call(invoke, shape) {
+    if (this._destroyed) return Promise.resolve(shape({ code: ZegoErrorCode.CommonEngineNotCreate }))
+    return new Promise((resolve) => {
+      const op = invoke(this._native)
+      this._pending.set(op, { resolve, shape })
+      this._updateKeepalive()
+    })
+  }
+
+  /** A call refused before reaching the engine: report it the way the engine reports its own. */
+  _fail(func, code, extra) {
+    this._report(func, code, `${func}: invalid argument`)
+    return Promise.resolve(extra === undefined ? undefined : { errorCode: code, ...extra })
+  }
+
+  _report(func, code, info) {
+    this._emit('debugError', [code, func, info])
+    this._emit('apiCalledResult', [code, func, info])
+  }
+
+  _onEvent(ev) {
+    if (this._destroyed || !ev || typeof ev !== 'object') return
+    if (ev.e === '$done') {
+      const p = this._pending.get(ev.op)
+      if (p) {
+        this._pending.delete(ev.op)
+        p.resolve(p.shape(ev))
+      }
+    } else {
+      if (ev.e === 'roomStateChanged') {
+        const [roomID, reason] = ev.a
+        if (LIVE_REASONS.has(reason)) this._rooms.add(roomID)
+        else this._rooms.delete(roomID)
+      }
+      this._emit(ev.e, ev.a)
+    }
+    this._updateKeepalive()
+  }
+
+  _emit(name, args) {
+    const set = this._listeners.get(name)
+    if (!set || set.size === 0) return
+    for (const fn of [...set]) {
+      if (this._destroyed) return
+      try {
+        fn(...args)
+      } catch (err) {
+        // A throwing listener must not break the engine or starve the other listeners.
+        console.error(`[zrooms] listener of '${name}' threw:`, err)
+      }
+    }
+  }
+
+  /** Holds the process open while a room is logged in or a call is in flight. */
+  _updateKeepalive() {
+    const active = !this._destroyed && (this._rooms.size > 0 || this._pending.size > 0)
+    if (active && !this._keepalive) {
+      this._keepalive = setInterval(() => {}, 1 << 30)
+    } else if (!active && this._keepalive) {
+      clearInterval(this._keepalive)
+      this._keepalive = null
+    }
+  }
+
+  async _destroy() {
+    this._destroyed = true
+    this._listeners.clear()
+    const pending = [...this._pending.values()]
+    this._pending.clear()
+    this._rooms.clear()
+    this._updateKeepalive()
+    for (const p of pending) p.resolve(p.shape({ code: ZegoErrorCode.CommonEngineNotCreate }))
+    await this._native.destroy()
+  }
+}
+
+const constructToken = Symbol('ZegoExpressEngine')
+
+function engineError(code, message) {
+  const err = new Error(`${message} (error ${code})`)
+  err.errorCode = code
+  return err
+}
+
+function roomResult(ev) {
+  return { errorCode: ev.code, extendedData: ev.extendedData ?? '' }
+}
+
+function codeResult(ev) {
+  return { errorCode: ev.code }
+}
+
+function voidResult() {
+  return undefined
+}
+
+/**
+ * Starts a room server inside this process (for examples and tests). Resolves
+ * `{url, port, close()}`. Options: `{host, port, apps: [{appID, appSign, multiRoom,
+ * maxRoomsPerUser, maxMembers}], devDefault, onlineCountIntervalMs}`.
+ */
+async function startServer(options) {
+  const server = await native.startServer(options ?? undefined)
+  return { url: server.url, port: server.port, close: () => server.close() }
+}
+
+module.exports = ZegoExpressEngine
+module.exports.default = ZegoExpressEngine
+module.exports.ZegoExpressEngine = ZegoExpressEngine
+module.exports.ZegoErrorCode = ZegoErrorCode
+module.exports.startServer = startServer
+module.exports.ZegoRoomMode = defines.ZegoRoomMode
+module.exports.ZegoRoomState = defines.ZegoRoomState
+module.exports.ZegoRoomStateChangedReason = defines.ZegoRoomStateChangedReason
+module.exports.ZegoUpdateType = defines.ZegoUpdateType
+module.exports.ZegoPublisherState = defines.ZegoPublisherState
+module.exports.ZegoPlayerState = defines.ZegoPlayerState
+module.exports.ZegoPublishChannel = defines.ZegoPublishChannel
+module.exports.ZegoScenario = defines.ZegoScenario
+module.exports.ZegoEngineState = defines.ZegoEngineState
+module.exports.ZegoVideoConfigPreset = defines.ZegoVideoConfigPreset
+module.exports.ZegoAudioConfigPreset = defines.ZegoAudioConfigPreset
+module.exports.ZegoVideoCodecID = defines.ZegoVideoCodecID
+module.exports.ZegoViewMode = defines.ZegoViewMode
+module.exports.ZegoStreamQualityLevel = defines.ZegoStreamQualityLevel
+module.exports.ZegoAudioDeviceType = defines.ZegoAudioDeviceType
+module.exports.ZegoRemoteDeviceState = defines.ZegoRemoteDeviceState

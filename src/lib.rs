@@ -1,0 +1,213 @@
+//! napi binding of the zrooms engine and room server. Type conversion and the event pump only:
+//! the logic lives in `crates/`. The ZEGO-shaped API is the hand-written `index.js` facade.
+
+mod events;
+mod server;
+
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use zrooms_engine::{Command, Engine, EngineConfig, RoomConfig, SessionConfig};
+
+/// One runtime per process, shared by the engines of every JS environment and by embedded
+/// servers. Its threads never keep Node alive; the facade decides that.
+pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("zrooms")
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("cannot start the zrooms runtime: {e}"))
+    })
+}
+
+/// Events go to JS through one weak threadsafe function per engine: it never holds the process
+/// open by itself; the facade keeps a timer referenced while rooms or calls are active.
+type EventFn = ThreadsafeFunction<serde_json::Value, (), serde_json::Value, Status, false, true>;
+
+#[napi(object)]
+pub struct EngineOptions {
+    #[napi(js_name = "appID")]
+    pub app_id: u32,
+    pub app_sign: Option<String>,
+    pub server: String,
+    pub multi_room: bool,
+    pub login_timeout_ms: Option<u32>,
+}
+
+#[napi(object)]
+pub struct NativeRoomConfig {
+    pub max_member_count: Option<u32>,
+    pub is_user_status_notify: Option<bool>,
+    pub token: Option<String>,
+}
+
+impl From<NativeRoomConfig> for RoomConfig {
+    fn from(c: NativeRoomConfig) -> Self {
+        RoomConfig {
+            max_member_count: c.max_member_count.unwrap_or(0),
+            is_user_status_notify: c.is_user_status_notify.unwrap_or(false),
+            token: c.token.unwrap_or_default(),
+        }
+    }
+}
+
+/// The native half of one `ZegoExpressEngine`. Every call returns an operation id at once;
+/// its outcome arrives through the event callback as a `$done` event with the same id.
+#[napi]
+pub struct NativeEngine {
+    engine: Arc<Engine>,
+}
+
+#[napi]
+impl NativeEngine {
+    #[napi(constructor)]
+    pub fn new(options: EngineOptions, on_event: Function<serde_json::Value, ()>) -> Result<Self> {
+        let tsfn: EventFn = on_event
+            .build_threadsafe_function()
+            .weak::<true>()
+            .callee_handled::<false>()
+            .build()?;
+        let config = EngineConfig {
+            server_url: options.server,
+            session: SessionConfig {
+                app_id: options.app_id,
+                app_sign: options.app_sign.unwrap_or_default(),
+                multi_room: options.multi_room,
+                sdk_version: env!("CARGO_PKG_VERSION").to_string(),
+                login_timeout: Duration::from_millis(options.login_timeout_ms.unwrap_or(30_000) as u64),
+            },
+        };
+        let rt = runtime();
+        let (engine, mut events) = Engine::start(rt.handle(), config);
+        rt.spawn(async move {
+            while let Some(ev) = events.recv().await {
+                for value in events::to_js(ev) {
+                    tsfn.call(value, ThreadsafeFunctionCallMode::NonBlocking);
+                }
+            }
+        });
+        Ok(NativeEngine {
+            engine: Arc::new(engine),
+        })
+    }
+
+    fn call(&self, cmd: Command) -> i64 {
+        self.engine.call(cmd) as i64
+    }
+
+    #[napi]
+    pub fn login_room(
+        &self,
+        room_id: String,
+        user_id: String,
+        user_name: Option<String>,
+        config: NativeRoomConfig,
+    ) -> i64 {
+        self.call(Command::LoginRoom {
+            room_id,
+            user_id,
+            user_name,
+            config: config.into(),
+        })
+    }
+
+    #[napi]
+    pub fn logout_room(&self, room_id: Option<String>) -> i64 {
+        self.call(Command::LogoutRoom { room_id })
+    }
+
+    #[napi]
+    pub fn switch_room(&self, from: String, to: String, config: Option<NativeRoomConfig>) -> i64 {
+        self.call(Command::SwitchRoom {
+            from,
+            to,
+            config: config.map(Into::into),
+        })
+    }
+
+    #[napi]
+    pub fn renew_token(&self, room_id: String, token: String) -> i64 {
+        self.call(Command::RenewToken { room_id, token })
+    }
+
+    #[napi]
+    pub fn set_room_extra_info(&self, room_id: String, key: String, value: String) -> i64 {
+        self.call(Command::SetRoomExtraInfo {
+            room_id,
+            key,
+            value,
+        })
+    }
+
+    #[napi]
+    pub fn start_publishing_stream(&self, stream_id: String, channel: u32, room_id: Option<String>) -> i64 {
+        self.call(Command::StartPublishing {
+            stream_id,
+            channel,
+            room_id,
+        })
+    }
+
+    #[napi]
+    pub fn stop_publishing_stream(&self, channel: u32) -> i64 {
+        self.call(Command::StopPublishing { channel })
+    }
+
+    #[napi]
+    pub fn set_stream_extra_info(&self, extra_info: Option<String>, channel: u32) -> i64 {
+        self.call(Command::SetStreamExtraInfo {
+            extra_info,
+            channel,
+        })
+    }
+
+    #[napi]
+    pub fn start_playing_stream(&self, stream_id: String, room_id: Option<String>) -> i64 {
+        self.call(Command::StartPlaying { stream_id, room_id })
+    }
+
+    #[napi]
+    pub fn stop_playing_stream(&self, stream_id: String) -> i64 {
+        self.call(Command::StopPlaying { stream_id })
+    }
+
+    #[napi]
+    pub fn send_broadcast_message(&self, room_id: String, message: String) -> i64 {
+        self.call(Command::SendBroadcast { room_id, message })
+    }
+
+    #[napi]
+    pub fn send_barrage_message(&self, room_id: String, message: String) -> i64 {
+        self.call(Command::SendBarrage { room_id, message })
+    }
+
+    #[napi]
+    pub fn send_custom_command(&self, room_id: String, command: String, to: Vec<String>) -> i64 {
+        self.call(Command::SendCustomCommand {
+            room_id,
+            command,
+            to,
+        })
+    }
+
+    /// Leaves every room and stops the engine; no event follows.
+    #[napi]
+    pub async fn destroy(&self) -> Result<()> {
+        let engine = self.engine.clone();
+        runtime()
+            .spawn(async move { engine.destroy().await })
+            .await
+            .map_err(|e| Error::from_reason(e.to_string()))
+    }
+}
+
+/// The package's version.
+#[napi]
+pub fn native_version() -> String {
+    env!("CARGO_PKG_VERSION").to_string()
+}
