@@ -79,7 +79,9 @@ impl NativeEngine {
                 app_sign: options.app_sign.unwrap_or_default(),
                 multi_room: options.multi_room,
                 sdk_version: env!("CARGO_PKG_VERSION").to_string(),
-                login_timeout: Duration::from_millis(options.login_timeout_ms.unwrap_or(30_000) as u64),
+                login_timeout: Duration::from_millis(
+                    options.login_timeout_ms.unwrap_or(30_000) as u64
+                ),
             },
         };
         let rt = runtime();
@@ -145,7 +147,12 @@ impl NativeEngine {
     }
 
     #[napi]
-    pub fn start_publishing_stream(&self, stream_id: String, channel: u32, room_id: Option<String>) -> i64 {
+    pub fn start_publishing_stream(
+        &self,
+        stream_id: String,
+        channel: u32,
+        room_id: Option<String>,
+    ) -> i64 {
         self.call(Command::StartPublishing {
             stream_id,
             channel,

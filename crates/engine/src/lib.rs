@@ -55,7 +55,10 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type Connecting = Pin<Box<dyn Future<Output = Result<Ws, String>> + Send>>;
 
 impl Engine {
-    pub fn start(rt: &Handle, config: EngineConfig) -> (Engine, mpsc::UnboundedReceiver<EngineEvent>) {
+    pub fn start(
+        rt: &Handle,
+        config: EngineConfig,
+    ) -> (Engine, mpsc::UnboundedReceiver<EngineEvent>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         rt.spawn(drive(config, rx, ev_tx));
@@ -167,7 +170,12 @@ impl Driver {
                 Output::Connect => {
                     let url = self.url.clone();
                     self.connecting = Some(Box::pin(async move {
-                        match tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(url)).await {
+                        match tokio::time::timeout(
+                            CONNECT_TIMEOUT,
+                            tokio_tungstenite::connect_async(url),
+                        )
+                        .await
+                        {
                             Ok(Ok((ws, _))) => Ok(ws),
                             Ok(Err(e)) => Err(e.to_string()),
                             Err(_) => Err("timed out".into()),
@@ -207,7 +215,8 @@ impl Driver {
         loop {
             match self.session.poll_output() {
                 Output::Transmit(frame) => {
-                    if let (Some(sink), Ok(text)) = (&mut self.sink, serde_json::to_string(&frame)) {
+                    if let (Some(sink), Ok(text)) = (&mut self.sink, serde_json::to_string(&frame))
+                    {
                         let _ = sink.send(Message::text(text)).await;
                     }
                 }

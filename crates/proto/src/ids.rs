@@ -159,9 +159,18 @@ mod tests {
     #[test]
     fn room_id_rules() {
         assert_eq!(RoomId::new(""), Err(ErrorCode::ROOM_ROOMID_NULL));
-        assert_eq!(RoomId::new("a b"), Err(ErrorCode::ROOM_ROOMID_INVALID_CHARACTER));
-        assert_eq!(RoomId::new("a/b"), Err(ErrorCode::ROOM_ROOMID_INVALID_CHARACTER));
-        assert_eq!(RoomId::new("x".repeat(128)), Err(ErrorCode::ROOM_ROOMID_TOO_LONG));
+        assert_eq!(
+            RoomId::new("a b"),
+            Err(ErrorCode::ROOM_ROOMID_INVALID_CHARACTER)
+        );
+        assert_eq!(
+            RoomId::new("a/b"),
+            Err(ErrorCode::ROOM_ROOMID_INVALID_CHARACTER)
+        );
+        assert_eq!(
+            RoomId::new("x".repeat(128)),
+            Err(ErrorCode::ROOM_ROOMID_TOO_LONG)
+        );
         assert!(RoomId::new("x".repeat(127)).is_ok());
         assert!(RoomId::new("room-1_~!@#$%^&*()+=`;',.<>\\").is_ok());
     }
@@ -169,19 +178,37 @@ mod tests {
     #[test]
     fn user_rules() {
         assert_eq!(UserId::new(""), Err(ErrorCode::ROOM_USER_ID_NULL));
-        assert_eq!(UserId::new("é"), Err(ErrorCode::ROOM_USER_ID_INVALID_CHARACTER));
-        assert_eq!(UserId::new("u".repeat(64)), Err(ErrorCode::ROOM_USER_ID_TOO_LONG));
+        assert_eq!(
+            UserId::new("é"),
+            Err(ErrorCode::ROOM_USER_ID_INVALID_CHARACTER)
+        );
+        assert_eq!(
+            UserId::new("u".repeat(64)),
+            Err(ErrorCode::ROOM_USER_ID_TOO_LONG)
+        );
         assert_eq!(UserName::new(""), Err(ErrorCode::ROOM_USER_NAME_NULL));
         assert!(UserName::new("a/b").is_ok());
-        assert_eq!(UserName::new("a b"), Err(ErrorCode::ROOM_USER_NAME_INVALID_CHARACTER));
-        assert_eq!(UserName::new("n".repeat(256)), Err(ErrorCode::ROOM_USER_NAME_TOO_LONG));
+        assert_eq!(
+            UserName::new("a b"),
+            Err(ErrorCode::ROOM_USER_NAME_INVALID_CHARACTER)
+        );
+        assert_eq!(
+            UserName::new("n".repeat(256)),
+            Err(ErrorCode::ROOM_USER_NAME_TOO_LONG)
+        );
     }
 
     #[test]
     fn stream_rules() {
         assert_eq!(StreamId::new(""), Err(ErrorCode::COMMON_STREAM_ID_NULL));
-        assert_eq!(StreamId::new("s.1"), Err(ErrorCode::COMMON_STREAM_ID_INVALID_CHARACTER));
-        assert_eq!(StreamId::new("s".repeat(256)), Err(ErrorCode::COMMON_STREAM_ID_TOO_LONG));
+        assert_eq!(
+            StreamId::new("s.1"),
+            Err(ErrorCode::COMMON_STREAM_ID_INVALID_CHARACTER)
+        );
+        assert_eq!(
+            StreamId::new("s".repeat(256)),
+            Err(ErrorCode::COMMON_STREAM_ID_TOO_LONG)
+        );
         assert!(StreamId::new("stream_1-A").is_ok());
     }
 

@@ -90,7 +90,13 @@ fn client_frames() {
             },
         },
     );
-    check("client_ping", &ClientFrame { id: 5, req: Request::Ping });
+    check(
+        "client_ping",
+        &ClientFrame {
+            id: 5,
+            req: Request::Ping,
+        },
+    );
 }
 
 #[test]

@@ -103,7 +103,10 @@ impl ServerConfig {
         for app in file.app {
             if let Some(sign) = &app.app_sign {
                 if sign.len() != 64 || !sign.chars().all(|c| c.is_ascii_hexdigit()) {
-                    return Err(format!("app {}: app_sign must be 64 hex characters", app.app_id));
+                    return Err(format!(
+                        "app {}: app_sign must be 64 hex characters",
+                        app.app_id
+                    ));
                 }
             }
             if app.app_id == 0 {

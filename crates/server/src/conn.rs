@@ -17,9 +17,9 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use zrooms_proto::wire::{
-    BarrageMessage, BroadcastMessage, ClientFrame, DeleteReason, LoginConfig, ReplyBody,
-    Request, RoomExtraInfo, ServerMsg, StreamInfo, UpdateType, MAX_MESSAGE_BYTES,
-    MAX_ROOM_EXTRA_INFO_BYTES, MAX_STREAM_EXTRA_INFO_BYTES, PROTOCOL_VERSION,
+    BarrageMessage, BroadcastMessage, ClientFrame, DeleteReason, LoginConfig, ReplyBody, Request,
+    RoomExtraInfo, ServerMsg, StreamInfo, UpdateType, MAX_MESSAGE_BYTES, MAX_ROOM_EXTRA_INFO_BYTES,
+    MAX_STREAM_EXTRA_INFO_BYTES, PROTOCOL_VERSION,
 };
 use zrooms_proto::{ErrorCode, RoomId, StreamId, User, UserId};
 
@@ -37,7 +37,11 @@ struct Conn {
     playing: HashMap<StreamId, RoomId>,
 }
 
-pub(crate) async fn serve(stream: TcpStream, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn serve(
+    stream: TcpStream,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(shared.config.max_message_bytes))
         .max_frame_size(Some(shared.config.max_message_bytes));
@@ -211,12 +215,16 @@ impl Conn {
                 room_id,
                 key,
                 value,
-            } => self.set_room_extra_info(id, room_id, key, value).map(|()| None),
+            } => self
+                .set_room_extra_info(id, room_id, key, value)
+                .map(|()| None),
             Request::Publish {
                 room_id,
                 stream_id,
                 extra_info,
-            } => self.publish(app, id, room_id, stream_id, extra_info).map(|()| None),
+            } => self
+                .publish(app, id, room_id, stream_id, extra_info)
+                .map(|()| None),
             Request::Unpublish { room_id, stream_id } => {
                 self.unpublish(app, &room_id, &stream_id)?;
                 Ok(Some(None))
@@ -263,7 +271,11 @@ impl Conn {
                     },
                     Some(self.id),
                 );
-                self.reply(id, ErrorCode::SUCCESS, Some(ReplyBody::Broadcast { message_id }));
+                self.reply(
+                    id,
+                    ErrorCode::SUCCESS,
+                    Some(ReplyBody::Broadcast { message_id }),
+                );
                 Ok(None)
             }
             Request::Barrage { room_id, message } => {
@@ -288,7 +300,11 @@ impl Conn {
                     },
                     Some(self.id),
                 );
-                self.reply(id, ErrorCode::SUCCESS, Some(ReplyBody::Barrage { message_id }));
+                self.reply(
+                    id,
+                    ErrorCode::SUCCESS,
+                    Some(ReplyBody::Barrage { message_id }),
+                );
                 Ok(None)
             }
             Request::CustomCommand {
@@ -521,7 +537,11 @@ impl Conn {
             if !st.is_member(&user.user_id, self.id) {
                 return Err(ErrorCode::COMMON_NOT_LOGIN_ROOM);
             }
-            if st.streams.get(&stream_id).is_some_and(|s| s.conn == self.id) {
+            if st
+                .streams
+                .get(&stream_id)
+                .is_some_and(|s| s.conn == self.id)
+            {
                 self.reply(id, ErrorCode::SUCCESS, None);
                 return Ok(());
             }
@@ -602,7 +622,13 @@ impl Conn {
         Ok(())
     }
 
-    fn set_room_extra_info(&mut self, id: u64, room_id: RoomId, key: String, value: String) -> Res<()> {
+    fn set_room_extra_info(
+        &mut self,
+        id: u64,
+        room_id: RoomId,
+        key: String,
+        value: String,
+    ) -> Res<()> {
         if key.is_empty() {
             return Err(ErrorCode::ROOM_ROOM_EXTRA_INFO_KEY_EMPTY);
         }

@@ -259,7 +259,13 @@ impl RoomState {
     }
 
     /// Sends `msg` to members that asked for user updates, but `except`.
-    pub fn broadcast_user_update(&self, room_id: &RoomId, update: UpdateType, users: Vec<User>, except: ConnId) {
+    pub fn broadcast_user_update(
+        &self,
+        room_id: &RoomId,
+        update: UpdateType,
+        users: Vec<User>,
+        except: ConnId,
+    ) {
         if users.is_empty() {
             return;
         }

@@ -22,13 +22,18 @@ pub enum Command {
         config: RoomConfig,
     },
     /// `None` leaves every room.
-    LogoutRoom { room_id: Option<String> },
+    LogoutRoom {
+        room_id: Option<String>,
+    },
     SwitchRoom {
         from: String,
         to: String,
         config: Option<RoomConfig>,
     },
-    RenewToken { room_id: String, token: String },
+    RenewToken {
+        room_id: String,
+        token: String,
+    },
     SetRoomExtraInfo {
         room_id: String,
         key: String,
@@ -39,7 +44,9 @@ pub enum Command {
         channel: u32,
         room_id: ConfigRoom,
     },
-    StopPublishing { channel: u32 },
+    StopPublishing {
+        channel: u32,
+    },
     SetStreamExtraInfo {
         extra_info: Option<String>,
         channel: u32,
@@ -48,9 +55,17 @@ pub enum Command {
         stream_id: String,
         room_id: ConfigRoom,
     },
-    StopPlaying { stream_id: String },
-    SendBroadcast { room_id: String, message: String },
-    SendBarrage { room_id: String, message: String },
+    StopPlaying {
+        stream_id: String,
+    },
+    SendBroadcast {
+        room_id: String,
+        message: String,
+    },
+    SendBarrage {
+        room_id: String,
+        message: String,
+    },
     SendCustomCommand {
         room_id: String,
         command: String,

@@ -93,11 +93,20 @@ struct Player {
 #[derive(Debug)]
 enum Pending {
     Hello,
-    Login { room_id: RoomId },
-    Publish { channel: usize, stream_id: StreamId },
-    Play { stream_id: StreamId },
+    Login {
+        room_id: RoomId,
+    },
+    Publish {
+        channel: usize,
+        stream_id: StreamId,
+    },
+    Play {
+        stream_id: StreamId,
+    },
     /// A call whose promise resolves with the reply's code (and message id, if any).
-    Op { op: OpId },
+    Op {
+        op: OpId,
+    },
     /// Nobody waits for the reply.
     Ignore,
 }
@@ -289,8 +298,10 @@ impl Session {
             }
             ServerMsg::Broadcast { room_id, messages } => {
                 if self.is_logined(&room_id) {
-                    let messages: Vec<_> =
-                        messages.into_iter().filter(|m| !self.is_me(&m.from)).collect();
+                    let messages: Vec<_> = messages
+                        .into_iter()
+                        .filter(|m| !self.is_me(&m.from))
+                        .collect();
                     if !messages.is_empty() {
                         self.emit(SessionEvent::Broadcast {
                             room_id: room_id.into(),
@@ -301,8 +312,10 @@ impl Session {
             }
             ServerMsg::Barrage { room_id, messages } => {
                 if self.is_logined(&room_id) {
-                    let messages: Vec<_> =
-                        messages.into_iter().filter(|m| !self.is_me(&m.from)).collect();
+                    let messages: Vec<_> = messages
+                        .into_iter()
+                        .filter(|m| !self.is_me(&m.from))
+                        .collect();
                     if !messages.is_empty() {
                         self.emit(SessionEvent::Barrage {
                             room_id: room_id.into(),
@@ -338,7 +351,12 @@ impl Session {
                 }
             }
             ServerMsg::StreamAvailable { room_id, stream_id } => {
-                self.set_player(&room_id, &stream_id, PlayerState::Playing, ErrorCode::SUCCESS);
+                self.set_player(
+                    &room_id,
+                    &stream_id,
+                    PlayerState::Playing,
+                    ErrorCode::SUCCESS,
+                );
             }
             ServerMsg::StreamUnavailable {
                 room_id,
@@ -510,7 +528,11 @@ impl Session {
             Command::StopPlaying { stream_id } => {
                 if let Ok(stream_id) = StreamId::new(stream_id) {
                     if let Some(p) = self.players.remove(&stream_id) {
-                        self.emit_player(stream_id.clone(), PlayerState::NoPlay, ErrorCode::SUCCESS);
+                        self.emit_player(
+                            stream_id.clone(),
+                            PlayerState::NoPlay,
+                            ErrorCode::SUCCESS,
+                        );
                         self.send(
                             Pending::Ignore,
                             Request::Unplay {
@@ -636,16 +658,17 @@ impl Session {
             None => self.rooms.keys().cloned().collect(),
         };
         for room_id in targets {
-            if let Some(Room {
-                phase: Phase::Logining { .. },
-                ..
-            }) = self.rooms.get(&room_id)
-            {
-                // The login's reply will find no room and be dropped; its promise resolves
-                // now with the logout's code.
-                self.resolve_login(&room_id, ErrorCode::ROOM_DISCONNECT);
-            }
+            // A login still in progress is abandoned: its reply will find no room and be
+            // dropped, and its promise resolves now.
+            let abandoned = self.take_login_op(&room_id);
             self.leave_room(&room_id, RoomReason::Logout, ErrorCode::SUCCESS);
+            if let Some(op) = abandoned {
+                self.complete(
+                    op,
+                    ErrorCode::ROOM_DISCONNECT,
+                    OpValue::Extended(String::new()),
+                );
+            }
             self.send(Pending::Ignore, Request::Logout { room_id });
         }
         Ok(OpValue::Extended(String::new()))
@@ -670,7 +693,12 @@ impl Session {
             }
             return Err(ErrorCode::PUBLISHER_BUSY_CHANNEL);
         }
-        if self.publishers.iter().flatten().any(|p| p.stream_id == stream_id) {
+        if self
+            .publishers
+            .iter()
+            .flatten()
+            .any(|p| p.stream_id == stream_id)
+        {
             return Err(ErrorCode::PUBLISHER_ERROR_REPETITIVE_PUBLISH_STREAM);
         }
         self.publishers[ch] = Some(Publisher {
@@ -817,10 +845,7 @@ impl Session {
             self.fail_login(&room_id, ErrorCode::ROOM_INNER_ERROR);
             return;
         };
-        let extended = format!(
-            "{{\"room_session_id\":{}}}",
-            json_string(&room_session_id)
-        );
+        let extended = format!("{{\"room_session_id\":{}}}", json_string(&room_session_id));
         let notify = self.rooms.get(&room_id).is_some_and(|r| r.notify);
         let op = match self.rooms.get_mut(&room_id) {
             Some(room) => match std::mem::replace(&mut room.phase, Phase::Logined) {
@@ -872,20 +897,20 @@ impl Session {
 
     // ---- helpers ------------------------------------------------------------------------
 
+    /// A login ends in failure: the room's events first, then the login's promise.
     fn fail_login(&mut self, room_id: &RoomId, code: ErrorCode) {
-        self.resolve_login(room_id, code);
+        let op = self.take_login_op(room_id);
         self.leave_room(room_id, RoomReason::LoginFailed, code);
+        if let Some(op) = op {
+            self.complete(op, code, OpValue::Extended(String::new()));
+        }
     }
 
-    /// Resolves the promise of a login still in progress.
-    fn resolve_login(&mut self, room_id: &RoomId, code: ErrorCode) {
-        if let Some(room) = self.rooms.get_mut(room_id) {
-            if let Phase::Logining { op, .. } = &mut room.phase {
-                let op = std::mem::take(op);
-                if op != 0 {
-                    self.complete(op, code, OpValue::Extended(String::new()));
-                }
-            }
+    /// The promise of a login still in progress, taken so that it resolves only once.
+    fn take_login_op(&mut self, room_id: &RoomId) -> Option<OpId> {
+        match self.rooms.get_mut(room_id).map(|r| &mut r.phase) {
+            Some(Phase::Logining { op, .. }) => Some(std::mem::take(op)).filter(|&op| op != 0),
+            _ => None,
         }
     }
 
@@ -895,7 +920,10 @@ impl Session {
             return;
         }
         for ch in 0..CHANNELS {
-            if self.publishers[ch].as_ref().is_some_and(|p| p.room_id == *room_id) {
+            if self.publishers[ch]
+                .as_ref()
+                .is_some_and(|p| p.room_id == *room_id)
+            {
                 if let Some(p) = self.publishers[ch].take() {
                     self.emit_publisher(p.stream_id, PublisherState::NoPublish);
                 }
@@ -970,7 +998,9 @@ impl Session {
     }
 
     fn is_me(&self, user: &User) -> bool {
-        self.user.as_ref().is_some_and(|u| u.user_id == user.user_id)
+        self.user
+            .as_ref()
+            .is_some_and(|u| u.user_id == user.user_id)
     }
 
     fn others(&self, users: Vec<User>) -> Vec<User> {
@@ -978,7 +1008,10 @@ impl Session {
     }
 
     fn other_streams(&self, streams: Vec<StreamInfo>) -> Vec<StreamInfo> {
-        streams.into_iter().filter(|s| !self.is_me(&s.user)).collect()
+        streams
+            .into_iter()
+            .filter(|s| !self.is_me(&s.user))
+            .collect()
     }
 
     fn is_logined(&self, room_id: &RoomId) -> bool {

@@ -1,0 +1,109 @@
+// Test-side handle of an engine running in a worker thread (see peer-worker.mjs).
+import { Worker } from 'node:worker_threads'
+
+export class Peer {
+  constructor(name) {
+    this.name = name
+    this.events = []
+    this.waiters = []
+    this.calls = new Map()
+    this.nextId = 1
+    this.worker = new Worker(new URL('./peer-worker.mjs', import.meta.url))
+    this.worker.on('message', (msg) => this.onMessage(msg))
+    this.worker.on('error', (err) => {
+      for (const { reject } of this.calls.values()) reject(err)
+    })
+  }
+
+  /** Creates a peer whose engine is configured for `server` and created in `mode`. */
+  static async create(name, server, { mode = 1, appID = 1, appSign = '' } = {}) {
+    const p = new Peer(name)
+    await p.static('setEngineConfig', { advancedConfig: { server } })
+    await p.static('setRoomMode', mode)
+    await p.static('createEngineWithProfile', { appID, appSign, scenario: 3 })
+    return p
+  }
+
+  onMessage(msg) {
+    if (msg.event) {
+      const entry = { event: msg.event, args: msg.args }
+      this.events.push(entry)
+      this.waiters = this.waiters.filter((w) => !w.check(entry))
+      return
+    }
+    const call = this.calls.get(msg.id)
+    if (!call) return
+    this.calls.delete(msg.id)
+    if ('error' in msg) {
+      const err = new Error(msg.error)
+      err.errorCode = msg.errorCode
+      call.reject(err)
+    } else {
+      call.resolve(msg.result)
+    }
+  }
+
+  send(kind, name, args) {
+    const id = this.nextId++
+    return new Promise((resolve, reject) => {
+      this.calls.set(id, { resolve, reject })
+      this.worker.postMessage({ id, kind, name, args })
+    })
+  }
+
+  static(name, ...args) {
+    return this.send('static', name, args)
+  }
+
+  call(name, ...args) {
+    return this.send('call', name, args)
+  }
+
+  instanceThrows() {
+    return this.send('instance-throws', '', [])
+  }
+
+  /** The position in the event log, to wait for events after it. */
+  mark() {
+    return this.events.length
+  }
+
+  /** Args lists of `event` since `since`, optionally filtered. */
+  of(event, pred = () => true, since = 0) {
+    return this.events.slice(since).filter((e) => e.event === event && pred(...e.args)).map((e) => e.args)
+  }
+
+  /** Waits for an `event` whose args satisfy `pred`, logged at or after `since`. */
+  waitFor(event, pred = () => true, { since = 0, timeout = 10000 } = {}) {
+    const found = this.events.slice(since).find((e) => e.event === event && pred(...e.args))
+    if (found) return Promise.resolve(found.args)
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== waiter)
+        reject(new Error(`${this.name}: timed out waiting for ${event}`))
+      }, timeout)
+      const waiter = {
+        check: (entry) => {
+          if (entry.event !== event || !pred(...entry.args)) return false
+          clearTimeout(timer)
+          resolve(entry.args)
+          return true
+        },
+      }
+      this.waiters.push(waiter)
+    })
+  }
+
+  /** Lets in-flight events arrive: a round trip through the engine's own event queue. */
+  async settle(ms = 200) {
+    await new Promise((r) => setTimeout(r, ms))
+  }
+
+  async close() {
+    try {
+      await this.static('destroyEngine')
+    } finally {
+      await this.worker.terminate()
+    }
+  }
+}
