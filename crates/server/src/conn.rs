@@ -579,7 +579,7 @@ impl Conn {
         let room = self.member_room(room_id)?;
         {
             let mut st = lock(&room.state);
-            if !st.streams.get(stream_id).is_some_and(|s| s.conn == self.id) {
+            if st.streams.get(stream_id).is_none_or(|s| s.conn != self.id) {
                 return Ok(());
             }
             st.remove_streams(

@@ -88,13 +88,16 @@ pub fn encode(msg: &ServerMsg) -> Utf8Bytes {
     }
 }
 
+/// The players of one stream: connection → (the room they play it through, their queue).
+type Players = HashMap<ConnId, (RoomId, Outbound)>;
+
 pub struct App {
     pub config: AppConfig,
     rooms: Mutex<HashMap<RoomId, Arc<Room>>>,
     /// Stream IDs are unique per app: who publishes each, in which room.
     streams: Mutex<HashMap<StreamId, (RoomId, ConnId)>>,
     /// Who plays each stream ID, through which of their rooms.
-    players: Mutex<HashMap<StreamId, HashMap<ConnId, (RoomId, Outbound)>>>,
+    players: Mutex<HashMap<StreamId, Players>>,
 }
 
 impl App {

@@ -156,13 +156,14 @@ impl Session {
         self.rooms.keys().map(RoomId::as_str)
     }
 
-    /// True while the app has something that can still produce events: a room, a stream or a
-    /// call in flight.
+    /// True while the app has something that can still produce events: a room (streams only
+    /// live inside rooms) or a call whose promise has not resolved.
     pub fn is_active(&self) -> bool {
         !self.rooms.is_empty()
-            || !self.players.is_empty()
-            || self.publishers.iter().any(Option::is_some)
-            || self.pending.values().any(|p| !matches!(p, Pending::Ignore))
+            || self
+                .pending
+                .values()
+                .any(|p| matches!(p, Pending::Op { .. }))
     }
 
     // ---- inputs -------------------------------------------------------------------------

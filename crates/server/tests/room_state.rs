@@ -1,0 +1,430 @@
+//! The server's room state, observed through real WebSocket clients on 127.0.0.1:0.
+
+use futures_util::{SinkExt, StreamExt};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use zrooms_proto::wire::*;
+use zrooms_proto::*;
+use zrooms_server::{AppConfig, Server, ServerConfig};
+
+struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next: u64,
+    /// Pushes received while waiting for a reply.
+    pushes: Vec<ServerMsg>,
+}
+
+fn user(id: &str) -> User {
+    User {
+        user_id: UserId::new(id).unwrap(),
+        user_name: UserName::new(id).unwrap(),
+    }
+}
+
+fn room(id: &str) -> RoomId {
+    RoomId::new(id).unwrap()
+}
+
+fn sid(id: &str) -> StreamId {
+    StreamId::new(id).unwrap()
+}
+
+impl Client {
+    async fn connect(server: &Server, app_id: u32) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(server.url())
+            .await
+            .unwrap();
+        let mut c = Client {
+            ws,
+            next: 1,
+            pushes: Vec::new(),
+        };
+        let (code, _) = c
+            .request(Request::Hello {
+                version: PROTOCOL_VERSION,
+                app_id,
+                app_sign: String::new(),
+                sdk_version: "test".into(),
+            })
+            .await;
+        assert_eq!(code, ErrorCode::SUCCESS);
+        c
+    }
+
+    async fn recv(&mut self) -> Option<ServerMsg> {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), self.ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    return Some(serde_json::from_str(t.as_str()).unwrap())
+                }
+                Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => return None,
+                Ok(Some(Ok(_))) => continue,
+                Err(_) => panic!("no frame within 5 s"),
+            }
+        }
+    }
+
+    async fn send_raw(&mut self, text: &str) {
+        self.ws.send(Message::text(text.to_string())).await.unwrap();
+    }
+
+    async fn request(&mut self, req: Request) -> (ErrorCode, Option<ReplyBody>) {
+        let id = self.next;
+        self.next += 1;
+        let text = serde_json::to_string(&ClientFrame { id, req }).unwrap();
+        self.send_raw(&text).await;
+        loop {
+            match self
+                .recv()
+                .await
+                .expect("connection closed while waiting for a reply")
+            {
+                ServerMsg::Reply {
+                    id: rid,
+                    code,
+                    body,
+                } if rid == id => return (code, body),
+                other => self.pushes.push(other),
+            }
+        }
+    }
+
+    async fn login(
+        &mut self,
+        room_id: &str,
+        uid: &str,
+        multi_room: bool,
+    ) -> (ErrorCode, Option<ReplyBody>) {
+        self.request(Request::Login {
+            room_id: room(room_id),
+            user: user(uid),
+            config: LoginConfig {
+                user_status_notify: true,
+                multi_room,
+                ..LoginConfig::default()
+            },
+        })
+        .await
+    }
+
+    /// The next push, from those already received or the socket.
+    async fn push(&mut self) -> ServerMsg {
+        if !self.pushes.is_empty() {
+            return self.pushes.remove(0);
+        }
+        self.recv().await.expect("closed")
+    }
+
+    /// The next push that `pick` accepts, skipping others.
+    async fn push_where<T>(&mut self, mut pick: impl FnMut(&ServerMsg) -> Option<T>) -> T {
+        loop {
+            let m = self.push().await;
+            if let Some(v) = pick(&m) {
+                return v;
+            }
+        }
+    }
+}
+
+async fn server(config: ServerConfig) -> Server {
+    Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn login_delivers_members_and_streams_already_there() {
+    let s = server(ServerConfig::default()).await;
+    let mut a = Client::connect(&s, 1).await;
+    a.login("r", "a", true).await;
+    let (code, _) = a
+        .request(Request::Publish {
+            room_id: room("r"),
+            stream_id: sid("sa"),
+            extra_info: "x".into(),
+        })
+        .await;
+    assert_eq!(code, ErrorCode::SUCCESS);
+    let mut b = Client::connect(&s, 1).await;
+    let (code, body) = b.login("r", "b", true).await;
+    assert_eq!(code, ErrorCode::SUCCESS);
+    match body {
+        Some(ReplyBody::Login {
+            users,
+            streams,
+            online_count,
+            ..
+        }) => {
+            assert_eq!(users, vec![user("a")]);
+            assert_eq!(streams.len(), 1);
+            assert_eq!(streams[0].stream_id, sid("sa"));
+            assert_eq!(streams[0].extra_info, "x");
+            assert_eq!(online_count, 2);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let joined = a
+        .push_where(|m| match m {
+            ServerMsg::UserUpdate { update, users, .. } => Some((*update, users.clone())),
+            _ => None,
+        })
+        .await;
+    assert_eq!(joined, (UpdateType::Add, vec![user("b")]));
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn broadcast_ids_increase_per_room_and_arrive_in_send_order() {
+    let s = server(ServerConfig::default()).await;
+    let mut a = Client::connect(&s, 1).await;
+    let mut b = Client::connect(&s, 1).await;
+    for r in ["r1", "r2"] {
+        a.login(r, "a", true).await;
+        b.login(r, "b", true).await;
+    }
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        let r = if i % 5 == 4 { "r2" } else { "r1" };
+        let (code, body) = a
+            .request(Request::Broadcast {
+                room_id: room(r),
+                message: format!("{r}-{i}"),
+            })
+            .await;
+        assert_eq!(code, ErrorCode::SUCCESS);
+        match body {
+            Some(ReplyBody::Broadcast { message_id }) => ids.push((r, message_id)),
+            other => panic!("{other:?}"),
+        }
+    }
+    let r1: Vec<u64> = ids
+        .iter()
+        .filter(|(r, _)| *r == "r1")
+        .map(|(_, id)| *id)
+        .collect();
+    let r2: Vec<u64> = ids
+        .iter()
+        .filter(|(r, _)| *r == "r2")
+        .map(|(_, id)| *id)
+        .collect();
+    assert_eq!(r1, (1..=40).collect::<Vec<_>>());
+    assert_eq!(r2, (1..=10).collect::<Vec<_>>());
+    let mut got = Vec::new();
+    while got.len() < 50 {
+        if let ServerMsg::Broadcast { room_id, messages } = b.push().await {
+            for m in messages {
+                got.push((room_id.to_string(), m.message_id, m.message));
+            }
+        }
+    }
+    let expected: Vec<(String, u64, String)> = (0..50)
+        .map(|i| {
+            let r = if i % 5 == 4 { "r2" } else { "r1" };
+            let id = ids[i].1;
+            (r.to_string(), id, format!("{r}-{i}"))
+        })
+        .collect();
+    assert_eq!(got, expected);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dropped_connection_leaves_with_reason_disconnected() {
+    let s = server(ServerConfig::default()).await;
+    let mut a = Client::connect(&s, 1).await;
+    let mut b = Client::connect(&s, 1).await;
+    a.login("r", "a", true).await;
+    b.login("r", "b", true).await;
+    b.request(Request::Publish {
+        room_id: room("r"),
+        stream_id: sid("sb"),
+        extra_info: String::new(),
+    })
+    .await;
+    drop(b);
+    let deleted = a
+        .push_where(|m| match m {
+            ServerMsg::StreamUpdate {
+                update: UpdateType::Delete,
+                deleted,
+                ..
+            } => Some(deleted.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        deleted,
+        vec![StreamDelete {
+            stream_id: sid("sb"),
+            code: DeleteReason::DISCONNECTED
+        }]
+    );
+    let left = a
+        .push_where(|m| match m {
+            ServerMsg::UserUpdate {
+                update: UpdateType::Delete,
+                users,
+                ..
+            } => Some(users.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(left, vec![user("b")]);
+    // The stream ID is free again.
+    let mut c = Client::connect(&s, 1).await;
+    c.login("r", "c", true).await;
+    let (code, _) = c
+        .request(Request::Publish {
+            room_id: room("r"),
+            stream_id: sid("sb"),
+            extra_info: String::new(),
+        })
+        .await;
+    assert_eq!(code, ErrorCode::SUCCESS);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn app_policy_multi_room_and_room_count() {
+    let mut config = ServerConfig::default();
+    config.apps.insert(
+        2,
+        AppConfig {
+            multi_room: false,
+            ..AppConfig::dev(2)
+        },
+    );
+    config.apps.insert(
+        3,
+        AppConfig {
+            max_rooms_per_user: 2,
+            ..AppConfig::dev(3)
+        },
+    );
+    let s = server(config).await;
+    let mut no_multi = Client::connect(&s, 2).await;
+    assert_eq!(
+        no_multi.login("r", "u", true).await.0,
+        ErrorCode::ROOM_ERROR_MULTI_ROOM_NOT_SUPPORT
+    );
+    assert_eq!(no_multi.login("r", "u", false).await.0, ErrorCode::SUCCESS);
+    assert_eq!(
+        no_multi.login("r2", "u", false).await.0,
+        ErrorCode::ROOM_COUNT_EXCEED
+    );
+    let mut two = Client::connect(&s, 3).await;
+    assert_eq!(two.login("a", "u", true).await.0, ErrorCode::SUCCESS);
+    assert_eq!(two.login("b", "u", true).await.0, ErrorCode::SUCCESS);
+    assert_eq!(
+        two.login("c", "u", true).await.0,
+        ErrorCode::ROOM_ERROR_EXCEED_MAXIMUM_ROOM_COUNT
+    );
+    assert_eq!(
+        two.login("c", "v", true).await.0,
+        ErrorCode::ROOM_ERROR_EXCEED_MAXIMUM_ROOM_COUNT
+    );
+    two.request(Request::Logout { room_id: room("b") }).await;
+    assert_eq!(
+        two.login("c", "v", true).await.0,
+        ErrorCode::ROOM_MULTI_ROOM_USER_INFO_DIFFERENT
+    );
+    assert_eq!(two.login("c", "u", true).await.0, ErrorCode::SUCCESS);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_second_connection_of_the_same_user_kicks_the_first() {
+    let s = server(ServerConfig::default()).await;
+    let mut first = Client::connect(&s, 1).await;
+    first.login("r", "twin", true).await;
+    first
+        .request(Request::Publish {
+            room_id: room("r"),
+            stream_id: sid("t"),
+            extra_info: String::new(),
+        })
+        .await;
+    let mut second = Client::connect(&s, 1).await;
+    assert_eq!(second.login("r", "twin", true).await.0, ErrorCode::SUCCESS);
+    let kicked = first
+        .push_where(|m| match m {
+            ServerMsg::Kicked { room_id, code } => Some((room_id.clone(), *code)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(kicked, (room("r"), ErrorCode::ROOM_KICKED_OUT));
+    // The kicked connection's requests about the room are refused; its departure does not
+    // remove the new session.
+    let (code, _) = first
+        .request(Request::Broadcast {
+            room_id: room("r"),
+            message: "ghost".into(),
+        })
+        .await;
+    assert_eq!(code, ErrorCode::IM_INCONSISTENT_ROOM_ID);
+    drop(first);
+    let mut third = Client::connect(&s, 1).await;
+    let (_, body) = third.login("r", "other", true).await;
+    match body {
+        Some(ReplyBody::Login { users, streams, .. }) => {
+            assert_eq!(users, vec![user("twin")]);
+            assert!(streams.is_empty(), "the kicked session's stream is gone");
+        }
+        other => panic!("{other:?}"),
+    }
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_frames_get_an_error_or_a_close_and_others_are_unaffected() {
+    let s = server(ServerConfig::default()).await;
+    let mut good = Client::connect(&s, 1).await;
+    good.login("r", "good", true).await;
+
+    let mut bad = Client::connect(&s, 1).await;
+    bad.send_raw("{\"id\":77,\"type\":\"login\",\"room_id\":\"bad room\"}")
+        .await;
+    match bad.recv().await {
+        Some(ServerMsg::Reply { id, code, .. }) => {
+            assert_eq!(id, 77);
+            assert_eq!(code, ErrorCode::COMMON_ILLEGAL_PARAM);
+        }
+        other => panic!("{other:?}"),
+    }
+    bad.send_raw("{\"id\":78,\"type\":\"teleport\"}").await;
+    assert!(matches!(
+        bad.recv().await,
+        Some(ServerMsg::Reply { id: 78, .. })
+    ));
+    bad.send_raw("not json at all").await;
+    assert!(
+        bad.recv().await.is_none(),
+        "a frame without an id closes the connection"
+    );
+
+    let (ws, _) = tokio_tungstenite::connect_async(s.url()).await.unwrap();
+    let mut early = Client {
+        ws,
+        next: 1,
+        pushes: vec![],
+    };
+    let (code, _) = early.request(Request::Ping).await;
+    assert_eq!(
+        code,
+        ErrorCode::COMMON_ENGINE_NOT_CREATE,
+        "requests before the hello are refused"
+    );
+    assert!(early.recv().await.is_none());
+
+    let (code, _) = good
+        .request(Request::Broadcast {
+            room_id: room("r"),
+            message: "still fine".into(),
+        })
+        .await;
+    assert_eq!(code, ErrorCode::SUCCESS);
+    s.shutdown().await;
+}

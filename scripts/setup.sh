@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Brings a fresh Debian machine to a built checkout: system packages (apt, only the missing
+# ones), npm packages, the native addon and the server binary. Safe to run again: each step
+# is skipped when already done. Used by scripts/test.sh and scripts/example.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages the build needs (C toolchain for bundled -sys crates, pkg-config).
+APT_PACKAGES=(build-essential pkg-config)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
+command -v cargo >/dev/null || { echo "setup: cargo (Rust) is required" >&2; exit 1; }
+command -v node >/dev/null || { echo "setup: node (>= 20) is required" >&2; exit 1; }
+
+if [ ! -d node_modules/@napi-rs/cli ] || [ ! -d node_modules/ava ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+echo "setup: building the native addon and the server (release)"
+npx napi build --platform --release --js binding.js --dts binding.d.ts
+cargo build --release -p zrooms-server -p zrooms-loadgen
