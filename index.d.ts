@@ -1,0 +1,237 @@
+// Typings of the zrooms facade: ZEGO Express, uni-app / React Native flavour.
+// Names, parameter order and numeric values follow ZEGO's; see docs/api.md for what differs.
+
+export declare const ZegoRoomMode: { readonly SingleRoom: 0; readonly MultiRoom: 1 }
+export type ZegoRoomMode = 0 | 1
+
+export declare const ZegoRoomState: { readonly Disconnected: 0; readonly Connecting: 1; readonly Connected: 2 }
+export type ZegoRoomState = 0 | 1 | 2
+
+export declare const ZegoRoomStateChangedReason: {
+  readonly Logining: 0
+  readonly Logined: 1
+  readonly LoginFailed: 2
+  readonly Reconnecting: 3
+  readonly Reconnected: 4
+  readonly ReconnectFailed: 5
+  readonly KickOut: 6
+  readonly Logout: 7
+  readonly LogoutFailed: 8
+}
+export type ZegoRoomStateChangedReason = 0 | 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8
+
+export declare const ZegoUpdateType: { readonly Add: 0; readonly Delete: 1 }
+export type ZegoUpdateType = 0 | 1
+
+export declare const ZegoPublisherState: { readonly NoPublish: 0; readonly PublishRequesting: 1; readonly Publishing: 2 }
+export type ZegoPublisherState = 0 | 1 | 2
+
+export declare const ZegoPlayerState: { readonly NoPlay: 0; readonly PlayRequesting: 1; readonly Playing: 2 }
+export type ZegoPlayerState = 0 | 1 | 2
+
+export declare const ZegoPublishChannel: { readonly Main: 0; readonly Aux: 1; readonly Third: 2; readonly Fourth: 3 }
+export type ZegoPublishChannel = 0 | 1 | 2 | 3
+
+export declare const ZegoScenario: {
+  readonly General: 0
+  readonly Communication: 1
+  readonly Live: 2
+  readonly Default: 3
+  readonly StandardVideoCall: 4
+  readonly HighQualityVideoCall: 5
+  readonly StandardChatroom: 6
+  readonly HighQualityChatroom: 7
+  readonly Broadcast: 8
+  readonly Karaoke: 9
+  readonly StandardVoiceCall: 10
+}
+export type ZegoScenario = number
+
+export declare const ZegoEngineState: { readonly Start: 0; readonly Stop: 1 }
+export declare const ZegoVideoConfigPreset: Readonly<Record<string, number>>
+export declare const ZegoAudioConfigPreset: Readonly<Record<string, number>>
+export declare const ZegoVideoCodecID: Readonly<Record<string, number>>
+export declare const ZegoViewMode: Readonly<Record<string, number>>
+export declare const ZegoStreamQualityLevel: Readonly<Record<string, number>>
+export declare const ZegoAudioDeviceType: { readonly Input: 0; readonly Output: 1 }
+export declare const ZegoRemoteDeviceState: Readonly<Record<string, number>>
+
+/** ZEGO's error codes by name (0 = success). */
+export declare const ZegoErrorCode: Readonly<Record<string, number>>
+
+export interface ZegoEngineProfile {
+  appID: number
+  /** 64 hex characters; optional when the server does not check it. */
+  appSign?: string
+  scenario: ZegoScenario
+}
+
+export interface ZegoEngineConfig {
+  logConfig?: { logPath?: string; logSize?: number; logCount?: number }
+  /**
+   * `server`: the room server's URL, `ws://host:port` (fallback: the ZROOMS_SERVER environment
+   * variable, then ws://127.0.0.1:9000). `login_timeout_ms`: how long a login may wait.
+   */
+  advancedConfig?: Record<string, string>
+}
+
+export interface ZegoUser {
+  userID: string
+  /** Defaults to the userID when omitted. */
+  userName?: string
+}
+
+export interface ZegoRoomConfig {
+  maxMemberCount?: number
+  isUserStatusNotify?: boolean
+  token?: string
+}
+
+export interface ZegoPublisherConfig {
+  /** Required in multi-room mode (1003070 without it, 1003071 when empty). */
+  roomID?: string
+}
+
+export interface ZegoPlayerConfig {
+  /** Required in multi-room mode (1004070 without it, 1004071 when empty). */
+  roomID?: string
+  resourceMode?: number
+  videoCodecID?: number
+}
+
+/** Where decoded frames go; the media pipeline defines its shape. */
+export type ZegoView = unknown
+
+export interface ZegoStream {
+  user: Required<ZegoUser>
+  streamID: string
+  extraInfo: string
+}
+
+export interface ZegoRoomExtraInfo {
+  key: string
+  value: string
+  updateUser: Required<ZegoUser>
+  updateTime: number
+}
+
+export interface ZegoBroadcastMessageInfo {
+  message: string
+  messageID: number
+  sendTime: number
+  fromUser: Required<ZegoUser>
+}
+
+export interface ZegoBarrageMessageInfo {
+  message: string
+  messageID: string
+  sendTime: number
+  fromUser: Required<ZegoUser>
+}
+
+export interface ZegoRoomLoginResult {
+  errorCode: number
+  extendedData: string
+}
+export type ZegoRoomLogoutResult = ZegoRoomLoginResult
+export interface ZegoRoomSetRoomExtraInfoResult {
+  errorCode: number
+}
+export interface ZegoPublisherSetStreamExtraInfoResult {
+  errorCode: number
+}
+export interface ZegoIMSendBroadcastMessageResult {
+  errorCode: number
+  messageID: number
+}
+export interface ZegoIMSendBarrageMessageResult {
+  errorCode: number
+  messageID: string
+}
+export interface ZegoIMSendCustomCommandResult {
+  errorCode: number
+}
+
+/** Listener signatures, with ZEGO's positional arguments. */
+export interface ZegoEventListener {
+  debugError: (errorCode: number, funcName: string, info: string) => void
+  apiCalledResult: (errorCode: number, funcName: string, info: string) => void
+  roomStateUpdate: (roomID: string, state: ZegoRoomState, errorCode: number, extendedData: string) => void
+  roomStateChanged: (roomID: string, reason: ZegoRoomStateChangedReason, errorCode: number, extendedData: string) => void
+  roomUserUpdate: (roomID: string, updateType: ZegoUpdateType, userList: Required<ZegoUser>[]) => void
+  roomOnlineUserCountUpdate: (roomID: string, count: number) => void
+  roomStreamUpdate: (roomID: string, updateType: ZegoUpdateType, streamList: ZegoStream[], extendedData: string) => void
+  roomStreamExtraInfoUpdate: (roomID: string, streamList: ZegoStream[]) => void
+  roomExtraInfoUpdate: (roomID: string, roomExtraInfoList: ZegoRoomExtraInfo[]) => void
+  publisherStateUpdate: (streamID: string, state: ZegoPublisherState, errorCode: number, extendedData: string) => void
+  playerStateUpdate: (streamID: string, state: ZegoPlayerState, errorCode: number, extendedData: string) => void
+  IMRecvBroadcastMessage: (roomID: string, messageList: ZegoBroadcastMessageInfo[]) => void
+  IMRecvBarrageMessage: (roomID: string, messageList: ZegoBarrageMessageInfo[]) => void
+  IMRecvCustomCommand: (roomID: string, fromUser: Required<ZegoUser>, command: string) => void
+}
+
+export default class ZegoExpressEngine {
+  private constructor()
+  /** Creates this JS environment's engine, or returns the one that exists. */
+  static createEngineWithProfile(profile: ZegoEngineProfile): Promise<ZegoExpressEngine>
+  /** Throws before createEngineWithProfile. */
+  static instance(): ZegoExpressEngine
+  static destroyEngine(): Promise<void>
+  static setEngineConfig(config: ZegoEngineConfig): Promise<void>
+  /** Before createEngineWithProfile only; after it, debugError 1001020 and nothing changes. */
+  static setRoomMode(mode: ZegoRoomMode): Promise<void>
+  static getVersion(): Promise<string>
+
+  getVersion(): Promise<string>
+  on<E extends keyof ZegoEventListener>(event: E, callback: ZegoEventListener[E]): void
+  off<E extends keyof ZegoEventListener>(event: E, callback?: ZegoEventListener[E]): void
+
+  loginRoom(roomID: string, user: ZegoUser, config?: ZegoRoomConfig): Promise<ZegoRoomLoginResult>
+  /** Without roomID: every room. */
+  logoutRoom(roomID?: string): Promise<ZegoRoomLogoutResult>
+  switchRoom(fromRoomID: string, toRoomID: string, config?: ZegoRoomConfig): Promise<void>
+  renewToken(roomID: string, token: string): Promise<void>
+  setRoomExtraInfo(roomID: string, key: string, value: string): Promise<ZegoRoomSetRoomExtraInfoResult>
+
+  startPublishingStream(streamID: string, channel?: ZegoPublishChannel, config?: ZegoPublisherConfig): Promise<void>
+  stopPublishingStream(channel?: ZegoPublishChannel): Promise<void>
+  setStreamExtraInfo(extraInfo: string, channel?: ZegoPublishChannel): Promise<ZegoPublisherSetStreamExtraInfoResult>
+
+  startPlayingStream(streamID: string, view?: ZegoView, config?: ZegoPlayerConfig): Promise<void>
+  startPlayingStream(streamID: string, config: ZegoPlayerConfig): Promise<void>
+  stopPlayingStream(streamID: string): Promise<void>
+
+  sendBroadcastMessage(roomID: string, message: string): Promise<ZegoIMSendBroadcastMessageResult>
+  sendBarrageMessage(roomID: string, message: string): Promise<ZegoIMSendBarrageMessageResult>
+  /** `toUserList` empty or omitted: everyone else in the room. */
+  sendCustomCommand(roomID: string, command: string, toUserList?: ZegoUser[] | null): Promise<ZegoIMSendCustomCommandResult>
+}
+
+export { ZegoExpressEngine }
+
+export interface ServerAppOptions {
+  appID: number
+  appSign?: string
+  multiRoom?: boolean
+  maxRoomsPerUser?: number
+  maxMembers?: number
+}
+
+export interface StartServerOptions {
+  host?: string
+  /** 0 (default) picks a free port. */
+  port?: number
+  apps?: ServerAppOptions[]
+  /** Admit unknown appIDs with multi-room on; default true when `apps` is absent. */
+  devDefault?: boolean
+  onlineCountIntervalMs?: number
+}
+
+export interface RunningServer {
+  url: string
+  port: number
+  close(): Promise<void>
+}
+
+/** Starts a room server inside this process (examples, tests). */
+export declare function startServer(options?: StartServerOptions): Promise<RunningServer>
