@@ -80,7 +80,9 @@ struct Client {
 
 impl Client {
     async fn connect(url: &str) -> Result<Client, String> {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.map_err(|e| e.to_string())?;
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut c = Client { ws, next: 1 };
         c.request(Request::Hello {
             version: PROTOCOL_VERSION,
@@ -96,13 +98,25 @@ impl Client {
         let id = self.next;
         self.next += 1;
         let text = serde_json::to_string(&ClientFrame { id, req }).map_err(|e| e.to_string())?;
-        self.ws.send(Message::text(text)).await.map_err(|e| e.to_string())?;
+        self.ws
+            .send(Message::text(text))
+            .await
+            .map_err(|e| e.to_string())?;
         loop {
             match self.ws.next().await {
                 Some(Ok(Message::Text(t))) => {
-                    if let Ok(ServerMsg::Reply { id: rid, code, body }) = serde_json::from_str(t.as_str()) {
+                    if let Ok(ServerMsg::Reply {
+                        id: rid,
+                        code,
+                        body,
+                    }) = serde_json::from_str(t.as_str())
+                    {
                         if rid == id {
-                            return if code.is_success() { Ok(body) } else { Err(format!("error {code}")) };
+                            return if code.is_success() {
+                                Ok(body)
+                            } else {
+                                Err(format!("error {code}"))
+                            };
                         }
                     }
                 }
@@ -166,7 +180,9 @@ fn start_server(bin: &str) -> Result<(Child, String), String> {
         .map_err(|e| format!("cannot start {bin}: {e}"))?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).map_err(|e| e.to_string())?;
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
     let url = line
         .trim()
         .strip_prefix("listening on ")
@@ -236,7 +252,12 @@ struct FanoutResult {
     lat: Vec<f64>,
 }
 
-async fn bench_fanout(url: &str, receivers: u32, messages: u32, rate: u32) -> Result<FanoutResult, String> {
+async fn bench_fanout(
+    url: &str,
+    receivers: u32,
+    messages: u32,
+    rate: u32,
+) -> Result<FanoutResult, String> {
     let base = Instant::now();
     let mut readers = Vec::new();
     for i in 0..receivers {
@@ -246,7 +267,9 @@ async fn bench_fanout(url: &str, receivers: u32, messages: u32, rate: u32) -> Re
     }
     let mut sender = Client::connect(url).await?;
     sender.login("bench-fanout", "sender").await?;
-    let lat = Arc::new(Mutex::new(Vec::with_capacity((receivers * messages) as usize)));
+    let lat = Arc::new(Mutex::new(Vec::with_capacity(
+        (receivers * messages) as usize,
+    )));
     let mut handles = Vec::new();
     for mut c in readers {
         let lat = lat.clone();
@@ -256,7 +279,9 @@ async fn bench_fanout(url: &str, receivers: u32, messages: u32, rate: u32) -> Re
             while got < messages {
                 match tokio::time::timeout(Duration::from_secs(10), c.ws.next()).await {
                     Ok(Some(Ok(Message::Text(t)))) => {
-                        if let Ok(ServerMsg::Broadcast { messages: list, .. }) = serde_json::from_str(t.as_str()) {
+                        if let Ok(ServerMsg::Broadcast { messages: list, .. }) =
+                            serde_json::from_str(t.as_str())
+                        {
                             let now = base.elapsed().as_secs_f64() * 1e3;
                             for m in list {
                                 if let Ok(sent) = m.message.parse::<f64>() {
@@ -303,7 +328,10 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("runtime: {e}");
@@ -326,7 +354,12 @@ fn main() {
     let before = usage();
     let login = rt.block_on(bench_login(&url, opts.login_rate, opts.login_seconds));
     let after_login = usage();
-    let fanout = rt.block_on(bench_fanout(&url, opts.receivers, opts.messages, opts.message_rate));
+    let fanout = rt.block_on(bench_fanout(
+        &url,
+        opts.receivers,
+        opts.messages,
+        opts.message_rate,
+    ));
     let after = usage();
     if let Some(c) = child.as_mut() {
         let _ = c.kill();
@@ -344,7 +377,9 @@ fn main() {
         "Machine: {} cores, loopback, release build; server is a separate `zrooms-server` process.\n\n",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     ));
-    report.push_str("| measurement | n | p50 ms | p95 ms | p99 ms | notes |\n|---|---|---|---|---|---|\n");
+    report.push_str(
+        "| measurement | n | p50 ms | p95 ms | p99 ms | notes |\n|---|---|---|---|---|---|\n",
+    );
     report.push_str(&format!(
         "| loginRoom → reply, {} logins/s into one room | {} | {:.2} | {:.2} | {:.2} | {} failed of {} |\n",
         opts.login_rate,
@@ -370,7 +405,9 @@ fn main() {
                 f.expected
             ));
         }
-        Err(e) => report.push_str(&format!("| broadcast fan-out | 0 | – | – | – | failed: {e} |\n")),
+        Err(e) => report.push_str(&format!(
+            "| broadcast fan-out | 0 | – | – | – | failed: {e} |\n"
+        )),
     }
     if let (Some((c0, _)), Some((c1, r1)), Some((c2, r2))) = (before, after_login, after) {
         report.push_str(&format!(
