@@ -54,6 +54,16 @@ function poke() {
 }
 
 const handlers = { command: () => {}, broadcast: () => {} }
+// Users present per room (roomUserUpdate; the first login delivers those already there).
+const usersByRoom = {}
+engine.on('roomUserUpdate', (roomID, type, users) => {
+  const set = (usersByRoom[roomID] ??= new Set())
+  for (const u of users) {
+    if (type === ZegoUpdateType.Add) set.add(u.userID)
+    else set.delete(u.userID)
+  }
+  poke()
+})
 
 engine.on('roomStateChanged', (roomID, reason, errorCode) => {
   if (errorCode !== 0) log(`room ${roomID}: reason ${reason}, error ${errorCode}`)
@@ -220,6 +230,8 @@ const roles = {
     await play('teacher-live', classRoom)
     await publish(`${cfg.userID}-cam`, group)
     for (const mate of mates) await play(`${mate}-cam`, group)
+    // Ask once the assistant is in the group room.
+    await waitUntil(() => usersByRoom[group]?.has(cfg.assistant), `the assistant in ${group}`)
     await say(group, `question from ${cfg.userID}`)
     await waitUntil(() => answers > 0, 'an answer from the assistant')
     check(answers > 0, `got an answer in ${group}`)
@@ -248,6 +260,7 @@ try {
 } catch (err) {
   failures.push(String(err.message ?? err))
   log(`FAILED: ${err.message ?? err}`)
+  await engine.logoutRoom()
 }
 parentPort.postMessage({ result: { userID: cfg.userID, role: cfg.role, checks, failures, rooms } })
 await ZegoExpressEngine.destroyEngine()
