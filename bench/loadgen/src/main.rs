@@ -186,6 +186,7 @@ fn start_server(bin: &str) -> Result<(Child, String), String> {
     let url = line
         .trim()
         .strip_prefix("listening on ")
+        .and_then(|rest| rest.split_whitespace().next())
         .ok_or(format!("unexpected server output: {line}"))?
         .to_string();
     Ok((child, url))

@@ -121,6 +121,8 @@ codes! {
     ROOM_INNER_ERROR = 1002099;
     /// The channel is already publishing another stream.
     PUBLISHER_BUSY_CHANNEL = 1003023;
+    /// The server refuses this publish (the stream is not this engine's).
+    PUBLISHER_FORBIDDEN = 1003025;
     /// The streamID is already published in this app.
     PUBLISHER_ERROR_REPETITIVE_PUBLISH_STREAM = 1003028;
     /// Stream extra info is null.
@@ -135,6 +137,8 @@ codes! {
     PUBLISHER_INNER_ERROR = 1003099;
     /// The stream to play does not exist.
     PLAYER_ERROR_STREAM_NOT_EXIST = 1004002;
+    /// The server refuses this play (the engine does not play the stream).
+    PLAYER_FORBIDDEN = 1004025;
     /// Multi-room: play without a config naming the room.
     PLAYER_ROOM_ID_REQUIRED = 1004070;
     /// Multi-room: player config with an empty roomID.

@@ -93,14 +93,45 @@ pub enum Request {
         #[serde(default)]
         to: Vec<UserId>,
     },
+    /// An SDP offer for the engine's one peer connection, with the role of each m-line. The
+    /// engine is always the offerer; the server answers.
+    MediaOffer {
+        sdp: String,
+        tracks: Vec<TrackSpec>,
+    },
     Ping,
+}
+
+/// What one m-line of an engine's peer connection carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackSpec {
+    /// The m-line's `a=mid`.
+    pub mid: String,
+    pub stream_id: StreamId,
+    pub kind: TrackKind,
+    /// `send`: the engine publishes `stream_id` on it; `recv`: it plays `stream_id`.
+    pub direction: TrackDirection,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackKind {
+    Audio,
+    Video,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackDirection {
+    Send,
+    Recv,
 }
 
 impl Request {
     /// The room a request is about, if any.
     pub fn room_id(&self) -> Option<&RoomId> {
         match self {
-            Request::Hello { .. } | Request::Ping => None,
+            Request::Hello { .. } | Request::Ping | Request::MediaOffer { .. } => None,
             Request::Login { room_id, .. }
             | Request::Logout { room_id }
             | Request::RenewToken { room_id, .. }
@@ -291,5 +322,8 @@ pub enum ReplyBody {
     },
     Play {
         available: bool,
+    },
+    MediaAnswer {
+        sdp: String,
     },
 }

@@ -64,6 +64,9 @@ pub struct ServerConfig {
     pub outbound_queue: usize,
     /// Largest WebSocket message accepted, in bytes.
     pub max_message_bytes: usize,
+    /// The SFU's UDP address; `None`: the signaling listener's IP (127.0.0.1 when that is
+    /// unspecified) and a free port. It is the host candidate peers connect to.
+    pub media_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +77,7 @@ impl Default for ServerConfig {
             online_count_interval: Duration::from_secs(30),
             outbound_queue: 1024,
             max_message_bytes: 64 * 1024,
+            media_addr: None,
         }
     }
 }

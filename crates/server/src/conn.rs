@@ -5,6 +5,7 @@
 //! flag raised when this connection's outbound queue overflows. A separate writer task drains
 //! the outbound queue into the socket, so a slow reader only ever fills its own queue.
 
+use crate::sfu::SfuCmd;
 use crate::state::{lock, App, ConnId, Outbound, PublishedStream};
 use crate::Shared;
 use futures_util::{SinkExt, StreamExt};
@@ -18,8 +19,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use zrooms_proto::wire::{
     BarrageMessage, BroadcastMessage, ClientFrame, DeleteReason, LoginConfig, ReplyBody, Request,
-    RoomExtraInfo, ServerMsg, StreamInfo, UpdateType, MAX_MESSAGE_BYTES, MAX_ROOM_EXTRA_INFO_BYTES,
-    MAX_STREAM_EXTRA_INFO_BYTES, PROTOCOL_VERSION,
+    RoomExtraInfo, ServerMsg, StreamInfo, TrackDirection, TrackSpec, UpdateType, MAX_MESSAGE_BYTES,
+    MAX_ROOM_EXTRA_INFO_BYTES, MAX_STREAM_EXTRA_INFO_BYTES, PROTOCOL_VERSION,
 };
 use zrooms_proto::{ErrorCode, RoomId, StreamId, User, UserId};
 
@@ -92,6 +93,7 @@ pub(crate) async fn serve(
         }
     }
     conn.leave_all(DeleteReason::DISCONNECTED);
+    conn.shared.sfu.send(SfuCmd::Close { conn: id });
     // Dropping the last sender ends the writer once it has flushed what is queued.
     drop(conn);
     let _ = writer.await;
@@ -198,6 +200,9 @@ impl Conn {
         match req {
             Request::Hello { .. } => Err(ErrorCode::COMMON_ILLEGAL_PARAM),
             Request::Ping => Ok(Some(None)),
+            Request::MediaOffer { sdp, tracks } => {
+                self.media_offer(app, id, sdp, tracks).map(|()| None)
+            }
             Request::Login {
                 room_id,
                 user,
@@ -246,6 +251,10 @@ impl Conn {
             Request::Unplay { stream_id, .. } => {
                 if self.playing.remove(&stream_id).is_some() {
                     app.remove_player(&stream_id, self.id);
+                    self.shared.sfu.send(SfuCmd::Unplay {
+                        conn: self.id,
+                        stream: stream_id,
+                    });
                 }
                 Ok(Some(None))
             }
@@ -429,6 +438,10 @@ impl Conn {
                 );
                 for s in &kicked_streams {
                     app.release_stream(s, old.conn);
+                    self.shared.sfu.send(SfuCmd::Unpublish {
+                        conn: old.conn,
+                        stream: s.clone(),
+                    });
                 }
             }
             st.members.insert(
@@ -489,6 +502,10 @@ impl Conn {
         for s in &gone {
             app.release_stream(s, self.id);
             app.notify_players(s, Some(reason));
+            self.shared.sfu.send(SfuCmd::Unpublish {
+                conn: self.id,
+                stream: s.clone(),
+            });
         }
         let players: Vec<StreamId> = self
             .playing
@@ -499,6 +516,10 @@ impl Conn {
         for s in players {
             self.playing.remove(&s);
             app.remove_player(&s, self.id);
+            self.shared.sfu.send(SfuCmd::Unplay {
+                conn: self.id,
+                stream: s,
+            });
         }
         app.drop_room_if_empty(&room);
         if self.rooms.is_empty() {
@@ -591,6 +612,62 @@ impl Conn {
         }
         app.release_stream(stream_id, self.id);
         app.notify_players(stream_id, Some(DeleteReason::STOPPED));
+        self.shared.sfu.send(SfuCmd::Unpublish {
+            conn: self.id,
+            stream: stream_id.clone(),
+        });
+        Ok(())
+    }
+
+    /// An engine's SDP offer: every `send` track must be a stream this connection publishes,
+    /// every `recv` track one it plays. The SFU answers; the reply goes out when it has.
+    fn media_offer(
+        &mut self,
+        app: &Arc<App>,
+        id: u64,
+        sdp: String,
+        tracks: Vec<TrackSpec>,
+    ) -> Res<()> {
+        for t in &tracks {
+            let allowed = match t.direction {
+                TrackDirection::Send => app.publisher_of(&t.stream_id) == Some(self.id),
+                TrackDirection::Recv => self.playing.contains_key(&t.stream_id),
+            };
+            if !allowed {
+                return Err(match t.direction {
+                    TrackDirection::Send => ErrorCode::PUBLISHER_FORBIDDEN,
+                    TrackDirection::Recv => ErrorCode::PLAYER_FORBIDDEN,
+                });
+            }
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.shared.sfu.send(SfuCmd::Offer {
+            conn: self.id,
+            sdp,
+            tracks,
+            reply: tx,
+        });
+        let out = self.out.clone();
+        tokio::spawn(async move {
+            let msg = match rx.await {
+                Ok(Ok(sdp)) => ServerMsg::Reply {
+                    id,
+                    code: ErrorCode::SUCCESS,
+                    body: Some(ReplyBody::MediaAnswer { sdp }),
+                },
+                Ok(Err(code)) => ServerMsg::Reply {
+                    id,
+                    code,
+                    body: None,
+                },
+                Err(_) => ServerMsg::Reply {
+                    id,
+                    code: ErrorCode::PUBLISHER_INNER_ERROR,
+                    body: None,
+                },
+            };
+            out.send_msg(&msg);
+        });
         Ok(())
     }
 

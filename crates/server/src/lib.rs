@@ -10,6 +10,7 @@
 
 pub mod config;
 mod conn;
+pub mod sfu;
 pub mod state;
 
 pub use config::{AppConfig, ServerConfig};
@@ -30,6 +31,7 @@ const MAX_CONNECTIONS: usize = 50_000;
 
 pub(crate) struct Shared {
     pub config: ServerConfig,
+    pub sfu: sfu::SfuHandle,
     pub apps: Mutex<HashMap<u32, Arc<App>>>,
     pub next_conn: AtomicU64,
     pub next_session: AtomicU64,
@@ -39,6 +41,7 @@ pub(crate) struct Shared {
 #[must_use = "dropping the handle leaves the server running; call shutdown()"]
 pub struct Server {
     addr: SocketAddr,
+    media_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -48,10 +51,24 @@ impl Server {
     pub async fn bind(addr: SocketAddr, config: ServerConfig) -> std::io::Result<Server> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        let media_addr = config.media_addr.unwrap_or_else(|| {
+            let ip = if addr.ip().is_unspecified() {
+                std::net::IpAddr::from([127, 0, 0, 1])
+            } else {
+                addr.ip()
+            };
+            SocketAddr::new(ip, 0)
+        });
+        let (sfu, sfu_task) = sfu::start(media_addr).await?;
+        let media_addr = sfu.addr;
         let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(run(listener, config, rx));
+        let task = tokio::spawn(async move {
+            run(listener, config, sfu, rx).await;
+            sfu_task.abort();
+        });
         Ok(Server {
             addr,
+            media_addr,
             shutdown: tx,
             task,
         })
@@ -59,6 +76,11 @@ impl Server {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The SFU's UDP address.
+    pub fn media_addr(&self) -> SocketAddr {
+        self.media_addr
     }
 
     /// The signaling URL engines connect to.
@@ -73,10 +95,16 @@ impl Server {
     }
 }
 
-/// Serves `listener` until `shutdown` turns true.
-pub async fn run(listener: TcpListener, config: ServerConfig, mut shutdown: watch::Receiver<bool>) {
+/// Serves `listener` (signaling) with `sfu` (media) until `shutdown` turns true.
+pub async fn run(
+    listener: TcpListener,
+    config: ServerConfig,
+    sfu: sfu::SfuHandle,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let shared = Arc::new(Shared {
         config,
+        sfu,
         apps: Mutex::new(HashMap::new()),
         next_conn: AtomicU64::new(1),
         next_session: AtomicU64::new(1),

@@ -67,7 +67,11 @@ async fn main() {
         eprintln!("cannot listen on {addr}: {e}");
         std::process::exit(1)
     });
-    println!("listening on {}", server.url());
+    println!(
+        "listening on {} (media udp {})",
+        server.url(),
+        server.media_addr()
+    );
     shutdown_signal().await;
     server.shutdown().await;
 }

@@ -159,6 +159,11 @@ impl App {
         }
     }
 
+    /// The connection publishing `stream`, if any.
+    pub fn publisher_of(&self, stream: &StreamId) -> Option<ConnId> {
+        lock(&self.streams).get(stream).map(|(_, c)| *c)
+    }
+
     pub fn is_published(&self, stream: &StreamId) -> bool {
         lock(&self.streams).contains_key(stream)
     }

@@ -5,8 +5,9 @@ use crate::events::*;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use zrooms_proto::wire::{
-    ClientFrame, LoginConfig, ReplyBody, Request, ServerMsg, StreamDelete, StreamInfo, UpdateType,
-    MAX_MESSAGE_BYTES, MAX_ROOM_EXTRA_INFO_BYTES, MAX_STREAM_EXTRA_INFO_BYTES, PROTOCOL_VERSION,
+    ClientFrame, LoginConfig, ReplyBody, Request, ServerMsg, StreamDelete, StreamInfo, TrackSpec,
+    UpdateType, MAX_MESSAGE_BYTES, MAX_ROOM_EXTRA_INFO_BYTES, MAX_STREAM_EXTRA_INFO_BYTES,
+    PROTOCOL_VERSION,
 };
 use zrooms_proto::{ErrorCode, RoomId, StreamId, User, UserId, UserName};
 
@@ -45,8 +46,25 @@ pub enum Output {
     Transmit(ClientFrame),
     /// Deliver this event to the app.
     Event(SessionEvent),
+    /// Start or stop media for a publisher or player.
+    Media(MediaCmd),
+    /// The server answered the last media offer (`Err` with its code when it refused it).
+    MediaAnswer(Result<String, ErrorCode>),
     /// Nothing more now; call [`Session::handle_timeout`] at the deadline, if any.
     Idle(Option<Instant>),
+}
+
+/// What the media side must do; the session decides when, from the signaling state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MediaCmd {
+    /// The server accepted the publish: start sending `stream_id` from `channel`.
+    StartPublish { channel: usize, stream_id: StreamId },
+    /// Stop sending on `channel`.
+    StopPublish { channel: usize, stream_id: StreamId },
+    /// The stream is published: start receiving it.
+    StartPlay { stream_id: StreamId },
+    /// Stop receiving `stream_id`.
+    StopPlay { stream_id: StreamId },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +105,8 @@ struct Publisher {
 struct Player {
     room_id: RoomId,
     state: PlayerState,
+    /// The media side was told to receive it (the stream is published).
+    receiving: bool,
 }
 
 /// What a request in flight is waiting to finish.
@@ -107,6 +127,8 @@ enum Pending {
     Op {
         op: OpId,
     },
+    /// A media offer waiting for its answer.
+    MediaOffer,
     /// Nobody waits for the reply.
     Ignore,
 }
@@ -225,8 +247,12 @@ impl Session {
         self.outbox.clear();
         let pending = std::mem::take(&mut self.pending);
         for (_, p) in pending {
-            if let Pending::Op { op } = p {
-                self.complete(op, ErrorCode::IM_SEND_FAILED, OpValue::None);
+            match p {
+                Pending::Op { op } => self.complete(op, ErrorCode::IM_SEND_FAILED, OpValue::None),
+                Pending::MediaOffer => self
+                    .out
+                    .push_back(Output::MediaAnswer(Err(ErrorCode::ROOM_DISCONNECT))),
+                _ => {}
             }
         }
         let rooms: Vec<RoomId> = self.rooms.keys().cloned().collect();
@@ -352,18 +378,24 @@ impl Session {
                 }
             }
             ServerMsg::StreamAvailable { room_id, stream_id } => {
-                self.set_player(
-                    &room_id,
-                    &stream_id,
-                    PlayerState::Playing,
-                    ErrorCode::SUCCESS,
-                );
+                self.stream_available(&room_id, &stream_id);
             }
             ServerMsg::StreamUnavailable {
                 room_id,
                 stream_id,
                 reason: _,
             } => {
+                let Some(p) = self.players.get_mut(&stream_id) else {
+                    return;
+                };
+                if p.room_id != room_id {
+                    return;
+                }
+                if std::mem::take(&mut p.receiving) {
+                    self.out.push_back(Output::Media(MediaCmd::StopPlay {
+                        stream_id: stream_id.clone(),
+                    }));
+                }
                 self.set_player(
                     &room_id,
                     &stream_id,
@@ -389,6 +421,28 @@ impl Session {
             // The server may still admit us late; make sure it forgets us.
             self.send(Pending::Ignore, Request::Logout { room_id });
         }
+    }
+
+    /// Media of a played stream arrived: the player reaches Playing.
+    pub fn handle_media_received(&mut self, _now: Instant, stream_id: &StreamId) {
+        let Some(p) = self.players.get(stream_id) else {
+            return;
+        };
+        if p.receiving && p.state != PlayerState::Playing {
+            let room_id = p.room_id.clone();
+            self.set_player(
+                &room_id,
+                stream_id,
+                PlayerState::Playing,
+                ErrorCode::SUCCESS,
+            );
+        }
+    }
+
+    /// Sends an SDP offer for the engine's peer connection; the answer comes back as
+    /// [`Output::MediaAnswer`].
+    pub fn send_media_offer(&mut self, sdp: String, tracks: Vec<TrackSpec>) {
+        self.send(Pending::MediaOffer, Request::MediaOffer { sdp, tracks });
     }
 
     /// The engine is being destroyed: leave every room without telling the app.
@@ -489,6 +543,7 @@ impl Session {
             Command::StopPublishing { channel } => {
                 let ch = channel_index(channel)?;
                 if let Some(p) = self.publishers[ch].take() {
+                    self.stop_publisher_media(ch, &p);
                     self.emit_publisher(p.stream_id.clone(), PublisherState::NoPublish);
                     self.send(
                         Pending::Ignore,
@@ -529,6 +584,7 @@ impl Session {
             Command::StopPlaying { stream_id } => {
                 if let Ok(stream_id) = StreamId::new(stream_id) {
                     if let Some(p) = self.players.remove(&stream_id) {
+                        self.stop_player_media(&stream_id, &p);
                         self.emit_player(
                             stream_id.clone(),
                             PlayerState::NoPlay,
@@ -738,6 +794,7 @@ impl Session {
             Player {
                 room_id: room_id.clone(),
                 state: PlayerState::PlayRequesting,
+                receiving: false,
             },
         );
         self.emit_player(
@@ -781,6 +838,10 @@ impl Session {
                 }
                 if code.is_success() {
                     p.state = PublisherState::Publishing;
+                    self.out.push_back(Output::Media(MediaCmd::StartPublish {
+                        channel,
+                        stream_id: stream_id.clone(),
+                    }));
                     self.emit_publisher(stream_id, PublisherState::Publishing);
                 } else {
                     self.publishers[channel] = None;
@@ -799,12 +860,18 @@ impl Session {
                 if !code.is_success() {
                     self.players.remove(&stream_id);
                     self.emit_player(stream_id, PlayerState::NoPlay, code);
-                } else if matches!(body, Some(ReplyBody::Play { available: true }))
-                    && player.state != PlayerState::Playing
-                {
+                } else if matches!(body, Some(ReplyBody::Play { available: true })) {
                     let room_id = player.room_id.clone();
-                    self.set_player(&room_id, &stream_id, PlayerState::Playing, code);
+                    self.stream_available(&room_id, &stream_id);
                 }
+            }
+            Pending::MediaOffer => {
+                let answer = match body {
+                    Some(ReplyBody::MediaAnswer { sdp }) if code.is_success() => Ok(sdp),
+                    _ if code.is_success() => Err(ErrorCode::PUBLISHER_INNER_ERROR),
+                    _ => Err(code),
+                };
+                self.out.push_back(Output::MediaAnswer(answer));
             }
             Pending::Op { op } => {
                 let value = match body {
@@ -926,6 +993,7 @@ impl Session {
                 .is_some_and(|p| p.room_id == *room_id)
             {
                 if let Some(p) = self.publishers[ch].take() {
+                    self.stop_publisher_media(ch, &p);
                     self.emit_publisher(p.stream_id, PublisherState::NoPublish);
                 }
             }
@@ -937,12 +1005,46 @@ impl Session {
             .map(|(s, _)| s.clone())
             .collect();
         for stream_id in players {
-            self.players.remove(&stream_id);
+            if let Some(p) = self.players.remove(&stream_id) {
+                self.stop_player_media(&stream_id, &p);
+            }
             self.emit_player(stream_id, PlayerState::NoPlay, ErrorCode::SUCCESS);
         }
         self.emit_room(room_id, reason, code, "");
         if self.rooms.is_empty() {
             self.user = None;
+        }
+    }
+
+    /// The played stream exists: the media side starts receiving it. The player stays in
+    /// PlayRequesting until media arrives ([`Session::handle_media_received`]).
+    fn stream_available(&mut self, room_id: &RoomId, stream_id: &StreamId) {
+        let Some(p) = self.players.get_mut(stream_id) else {
+            return;
+        };
+        if p.room_id != *room_id || p.receiving {
+            return;
+        }
+        p.receiving = true;
+        self.out.push_back(Output::Media(MediaCmd::StartPlay {
+            stream_id: stream_id.clone(),
+        }));
+    }
+
+    fn stop_player_media(&mut self, stream_id: &StreamId, p: &Player) {
+        if p.receiving {
+            self.out.push_back(Output::Media(MediaCmd::StopPlay {
+                stream_id: stream_id.clone(),
+            }));
+        }
+    }
+
+    fn stop_publisher_media(&mut self, channel: usize, p: &Publisher) {
+        if p.state == PublisherState::Publishing {
+            self.out.push_back(Output::Media(MediaCmd::StopPublish {
+                channel,
+                stream_id: p.stream_id.clone(),
+            }));
         }
     }
 

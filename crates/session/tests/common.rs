@@ -12,6 +12,8 @@ pub struct Harness {
     pub sent: Vec<ClientFrame>,
     pub events: Vec<SessionEvent>,
     pub connects: usize,
+    pub media: Vec<MediaCmd>,
+    pub answers: Vec<Result<String, ErrorCode>>,
     pub deadline: Option<Instant>,
     next_op: OpId,
 }
@@ -43,6 +45,8 @@ impl Harness {
             sent: Vec::new(),
             events: Vec::new(),
             connects: 0,
+            media: Vec::new(),
+            answers: Vec::new(),
             deadline: None,
             next_op: 1,
         }
@@ -54,6 +58,8 @@ impl Harness {
                 Output::Connect => self.connects += 1,
                 Output::Transmit(f) => self.sent.push(f),
                 Output::Event(e) => self.events.push(e),
+                Output::Media(m) => self.media.push(m),
+                Output::MediaAnswer(a) => self.answers.push(a),
                 Output::Idle(d) => {
                     self.deadline = d;
                     return;

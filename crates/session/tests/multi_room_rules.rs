@@ -290,9 +290,25 @@ fn player_follows_the_stream() {
         room_id: room1.clone(),
         stream_id: sid.clone(),
     });
+    // The media side is told to receive; Playing waits for media to arrive.
+    assert_eq!(
+        h.media,
+        vec![MediaCmd::StartPlay {
+            stream_id: sid.clone()
+        }]
+    );
+    assert_eq!(
+        h.events
+            .iter()
+            .filter(|e| matches!(e, SessionEvent::PlayerState { .. }))
+            .count(),
+        1
+    );
+    h.s.handle_media_received(h.now, &sid);
+    h.drain();
     h.server(ServerMsg::StreamUnavailable {
         room_id: room1,
-        stream_id: sid,
+        stream_id: sid.clone(),
         reason: DeleteReason::STOPPED,
     });
     let states: Vec<(PlayerState, ErrorCode)> = h
@@ -313,5 +329,38 @@ fn player_follows_the_stream() {
                 ErrorCode::PLAYER_ERROR_STREAM_NOT_EXIST
             ),
         ]
+    );
+    assert_eq!(h.media.last(), Some(&MediaCmd::StopPlay { stream_id: sid }));
+}
+
+#[test]
+fn publisher_media_starts_on_acceptance_and_stops_with_the_room() {
+    let mut h = logged_in(true);
+    h.call(Command::StartPublishing {
+        stream_id: "pub".into(),
+        channel: 1,
+        room_id: Some("room1".into()),
+    });
+    assert!(
+        h.media.is_empty(),
+        "no media before the server accepts the publish"
+    );
+    let frame = h.take_sent().remove(0);
+    h.reply(frame.id, ErrorCode::SUCCESS, None);
+    let sid = StreamId::new("pub").unwrap();
+    assert_eq!(
+        h.media,
+        vec![MediaCmd::StartPublish {
+            channel: 1,
+            stream_id: sid.clone()
+        }]
+    );
+    h.call(Command::LogoutRoom { room_id: None });
+    assert_eq!(
+        h.media.last(),
+        Some(&MediaCmd::StopPublish {
+            channel: 1,
+            stream_id: sid
+        })
     );
 }

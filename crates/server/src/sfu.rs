@@ -1,0 +1,396 @@
+//! The SFU: one str0m peer per engine connection, all on one UDP port, forwarding each
+//! published track to the players of its stream without decoding.
+//!
+//! The engine is always the offerer: it sends its SDP with a map from each m-line (mid) to a
+//! stream and a direction; the SFU answers as ICE-lite. Media of a `send` track of stream S is
+//! written into every `recv` track of S of the other peers (str0m depacketizes to frames and
+//! repacketizes per leg, so NACK/RTX and RTCP run per leg; the codec payload is never decoded).
+//! Players' keyframe requests (PLI/FIR) go to the publisher, throttled, and a keyframe is asked
+//! for whenever a new player track opens.
+//!
+//! Loop: one task owns every `Rtc`. It `select!`s over commands from connections, the UDP
+//! socket and the earliest peer deadline; after each input the affected peers are drained with
+//! `poll_output()` until `Timeout`, and the media they emit is propagated to the others.
+
+use crate::state::ConnId;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use str0m::change::SdpOffer;
+use str0m::media::{KeyframeRequestKind, MediaData, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use zrooms_proto::wire::{TrackDirection, TrackKind, TrackSpec};
+use zrooms_proto::{ErrorCode, StreamId};
+
+/// Keyframe requests towards one publisher track, at most this often.
+const KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
+
+pub enum SfuCmd {
+    /// An engine's offer; the reply is the answer SDP.
+    Offer {
+        conn: ConnId,
+        sdp: String,
+        tracks: Vec<TrackSpec>,
+        reply: oneshot::Sender<Result<String, ErrorCode>>,
+    },
+    /// The connection is gone: drop its peer.
+    Close { conn: ConnId },
+    /// `conn` no longer publishes `stream` (stopped, logged out, kicked).
+    Unpublish { conn: ConnId, stream: StreamId },
+    /// `conn` no longer plays `stream`.
+    Unplay { conn: ConnId, stream: StreamId },
+}
+
+/// Where connections send SFU commands.
+#[derive(Clone)]
+pub struct SfuHandle {
+    tx: mpsc::UnboundedSender<SfuCmd>,
+    pub addr: SocketAddr,
+}
+
+impl SfuHandle {
+    pub fn send(&self, cmd: SfuCmd) {
+        let _ = self.tx.send(cmd);
+    }
+}
+
+/// Binds the SFU's UDP socket and starts its task.
+pub async fn start(addr: SocketAddr) -> std::io::Result<(SfuHandle, tokio::task::JoinHandle<()>)> {
+    let socket = UdpSocket::bind(addr).await?;
+    let addr = socket.local_addr()?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(run(socket, addr, rx));
+    Ok((SfuHandle { tx, addr }, task))
+}
+
+struct Peer {
+    rtc: Rtc,
+    tracks: HashMap<Mid, TrackSpec>,
+    last_keyframe_request: HashMap<Mid, Instant>,
+    deadline: Instant,
+}
+
+/// Something one peer's output asks of the others.
+enum Propagate {
+    Media(ConnId, MediaData),
+    Keyframe(StreamId, KeyframeRequestKind),
+}
+
+struct Sfu {
+    addr: SocketAddr,
+    peers: HashMap<ConnId, Peer>,
+    queue: VecDeque<Propagate>,
+    outgoing: Vec<(SocketAddr, Vec<u8>)>,
+}
+
+async fn run(socket: UdpSocket, addr: SocketAddr, mut rx: mpsc::UnboundedReceiver<SfuCmd>) {
+    let mut sfu = Sfu {
+        addr,
+        peers: HashMap::new(),
+        queue: VecDeque::new(),
+        outgoing: Vec::new(),
+    };
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let deadline = sfu
+            .peers
+            .values()
+            .map(|p| p.deadline)
+            .min()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                Some(cmd) => sfu.command(cmd),
+                None => return,
+            },
+            r = socket.recv_from(&mut buf) => match r {
+                Ok((n, source)) => {
+                    let data = buf.get(..n).unwrap_or_default();
+                    sfu.datagram(source, data);
+                }
+                Err(e) => tracing::debug!("sfu recv: {e}"),
+            },
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+        }
+        sfu.tick(Instant::now());
+        for (dest, data) in sfu.outgoing.drain(..) {
+            if let Err(e) = socket.send_to(&data, dest).await {
+                tracing::debug!("sfu send to {dest}: {e}");
+            }
+        }
+    }
+}
+
+impl Sfu {
+    fn command(&mut self, cmd: SfuCmd) {
+        match cmd {
+            SfuCmd::Offer {
+                conn,
+                sdp,
+                tracks,
+                reply,
+            } => {
+                let _ = reply.send(self.offer(conn, &sdp, tracks));
+                self.drain(conn);
+                self.request_keyframes_for(conn);
+            }
+            SfuCmd::Close { conn } => {
+                if let Some(mut p) = self.peers.remove(&conn) {
+                    p.rtc.disconnect();
+                }
+            }
+            SfuCmd::Unpublish { conn, stream } => {
+                if let Some(p) = self.peers.get_mut(&conn) {
+                    p.tracks.retain(|_, t| {
+                        !(t.direction == TrackDirection::Send && t.stream_id == stream)
+                    });
+                }
+            }
+            SfuCmd::Unplay { conn, stream } => {
+                if let Some(p) = self.peers.get_mut(&conn) {
+                    p.tracks.retain(|_, t| {
+                        !(t.direction == TrackDirection::Recv && t.stream_id == stream)
+                    });
+                }
+            }
+        }
+    }
+
+    fn offer(
+        &mut self,
+        conn: ConnId,
+        sdp: &str,
+        tracks: Vec<TrackSpec>,
+    ) -> Result<String, ErrorCode> {
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|_| ErrorCode::COMMON_ILLEGAL_PARAM)?;
+        let now = Instant::now();
+        let addr = self.addr;
+        let peer = match self.peers.entry(conn) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let mut rtc = Rtc::builder().set_ice_lite(true).build(now);
+                let candidate =
+                    Candidate::host(addr, "udp").map_err(|_| ErrorCode::PUBLISHER_INNER_ERROR)?;
+                rtc.add_local_candidate(candidate);
+                e.insert(Peer {
+                    rtc,
+                    tracks: HashMap::new(),
+                    last_keyframe_request: HashMap::new(),
+                    deadline: now,
+                })
+            }
+        };
+        let answer = peer.rtc.sdp_api().accept_offer(offer).map_err(|e| {
+            tracing::debug!("offer refused: {e}");
+            ErrorCode::COMMON_ILLEGAL_PARAM
+        })?;
+        peer.tracks = tracks
+            .into_iter()
+            .map(|t| (Mid::from(t.mid.as_str()), t))
+            .collect();
+        Ok(answer.to_sdp_string())
+    }
+
+    /// A datagram from the network goes to the peer that accepts it.
+    fn datagram(&mut self, source: SocketAddr, data: &[u8]) {
+        let Ok(contents) = data.try_into() else {
+            return;
+        };
+        let input = Input::Receive(
+            Instant::now(),
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.addr,
+                contents,
+            },
+        );
+        let Some((&conn, peer)) = self.peers.iter_mut().find(|(_, p)| p.rtc.accepts(&input)) else {
+            return;
+        };
+        if let Err(e) = peer.rtc.handle_input(input) {
+            tracing::debug!(conn, "peer input failed: {e}");
+            peer.rtc.disconnect();
+        }
+        self.drain(conn);
+    }
+
+    /// Drives every peer whose deadline passed, then propagates until nothing is left.
+    fn tick(&mut self, now: Instant) {
+        let due: Vec<ConnId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in due {
+            if let Some(p) = self.peers.get_mut(&conn) {
+                if p.rtc.handle_input(Input::Timeout(now)).is_err() {
+                    p.rtc.disconnect();
+                }
+            }
+            self.drain(conn);
+        }
+        while let Some(item) = self.queue.pop_front() {
+            self.propagate(item);
+        }
+        self.peers.retain(|_, p| p.rtc.is_alive());
+    }
+
+    /// Drains one peer's output until its next timeout.
+    fn drain(&mut self, conn: ConnId) {
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        loop {
+            match peer.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    peer.deadline = t;
+                    return;
+                }
+                Ok(Output::Transmit(t)) => self.outgoing.push((t.destination, t.contents.to_vec())),
+                Ok(Output::Event(ev)) => match ev {
+                    Event::MediaData(data) => {
+                        if !data.contiguous {
+                            if let Some(spec) = peer.tracks.get(&data.mid) {
+                                self.queue.push_back(Propagate::Keyframe(
+                                    spec.stream_id.clone(),
+                                    KeyframeRequestKind::Fir,
+                                ));
+                            }
+                        }
+                        self.queue.push_back(Propagate::Media(conn, data));
+                    }
+                    Event::KeyframeRequest(req) => {
+                        if let Some(spec) = peer.tracks.get(&req.mid) {
+                            if spec.direction == TrackDirection::Recv {
+                                self.queue.push_back(Propagate::Keyframe(
+                                    spec.stream_id.clone(),
+                                    req.kind,
+                                ));
+                            }
+                        }
+                    }
+                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                        peer.rtc.disconnect();
+                    }
+                    _ => {}
+                },
+                Err(e) => {
+                    tracing::debug!(conn, "peer failed: {e}");
+                    peer.rtc.disconnect();
+                    peer.deadline = Instant::now() + Duration::from_secs(3600);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn propagate(&mut self, item: Propagate) {
+        match item {
+            Propagate::Media(origin, data) => self.forward(origin, data),
+            Propagate::Keyframe(stream, kind) => self.request_keyframe(&stream, kind),
+        }
+    }
+
+    /// Writes a publisher's frame into every player track of the same stream and kind.
+    fn forward(&mut self, origin: ConnId, data: MediaData) {
+        let Some(spec) = self
+            .peers
+            .get(&origin)
+            .and_then(|p| p.tracks.get(&data.mid))
+        else {
+            return;
+        };
+        if spec.direction != TrackDirection::Send {
+            return;
+        }
+        let (stream, kind) = (spec.stream_id.clone(), spec.kind);
+        let targets: Vec<(ConnId, Mid)> = self
+            .peers
+            .iter()
+            .filter(|(c, _)| **c != origin)
+            .flat_map(|(c, p)| {
+                p.tracks
+                    .iter()
+                    .filter(|(_, t)| {
+                        t.direction == TrackDirection::Recv
+                            && t.stream_id == stream
+                            && t.kind == kind
+                    })
+                    .map(move |(m, _)| (*c, *m))
+            })
+            .collect();
+        for (conn, mid) in targets {
+            let Some(peer) = self.peers.get_mut(&conn) else {
+                continue;
+            };
+            if let Some(writer) = peer.rtc.writer(mid) {
+                if let Some(pt) = writer.match_params(data.params) {
+                    if let Err(e) =
+                        writer.write(pt, data.network_time, data.time, Arc::clone(&data.data))
+                    {
+                        tracing::debug!(conn, "forward failed: {e}");
+                    }
+                }
+            }
+            self.drain(conn);
+        }
+    }
+
+    /// Asks the publisher of `stream` for a keyframe, at most every [`KEYFRAME_INTERVAL`].
+    fn request_keyframe(&mut self, stream: &StreamId, kind: KeyframeRequestKind) {
+        let now = Instant::now();
+        let source = self.peers.iter().find_map(|(c, p)| {
+            p.tracks
+                .iter()
+                .find(|(_, t)| {
+                    t.direction == TrackDirection::Send
+                        && t.kind == TrackKind::Video
+                        && t.stream_id == *stream
+                })
+                .map(|(m, _)| (*c, *m))
+        });
+        let Some((conn, mid)) = source else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        if peer
+            .last_keyframe_request
+            .get(&mid)
+            .is_some_and(|t| now.duration_since(*t) < KEYFRAME_INTERVAL)
+        {
+            return;
+        }
+        if let Some(mut writer) = peer.rtc.writer(mid) {
+            if writer.request_keyframe(None, kind).is_ok() {
+                peer.last_keyframe_request.insert(mid, now);
+            }
+        }
+        self.drain(conn);
+    }
+
+    /// A peer opened player tracks: their publishers send a keyframe so decoding starts now.
+    fn request_keyframes_for(&mut self, conn: ConnId) {
+        let streams: Vec<StreamId> = self
+            .peers
+            .get(&conn)
+            .map(|p| {
+                p.tracks
+                    .values()
+                    .filter(|t| t.direction == TrackDirection::Recv && t.kind == TrackKind::Video)
+                    .map(|t| t.stream_id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for s in streams {
+            self.request_keyframe(&s, KeyframeRequestKind::Pli);
+        }
+    }
+}
