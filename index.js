@@ -52,6 +52,8 @@ class ZegoExpressEngine {
     this._listeners = new Map()
     this._pending = new Map()
     this._rooms = new Set()
+    // streamID → the view given to startPlayingStream, when it takes frames.
+    this._views = new Map()
     this._keepalive = null
     this._destroyed = false
     this._profile = profile
@@ -64,6 +66,7 @@ class ZegoExpressEngine {
         loginTimeoutMs: Number(engineConfig.advancedConfig.login_timeout_ms) || undefined,
       },
       (ev) => this._onEvent(ev),
+      (frame) => this._onFrame(frame),
     )
   }
 
@@ -245,6 +248,10 @@ class ZegoExpressEngine {
    * `startPlayingStream(streamID, view?, config?)`; the uni-app App form
    * `startPlayingStream(streamID, config)` is accepted too. In multi-room mode `config.roomID`
    * must name a logged-in room (1004070 / 1004071).
+   *
+   * In Node the view is where decoded media goes: `{onFrame(frame), onAudioFrame(frame)}`.
+   * Video frames are `{streamID, format: 'I420', width, height, timestamp, data: Uint8Array}`
+   * (Y, U, V planes packed); audio frames `{streamID, sampleRate, channels, data: Int16Array}`.
    */
   startPlayingStream(streamID, view, config) {
     if (config === undefined && view && typeof view === 'object' && 'roomID' in view) {
@@ -255,12 +262,17 @@ class ZegoExpressEngine {
     const roomID = config && typeof config === 'object' ? optStr(config.roomID) : undefined
     if (s === null) return this._fail('startPlayingStream', ZegoErrorCode.CommonStreamIdInvalidCharacter)
     if (roomID === null) return this._fail('startPlayingStream', ZegoErrorCode.CommonIllegalParam)
-    return this._call((n) => n.startPlayingStream(s, roomID), voidResult)
+    const video = !!view && typeof view.onFrame === 'function'
+    const audio = !!view && typeof view.onAudioFrame === 'function'
+    if (video || audio) this._views.set(s, view)
+    else this._views.delete(s)
+    return this._call((n) => n.startPlayingStream(s, roomID, video, audio), voidResult)
   }
 
   stopPlayingStream(streamID) {
     const s = str(streamID)
     if (s === null) return this._fail('stopPlayingStream', ZegoErrorCode.CommonStreamIdInvalidCharacter)
+    this._views.delete(s)
     return this._call((n) => n.stopPlayingStream(s), voidResult)
   }
 
@@ -335,6 +347,23 @@ class ZegoExpressEngine {
     this._updateKeepalive()
   }
 
+  _onFrame(f) {
+    if (this._destroyed || !f) return
+    const view = this._views.get(f.streamID)
+    if (!view) return
+    try {
+      if (f.kind === 'video' && typeof view.onFrame === 'function') {
+        const data = new Uint8Array(f.data.buffer, f.data.byteOffset, f.data.byteLength)
+        view.onFrame({ streamID: f.streamID, format: 'I420', width: f.width, height: f.height, timestamp: f.timestamp, data })
+      } else if (f.kind === 'audio' && typeof view.onAudioFrame === 'function') {
+        const data = new Int16Array(f.data.buffer.slice(f.data.byteOffset, f.data.byteOffset + f.data.byteLength))
+        view.onAudioFrame({ streamID: f.streamID, sampleRate: f.sampleRate, channels: f.channels, data })
+      }
+    } catch (err) {
+      console.error(`[zrooms] frame callback of '${f.streamID}' threw:`, err)
+    }
+  }
+
   _emit(name, args) {
     const set = this._listeners.get(name)
     if (!set || set.size === 0) return
@@ -363,6 +392,7 @@ class ZegoExpressEngine {
   async _destroy() {
     this._destroyed = true
     this._listeners.clear()
+    this._views.clear()
     const pending = [...this._pending.values()]
     this._pending.clear()
     this._rooms.clear()

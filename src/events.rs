@@ -2,11 +2,84 @@
 //! args]}` as ZEGO's uni-app/React Native listeners take them, or `{e: "$done", op, code, ...}`
 //! for a call's completion.
 
+use napi::bindgen_prelude::Buffer;
+use napi_derive::napi;
 use serde_json::{json, Value};
 use zrooms_engine::proto::wire::{RoomExtraInfo, StreamInfo};
 use zrooms_engine::proto::User;
 use zrooms_engine::session::{OpValue, SessionEvent};
-use zrooms_engine::EngineEvent;
+use zrooms_engine::{EngineEvent, MediaEvent};
+
+/// A decoded frame for JS: `kind` "video" (I420, width × height) or "audio" (16-bit PCM).
+#[napi(object)]
+pub struct JsFrame {
+    pub kind: String,
+    #[napi(js_name = "streamID")]
+    pub stream_id: String,
+    pub width: u32,
+    pub height: u32,
+    pub timestamp: f64,
+    pub sample_rate: u32,
+    pub channels: u32,
+    pub data: Buffer,
+}
+
+/// Splits decoded frames off the event stream.
+pub fn frame(event: EngineEvent) -> Result<JsFrame, EngineEvent> {
+    match event {
+        EngineEvent::VideoFrame(f) => Ok(JsFrame {
+            kind: "video".into(),
+            stream_id: f.stream_id,
+            width: f.width,
+            height: f.height,
+            timestamp: f.timestamp_ms,
+            sample_rate: 0,
+            channels: 0,
+            data: f.data.into(),
+        }),
+        EngineEvent::AudioFrame(f) => Ok(JsFrame {
+            kind: "audio".into(),
+            stream_id: f.stream_id,
+            width: 0,
+            height: 0,
+            timestamp: 0.0,
+            sample_rate: f.sample_rate,
+            channels: f.channels,
+            data: f.samples.iter().flat_map(|s| s.to_le_bytes()).collect::<Vec<u8>>().into(),
+        }),
+        other => Err(other),
+    }
+}
+
+fn media(event: MediaEvent) -> Vec<Value> {
+    match event {
+        MediaEvent::PublisherCapturedVideoFirstFrame { channel } => {
+            vec![ev("publisherCapturedVideoFirstFrame", json!([channel]))]
+        }
+        MediaEvent::PublisherCapturedAudioFirstFrame => {
+            vec![ev("publisherCapturedAudioFirstFrame", json!([]))]
+        }
+        MediaEvent::PublisherVideoSizeChanged {
+            channel,
+            width,
+            height,
+        } => vec![ev("publisherVideoSizeChanged", json!([width, height, channel]))],
+        MediaEvent::PlayerRecvVideoFirstFrame { stream_id } => {
+            vec![ev("playerRecvVideoFirstFrame", json!([stream_id]))]
+        }
+        MediaEvent::PlayerRecvAudioFirstFrame { stream_id } => {
+            vec![ev("playerRecvAudioFirstFrame", json!([stream_id]))]
+        }
+        MediaEvent::PlayerRenderVideoFirstFrame { stream_id } => {
+            vec![ev("playerRenderVideoFirstFrame", json!([stream_id]))]
+        }
+        MediaEvent::PlayerVideoSizeChanged {
+            stream_id,
+            width,
+            height,
+        } => vec![ev("playerVideoSizeChanged", json!([stream_id, width, height]))],
+    }
+}
 
 fn user(u: &User) -> Value {
     json!({"userID": u.user_id.as_str(), "userName": u.user_name.as_str()})
@@ -25,7 +98,12 @@ fn ev(name: &str, args: Value) -> Value {
 }
 
 pub fn to_js(event: EngineEvent) -> Vec<Value> {
-    let EngineEvent::Session(event) = event;
+    let event = match event {
+        EngineEvent::Session(e) => e,
+        EngineEvent::Media(m) => return media(m),
+        // Frames travel through `frame()`; nothing reaches here.
+        EngineEvent::VideoFrame(_) | EngineEvent::AudioFrame(_) => return Vec::new(),
+    };
     match event {
         SessionEvent::Completed { op, code, value } => {
             let mut v = json!({"e": "$done", "op": op, "code": code.0});

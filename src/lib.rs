@@ -12,6 +12,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use zrooms_engine::media::pipeline::Render;
 use zrooms_engine::{Command, Engine, EngineConfig, RoomConfig, SessionConfig};
 
 /// One runtime per process, shared by the engines of every JS environment and by embedded
@@ -31,6 +32,8 @@ pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
 /// Events go to JS through one weak threadsafe function per engine: it never holds the process
 /// open by itself; the facade keeps a timer referenced while rooms or calls are active.
 type EventFn = ThreadsafeFunction<serde_json::Value, (), serde_json::Value, Status, false, true>;
+/// Decoded frames take their own (weak) threadsafe function: binary data, no JSON.
+type FrameFn = ThreadsafeFunction<events::JsFrame, (), events::JsFrame, Status, false, true>;
 
 #[napi(object)]
 pub struct EngineOptions {
@@ -69,8 +72,17 @@ pub struct NativeEngine {
 #[napi]
 impl NativeEngine {
     #[napi(constructor)]
-    pub fn new(options: EngineOptions, on_event: Function<serde_json::Value, ()>) -> Result<Self> {
+    pub fn new(
+        options: EngineOptions,
+        on_event: Function<serde_json::Value, ()>,
+        on_frame: Function<events::JsFrame, ()>,
+    ) -> Result<Self> {
         let tsfn: EventFn = on_event
+            .build_threadsafe_function()
+            .weak::<true>()
+            .callee_handled::<false>()
+            .build()?;
+        let frames: FrameFn = on_frame
             .build_threadsafe_function()
             .weak::<true>()
             .callee_handled::<false>()
@@ -91,8 +103,15 @@ impl NativeEngine {
         let (engine, mut events) = Engine::start(rt.handle(), config);
         rt.spawn(async move {
             while let Some(ev) = events.recv().await {
-                for value in events::to_js(ev) {
-                    tsfn.call(value, ThreadsafeFunctionCallMode::NonBlocking);
+                match events::frame(ev) {
+                    Ok(frame) => {
+                        frames.call(frame, ThreadsafeFunctionCallMode::NonBlocking);
+                    }
+                    Err(ev) => {
+                        for value in events::to_js(ev) {
+                            tsfn.call(value, ThreadsafeFunctionCallMode::NonBlocking);
+                        }
+                    }
                 }
             }
         });
@@ -176,8 +195,16 @@ impl NativeEngine {
         })
     }
 
+    /// `video`/`audio`: the app's view wants decoded frames of that kind.
     #[napi]
-    pub fn start_playing_stream(&self, stream_id: String, room_id: Option<String>) -> i64 {
+    pub fn start_playing_stream(
+        &self,
+        stream_id: String,
+        room_id: Option<String>,
+        video: bool,
+        audio: bool,
+    ) -> i64 {
+        self.engine.set_render(&stream_id, Render { video, audio });
         self.call(Command::StartPlaying { stream_id, room_id })
     }
 

@@ -22,6 +22,13 @@ const EVENTS = [
   'IMRecvBroadcastMessage',
   'IMRecvBarrageMessage',
   'IMRecvCustomCommand',
+  'publisherCapturedVideoFirstFrame',
+  'publisherCapturedAudioFirstFrame',
+  'publisherVideoSizeChanged',
+  'playerRecvVideoFirstFrame',
+  'playerRecvAudioFirstFrame',
+  'playerRenderVideoFirstFrame',
+  'playerVideoSizeChanged',
 ]
 
 let engine = null

@@ -4,11 +4,20 @@
 //! [`EngineEvent`]s. The handle turns API calls into [`Command`]s with an [`OpId`]; the event
 //! stream carries every outcome, including each call's completion, in one total order.
 //!
-//! Driver loop: drain `session.poll_output()` (connect, transmit, emit) until `Idle(deadline)`,
-//! then `select!` over API calls, the connection attempt, inbound frames and the deadline, feed
-//! the one that fired to the session with `now`, and drain again.
+//! Driver loop: drain `session.poll_output()` (connect, transmit, emit, media commands) and the
+//! media peer until both are idle, then `select!` over API calls, the connection attempt,
+//! inbound frames, UDP datagrams, encoded frames from the publisher threads and the earliest
+//! deadline; feed the one that fired in with `now`, and drain again.
+
+pub mod media;
 
 use futures_util::{SinkExt, StreamExt};
+use media::pipeline::{Encoded, Render, RenderMap};
+use media::Media;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use tokio::net::UdpSocket;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +47,42 @@ pub struct EngineConfig {
 #[derive(Clone, Debug, PartialEq)]
 pub enum EngineEvent {
     Session(SessionEvent),
+    Media(MediaEvent),
+    /// A decoded picture of a played stream (only for streams whose app asked for frames).
+    VideoFrame(VideoFrame),
+    /// Decoded audio of a played stream (likewise).
+    AudioFrame(AudioFrame),
+}
+
+/// Media milestones, with ZEGO's event names.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MediaEvent {
+    PublisherCapturedVideoFirstFrame { channel: usize },
+    PublisherCapturedAudioFirstFrame,
+    PublisherVideoSizeChanged { channel: usize, width: u32, height: u32 },
+    PlayerRecvVideoFirstFrame { stream_id: String },
+    PlayerRecvAudioFirstFrame { stream_id: String },
+    PlayerRenderVideoFirstFrame { stream_id: String },
+    PlayerVideoSizeChanged { stream_id: String, width: u32, height: u32 },
+}
+
+/// An I420 picture: Y, then U, then V planes, tightly packed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VideoFrame {
+    pub stream_id: String,
+    pub width: u32,
+    pub height: u32,
+    pub timestamp_ms: f64,
+    pub data: Vec<u8>,
+}
+
+/// Interleaved 16-bit PCM.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AudioFrame {
+    pub stream_id: String,
+    pub sample_rate: u32,
+    pub channels: u32,
+    pub samples: Vec<i16>,
 }
 
 enum Cmd {
@@ -49,6 +94,7 @@ enum Cmd {
 pub struct Engine {
     tx: mpsc::UnboundedSender<Cmd>,
     next_op: AtomicU64,
+    render: RenderMap,
 }
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -61,14 +107,27 @@ impl Engine {
     ) -> (Engine, mpsc::UnboundedReceiver<EngineEvent>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        rt.spawn(drive(config, rx, ev_tx));
+        let render: RenderMap = Arc::new(Mutex::new(HashMap::new()));
+        rt.spawn(drive(config, rx, ev_tx, render.clone()));
         (
             Engine {
                 tx,
                 next_op: AtomicU64::new(1),
+                render,
             },
             ev_rx,
         )
+    }
+
+    /// Which decoded media of `stream_id` the app wants as frames.
+    pub fn set_render(&self, stream_id: &str, render: Render) {
+        if let Ok(mut map) = self.render.lock() {
+            if render == Render::default() {
+                map.remove(stream_id);
+            } else {
+                map.insert(stream_id.to_string(), render);
+            }
+        }
     }
 
     /// Submits an API call; its [`SessionEvent::Completed`] carries the returned id.
@@ -94,23 +153,40 @@ struct Driver {
     sink: Option<futures_util::stream::SplitSink<Ws, Message>>,
     source: Option<futures_util::stream::SplitStream<Ws>>,
     connecting: Option<Connecting>,
+    /// The local IP of the signaling connection: the address that routes to the server, and
+    /// so the media host candidate.
+    local_ip: Option<IpAddr>,
+    media: Media,
+    udp: Option<Arc<UdpSocket>>,
 }
 
 async fn drive(
     config: EngineConfig,
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
     events: mpsc::UnboundedSender<EngineEvent>,
+    render: RenderMap,
 ) {
+    let (encoded_tx, mut encoded_rx) = mpsc::unbounded_channel::<Encoded>();
+    let (keyframe_tx, mut keyframe_rx) = mpsc::unbounded_channel::<String>();
     let mut d = Driver {
         session: Session::new(config.session),
         url: config.server_url,
+        media: Media::new(events.clone(), encoded_tx, keyframe_tx, render),
         events,
         sink: None,
         source: None,
         connecting: None,
+        local_ip: None,
+        udp: None,
     };
+    let mut buf = vec![0u8; 2048];
     loop {
         let deadline = d.drain().await;
+        let deadline = match (deadline, d.media.deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let udp = d.udp.clone();
         let sleep = async {
             match deadline {
                 Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -134,6 +210,10 @@ async fn drive(
                 d.connecting = None;
                 match res {
                     Ok(ws) => {
+                        d.local_ip = match ws.get_ref() {
+                            MaybeTlsStream::Plain(tcp) => tcp.local_addr().ok().map(|a| a.ip()),
+                            _ => None,
+                        };
                         let (sink, source) = ws.split();
                         d.sink = Some(sink);
                         d.source = Some(source);
@@ -157,16 +237,41 @@ async fn drive(
                     Some(Ok(_)) => {}
                 }
             }
-            _ = sleep => d.session.handle_timeout(Instant::now()),
+            r = async { match &udp { Some(u) => u.recv_from(&mut buf).await, None => std::future::pending().await } } => {
+                if let Ok((n, from)) = r {
+                    d.media.receive(from, buf.get(..n).unwrap_or_default());
+                }
+            }
+            Some(frame) = encoded_rx.recv() => {
+                d.media.write(frame);
+                // Take what else is ready without going round the loop for each frame.
+                while let Ok(frame) = encoded_rx.try_recv() {
+                    d.media.write(frame);
+                }
+            }
+            Some(stream) = keyframe_rx.recv() => d.media.request_keyframe(&stream),
+            _ = sleep => {
+                let now = Instant::now();
+                d.session.handle_timeout(now);
+                d.media.timeout(now);
+            }
         }
     }
 }
 
 impl Driver {
-    /// Carries out the session's outputs; returns its next deadline.
+    /// Carries out the session's and the media peer's outputs until both are idle; returns the
+    /// session's next deadline.
     async fn drain(&mut self) -> Option<Instant> {
         loop {
             match self.session.poll_output() {
+                Output::Media(cmd) => {
+                    self.media.command(cmd);
+                    if self.media.needs_peer() {
+                        self.open_media_socket().await;
+                    }
+                }
+                Output::MediaAnswer(answer) => self.media.on_answer(answer),
                 Output::Connect => {
                     let url = self.url.clone();
                     self.connecting = Some(Box::pin(async move {
@@ -198,19 +303,53 @@ impl Driver {
                 Output::Event(ev) => {
                     let _ = self.events.send(EngineEvent::Session(ev));
                 }
-                Output::Idle(deadline) => return deadline,
+                Output::Idle(deadline) => {
+                    if self.media.negotiate(&mut self.session) {
+                        continue;
+                    }
+                    let mut out = Vec::new();
+                    let touched = self.media.poll(&mut self.session, &mut out);
+                    if let Some(udp) = &self.udp {
+                        for t in out {
+                            let _ = udp.send_to(&t.contents, t.destination).await;
+                        }
+                    }
+                    if touched {
+                        continue;
+                    }
+                    return deadline;
+                }
             }
+        }
+    }
+
+    /// Binds the media UDP socket on the signaling connection's local IP.
+    async fn open_media_socket(&mut self) {
+        let ip = self.local_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        match UdpSocket::bind(SocketAddr::new(ip, 0)).await {
+            Ok(sock) => match sock.local_addr() {
+                Ok(local) => {
+                    self.media.ensure_peer(local);
+                    self.udp = Some(Arc::new(sock));
+                }
+                Err(e) => tracing::warn!("media socket: {e}"),
+            },
+            Err(e) => tracing::warn!("cannot bind a media socket on {ip}: {e}"),
         }
     }
 
     fn lost(&mut self) {
         self.sink = None;
         self.source = None;
+        self.media.reset();
+        self.udp = None;
         self.session.handle_disconnected(Instant::now());
     }
 
     /// Destroy: the session logs out of every room; those frames are flushed before closing.
     async fn shutdown(&mut self) {
+        self.media.reset();
+        self.udp = None;
         self.session.destroy();
         loop {
             match self.session.poll_output() {
@@ -221,7 +360,7 @@ impl Driver {
                     }
                 }
                 Output::Idle(_) => break,
-                Output::Connect | Output::Event(_) => {}
+                Output::Connect | Output::Event(_) | Output::Media(_) | Output::MediaAnswer(_) => {}
             }
         }
         if let Some(mut sink) = self.sink.take() {

@@ -1,0 +1,446 @@
+//! The engine's media: one str0m peer connection carrying every published and played stream
+//! of every room, tracks added and removed as streams start and stop.
+//!
+//! The engine is always the offerer: [`Media::negotiate`] turns pending track changes into an
+//! SDP offer plus a track map for the server, and [`Media::on_answer`] applies the answer. The
+//! driver feeds datagrams and time in and drains [`Media::poll`]; encoded frames from the
+//! publisher threads go out through [`Media::write`].
+
+pub mod pattern;
+pub mod pipeline;
+
+use crate::{EngineEvent, MediaEvent};
+use pipeline::{Encoded, Packet, Player, Publisher, RenderMap, VideoConfig};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::sync::mpsc;
+use zrooms_proto::wire::{TrackDirection, TrackKind, TrackSpec};
+use zrooms_proto::StreamId;
+use zrooms_session::{MediaCmd, Session};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TrackState {
+    /// Waiting for the next offer.
+    ToAdd,
+    /// In the offer in flight.
+    Negotiating,
+    Active,
+    /// To be removed in the next offer.
+    ToStop,
+    /// Removed in the offer in flight.
+    Stopping,
+}
+
+struct Track {
+    mid: Option<Mid>,
+    stream_id: StreamId,
+    kind: TrackKind,
+    direction: TrackDirection,
+    channel: Option<usize>,
+    state: TrackState,
+}
+
+/// What the driver must do after draining the peer.
+pub struct Transmit {
+    pub destination: SocketAddr,
+    pub contents: Vec<u8>,
+}
+
+pub struct Media {
+    rtc: Option<Rtc>,
+    local: Option<SocketAddr>,
+    tracks: Vec<Track>,
+    pending: Option<SdpPendingOffer>,
+    in_flight: bool,
+    publishers: HashMap<usize, Publisher>,
+    players: HashMap<StreamId, Player>,
+    /// Streams whose first packet of each kind has been seen.
+    first_seen: HashMap<(StreamId, TrackKind), ()>,
+    pub video_config: VideoConfig,
+    pub render: RenderMap,
+    encoded_tx: mpsc::UnboundedSender<Encoded>,
+    keyframe_tx: mpsc::UnboundedSender<String>,
+    events: mpsc::UnboundedSender<EngineEvent>,
+    pub deadline: Option<Instant>,
+}
+
+impl Media {
+    pub fn new(
+        events: mpsc::UnboundedSender<EngineEvent>,
+        encoded_tx: mpsc::UnboundedSender<Encoded>,
+        keyframe_tx: mpsc::UnboundedSender<String>,
+        render: RenderMap,
+    ) -> Self {
+        Media {
+            rtc: None,
+            local: None,
+            tracks: Vec::new(),
+            pending: None,
+            in_flight: false,
+            publishers: HashMap::new(),
+            players: HashMap::new(),
+            first_seen: HashMap::new(),
+            video_config: VideoConfig::default(),
+            render,
+            encoded_tx,
+            keyframe_tx,
+            events,
+            deadline: None,
+        }
+    }
+
+    /// The local UDP address once the peer exists; the driver binds it.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local
+    }
+
+    /// Creates the peer connection on first use, with `local` as its host candidate.
+    pub fn ensure_peer(&mut self, local: SocketAddr) {
+        if self.rtc.is_some() {
+            return;
+        }
+        let mut rtc = Rtc::builder().build(Instant::now());
+        match Candidate::host(local, "udp") {
+            Ok(c) => {
+                rtc.add_local_candidate(c);
+            }
+            Err(e) => tracing::warn!("host candidate {local}: {e}"),
+        }
+        self.rtc = Some(rtc);
+        self.local = Some(local);
+    }
+
+    pub fn needs_peer(&self) -> bool {
+        self.rtc.is_none() && !self.tracks.is_empty()
+    }
+
+    /// Applies a session decision: start or stop a publisher's or player's tracks.
+    pub fn command(&mut self, cmd: MediaCmd) {
+        match cmd {
+            MediaCmd::StartPublish { channel, stream_id } => {
+                for kind in [TrackKind::Audio, TrackKind::Video] {
+                    self.tracks.push(Track {
+                        mid: None,
+                        stream_id: stream_id.clone(),
+                        kind,
+                        direction: TrackDirection::Send,
+                        channel: Some(channel),
+                        state: TrackState::ToAdd,
+                    });
+                }
+                self.publishers.insert(
+                    channel,
+                    Publisher::start(channel, self.video_config, self.encoded_tx.clone(), self.events.clone()),
+                );
+            }
+            MediaCmd::StopPublish { channel, stream_id } => {
+                self.publishers.remove(&channel);
+                self.stop_tracks(|t| t.direction == TrackDirection::Send && t.stream_id == stream_id);
+            }
+            MediaCmd::StartPlay { stream_id } => {
+                for kind in [TrackKind::Audio, TrackKind::Video] {
+                    self.tracks.push(Track {
+                        mid: None,
+                        stream_id: stream_id.clone(),
+                        kind,
+                        direction: TrackDirection::Recv,
+                        channel: None,
+                        state: TrackState::ToAdd,
+                    });
+                }
+                self.players.insert(
+                    stream_id.clone(),
+                    Player::start(
+                        stream_id.to_string(),
+                        self.render.clone(),
+                        self.events.clone(),
+                        self.keyframe_tx.clone(),
+                    ),
+                );
+            }
+            MediaCmd::StopPlay { stream_id } => {
+                self.players.remove(&stream_id);
+                self.first_seen.retain(|(s, _), _| *s != stream_id);
+                self.stop_tracks(|t| t.direction == TrackDirection::Recv && t.stream_id == stream_id);
+            }
+        }
+    }
+
+    fn stop_tracks(&mut self, pred: impl Fn(&Track) -> bool) {
+        self.tracks.retain_mut(|t| {
+            if !pred(t) {
+                return true;
+            }
+            match t.state {
+                // Never offered: just forget it.
+                TrackState::ToAdd => false,
+                TrackState::Active | TrackState::Negotiating => {
+                    t.state = TrackState::ToStop;
+                    true
+                }
+                TrackState::ToStop | TrackState::Stopping => true,
+            }
+        });
+    }
+
+    /// Builds an offer for pending changes, if none is in flight; returns it with the track map.
+    pub fn negotiate(&mut self, session: &mut Session) -> bool {
+        if self.in_flight {
+            return false;
+        }
+        let Some(rtc) = self.rtc.as_mut() else {
+            return false;
+        };
+        let changes = self
+            .tracks
+            .iter()
+            .any(|t| matches!(t.state, TrackState::ToAdd | TrackState::ToStop));
+        if !changes {
+            return false;
+        }
+        let mut api = rtc.sdp_api();
+        for t in &mut self.tracks {
+            match t.state {
+                TrackState::ToAdd => {
+                    let kind = match t.kind {
+                        TrackKind::Audio => MediaKind::Audio,
+                        TrackKind::Video => MediaKind::Video,
+                    };
+                    let dir = match t.direction {
+                        TrackDirection::Send => Direction::SendOnly,
+                        TrackDirection::Recv => Direction::RecvOnly,
+                    };
+                    t.mid = Some(api.add_media(kind, dir, Some(t.stream_id.to_string()), None, None));
+                    t.state = TrackState::Negotiating;
+                }
+                TrackState::ToStop => {
+                    if let Some(mid) = t.mid {
+                        api.stop_media(mid);
+                    }
+                    t.state = TrackState::Stopping;
+                }
+                _ => {}
+            }
+        }
+        let Some((offer, pending)) = api.apply() else {
+            return false;
+        };
+        let specs = self
+            .tracks
+            .iter()
+            .filter(|t| matches!(t.state, TrackState::Negotiating | TrackState::Active))
+            .filter_map(|t| {
+                Some(TrackSpec {
+                    mid: t.mid?.to_string(),
+                    stream_id: t.stream_id.clone(),
+                    kind: t.kind,
+                    direction: t.direction,
+                })
+            })
+            .collect();
+        self.pending = Some(pending);
+        self.in_flight = true;
+        session.send_media_offer(offer.to_sdp_string(), specs);
+        true
+    }
+
+    /// The server's answer to the offer in flight.
+    pub fn on_answer(&mut self, answer: Result<String, zrooms_proto::ErrorCode>) {
+        self.in_flight = false;
+        let pending = self.pending.take();
+        let applied = match (answer, pending, self.rtc.as_mut()) {
+            (Ok(sdp), Some(pending), Some(rtc)) => match SdpAnswer::from_sdp_string(&sdp) {
+                Ok(answer) => rtc.sdp_api().accept_answer(pending, answer).is_ok(),
+                Err(_) => false,
+            },
+            (Err(code), _, _) => {
+                tracing::warn!("media offer refused: {code}");
+                false
+            }
+            _ => false,
+        };
+        self.tracks.retain_mut(|t| match t.state {
+            TrackState::Negotiating if applied => {
+                t.state = TrackState::Active;
+                true
+            }
+            // A refused offer leaves nothing half-open: its new tracks are dropped.
+            TrackState::Negotiating => false,
+            TrackState::Stopping => false,
+            _ => true,
+        });
+    }
+
+    /// A datagram for the peer.
+    pub fn receive(&mut self, source: SocketAddr, data: &[u8]) {
+        let (Some(rtc), Some(local)) = (self.rtc.as_mut(), self.local) else {
+            return;
+        };
+        let Ok(contents) = data.try_into() else {
+            return;
+        };
+        let input = Input::Receive(
+            Instant::now(),
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: local,
+                contents,
+            },
+        );
+        if let Err(e) = rtc.handle_input(input) {
+            tracing::debug!("media input: {e}");
+        }
+    }
+
+    pub fn timeout(&mut self, now: Instant) {
+        if let Some(rtc) = self.rtc.as_mut() {
+            let _ = rtc.handle_input(Input::Timeout(now));
+        }
+    }
+
+    /// Writes an encoded frame into its track.
+    pub fn write(&mut self, e: Encoded) {
+        let Some(rtc) = self.rtc.as_mut() else {
+            return;
+        };
+        let Some(mid) = self
+            .tracks
+            .iter()
+            .find(|t| t.state == TrackState::Active && t.channel == Some(e.channel) && t.kind == e.kind)
+            .and_then(|t| t.mid)
+        else {
+            return;
+        };
+        let Some(writer) = rtc.writer(mid) else {
+            return;
+        };
+        let codec = match e.kind {
+            TrackKind::Audio => Codec::Opus,
+            TrackKind::Video => Codec::H264,
+        };
+        let Some(pt) = writer.payload_params().find(|p| p.spec().codec == codec).map(|p| p.pt()) else {
+            return;
+        };
+        let time = match e.kind {
+            TrackKind::Audio => MediaTime::new(e.rtp_time, str0m::media::Frequency::FORTY_EIGHT_KHZ),
+            TrackKind::Video => MediaTime::new(e.rtp_time, str0m::media::Frequency::NINETY_KHZ),
+        };
+        if let Err(err) = writer.write(pt, e.captured, time, e.data) {
+            tracing::debug!("write: {err}");
+        }
+    }
+
+    /// A player thread could not decode: ask the publisher for a keyframe.
+    pub fn request_keyframe(&mut self, stream_id: &str) {
+        let Some(rtc) = self.rtc.as_mut() else {
+            return;
+        };
+        let mid = self
+            .tracks
+            .iter()
+            .find(|t| {
+                t.state == TrackState::Active
+                    && t.direction == TrackDirection::Recv
+                    && t.kind == TrackKind::Video
+                    && t.stream_id.as_str() == stream_id
+            })
+            .and_then(|t| t.mid);
+        if let Some(mut writer) = mid.and_then(|m| rtc.writer(m)) {
+            let _ = writer.request_keyframe(None, KeyframeRequestKind::Pli);
+        }
+    }
+
+    /// Drains the peer: datagrams to send go to `out`; media reaches the players and the
+    /// session (first media of a stream makes its player Playing). Returns true when the
+    /// session was given something (its outputs must be drained again).
+    pub fn poll(&mut self, session: &mut Session, out: &mut Vec<Transmit>) -> bool {
+        let mut touched = false;
+        let Some(rtc) = self.rtc.as_mut() else {
+            self.deadline = None;
+            return false;
+        };
+        loop {
+            match rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    self.deadline = Some(t);
+                    return touched;
+                }
+                Ok(Output::Transmit(t)) => out.push(Transmit {
+                    destination: t.destination,
+                    contents: t.contents.to_vec(),
+                }),
+                Ok(Output::Event(Event::MediaData(data))) => {
+                    let Some(track) = self
+                        .tracks
+                        .iter()
+                        .find(|t| t.mid == Some(data.mid) && t.direction == TrackDirection::Recv)
+                    else {
+                        continue;
+                    };
+                    let (stream_id, kind) = (track.stream_id.clone(), track.kind);
+                    if self.first_seen.insert((stream_id.clone(), kind), ()).is_none() {
+                        let ev = match kind {
+                            TrackKind::Video => MediaEvent::PlayerRecvVideoFirstFrame {
+                                stream_id: stream_id.to_string(),
+                            },
+                            TrackKind::Audio => MediaEvent::PlayerRecvAudioFirstFrame {
+                                stream_id: stream_id.to_string(),
+                            },
+                        };
+                        let _ = self.events.send(EngineEvent::Media(ev));
+                        session.handle_media_received(Instant::now(), &stream_id);
+                        touched = true;
+                    }
+                    if let Some(player) = self.players.get(&stream_id) {
+                        let time_ms = data.time.numer() as f64 * 1000.0 / data.time.denom().max(1) as f64;
+                        let _ = player.tx.send(Packet {
+                            kind,
+                            data: Arc::clone(&data.data),
+                            time_ms,
+                        });
+                    }
+                }
+                Ok(Output::Event(Event::KeyframeRequest(req))) => {
+                    let channel = self
+                        .tracks
+                        .iter()
+                        .find(|t| t.mid == Some(req.mid) && t.direction == TrackDirection::Send)
+                        .and_then(|t| t.channel);
+                    if let Some(p) = channel.and_then(|c| self.publishers.get(&c)) {
+                        p.keyframe.store(true, Ordering::Release);
+                    }
+                }
+                Ok(Output::Event(_)) => {}
+                Err(e) => {
+                    tracing::warn!("peer connection failed: {e}");
+                    self.deadline = None;
+                    return touched;
+                }
+            }
+        }
+    }
+
+    /// Stops every pipeline and forgets the peer (the connection to the server is gone).
+    pub fn reset(&mut self) {
+        self.publishers.clear();
+        self.players.clear();
+        self.tracks.clear();
+        self.first_seen.clear();
+        self.pending = None;
+        self.in_flight = false;
+        if let Some(mut rtc) = self.rtc.take() {
+            rtc.disconnect();
+        }
+        self.local = None;
+        self.deadline = None;
+    }
+}

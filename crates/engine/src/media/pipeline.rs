@@ -1,0 +1,358 @@
+//! Capture → encode threads for publishers and decode threads for players.
+//!
+//! Codecs are CPU work, so they never run on the tokio driver: each publisher channel has one
+//! thread that paces its sources (video at the configured fps, audio every 20 ms), encodes
+//! (H.264 via openh264, Opus) and hands encoded frames to the driver; each played stream has
+//! one thread that decodes what the driver gives it and emits frames to the app.
+
+use super::pattern::{test_pattern, Tone, I420};
+use crate::{AudioFrame, EngineEvent, MediaEvent, VideoFrame};
+use openh264::encoder::{
+    Encoder, EncoderConfig, FrameRate, IntraFramePeriod, Profile, RateControlMode, UsageType,
+};
+use openh264::formats::{YUVBuffer, YUVSource};
+use openh264::OpenH264API;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use zrooms_proto::wire::TrackKind;
+
+/// Opus frames are 20 ms at 48 kHz.
+pub const AUDIO_RATE: u32 = 48_000;
+pub const AUDIO_FRAME: usize = 960;
+
+/// ZEGO's `ZegoVideoConfig`, as the encoder uses it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VideoConfig {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub bitrate_kbps: u32,
+    /// Seconds between keyframes (ZEGO: 2).
+    pub keyframe_interval: u32,
+}
+
+impl Default for VideoConfig {
+    /// ZEGO's default: 360p, 15 fps, 600 kbps.
+    fn default() -> Self {
+        VideoConfig {
+            width: 640,
+            height: 360,
+            fps: 15,
+            bitrate_kbps: 600,
+            keyframe_interval: 2,
+        }
+    }
+}
+
+/// What a publisher thread produces.
+pub struct Encoded {
+    pub channel: usize,
+    pub kind: TrackKind,
+    pub data: Vec<u8>,
+    /// Media time in the codec's clock (90 kHz video, 48 kHz audio).
+    pub rtp_time: u64,
+    pub captured: Instant,
+}
+
+/// A running publisher thread; dropping it stops the thread.
+pub struct Publisher {
+    stop: Arc<AtomicBool>,
+    pub keyframe: Arc<AtomicBool>,
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+impl Publisher {
+    pub fn start(
+        channel: usize,
+        config: VideoConfig,
+        out: mpsc::UnboundedSender<Encoded>,
+        events: mpsc::UnboundedSender<EngineEvent>,
+    ) -> Publisher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let keyframe = Arc::new(AtomicBool::new(true));
+        let (s, k) = (stop.clone(), keyframe.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("zrooms-pub{channel}"))
+            .spawn(move || publish_loop(channel, config, out, events, s, k));
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the publisher thread: {e}");
+        }
+        Publisher { stop, keyframe }
+    }
+}
+
+fn h264_encoder(config: &VideoConfig) -> Option<Encoder> {
+    let cfg = EncoderConfig::new()
+        .bitrate(openh264::encoder::BitRate::from_bps(config.bitrate_kbps * 1000))
+        .max_frame_rate(FrameRate::from_hz(config.fps as f32))
+        .usage_type(UsageType::CameraVideoRealTime)
+        .profile(Profile::Baseline)
+        .rate_control_mode(RateControlMode::Bitrate)
+        // Skipping frames under pressure is what keeps the bitrate in bounds.
+        .skip_frames(true)
+        .intra_frame_period(IntraFramePeriod::from_num_frames(config.fps * config.keyframe_interval));
+    match Encoder::with_api_config(OpenH264API::from_source(), cfg) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            tracing::warn!("H.264 encoder: {e}");
+            None
+        }
+    }
+}
+
+fn publish_loop(
+    channel: usize,
+    config: VideoConfig,
+    out: mpsc::UnboundedSender<Encoded>,
+    events: mpsc::UnboundedSender<EngineEvent>,
+    stop: Arc<AtomicBool>,
+    keyframe: Arc<AtomicBool>,
+) {
+    let Some(mut video) = h264_encoder(&config) else {
+        return;
+    };
+    let mut opus = match opus::Encoder::new(AUDIO_RATE, opus::Channels::Mono, opus::Application::Audio) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!("Opus encoder: {e}");
+            return;
+        }
+    };
+    let mut tone = Tone::new(440.0, AUDIO_RATE);
+    let start = Instant::now();
+    let frame_interval = Duration::from_secs_f64(1.0 / config.fps.max(1) as f64);
+    let audio_interval = Duration::from_millis(20);
+    let (mut next_video, mut next_audio) = (start, start);
+    let (mut frames, mut audio_frames) = (0u32, 0u64);
+    let mut opus_buf = vec![0u8; 1500];
+    while !stop.load(Ordering::Acquire) {
+        let now = Instant::now();
+        if now >= next_video {
+            let frame = test_pattern(config.width, config.height, frames);
+            if frames == 0 {
+                let _ = events.send(EngineEvent::Media(MediaEvent::PublisherCapturedVideoFirstFrame { channel }));
+                let _ = events.send(EngineEvent::Media(MediaEvent::PublisherVideoSizeChanged {
+                    channel,
+                    width: config.width,
+                    height: config.height,
+                }));
+            }
+            if keyframe.swap(false, Ordering::AcqRel) {
+                video.force_intra_frame();
+            }
+            let yuv = YUVBuffer::from_vec(frame.data, frame.width as usize, frame.height as usize);
+            match video.encode(&yuv) {
+                Ok(bits) => {
+                    let data = bits.to_vec();
+                    if !data.is_empty() {
+                        let rtp_time = (next_video - start).as_micros() as u64 * 90 / 1000;
+                        let _ = out.send(Encoded {
+                            channel,
+                            kind: TrackKind::Video,
+                            data,
+                            rtp_time,
+                            captured: now,
+                        });
+                    }
+                }
+                Err(e) => tracing::debug!("encode: {e}"),
+            }
+            frames = frames.wrapping_add(1);
+            next_video += frame_interval;
+        }
+        if now >= next_audio {
+            if audio_frames == 0 {
+                let _ = events.send(EngineEvent::Media(MediaEvent::PublisherCapturedAudioFirstFrame));
+            }
+            let pcm = tone.next_samples(AUDIO_FRAME);
+            if let Ok(n) = opus.encode(&pcm, &mut opus_buf) {
+                let _ = out.send(Encoded {
+                    channel,
+                    kind: TrackKind::Audio,
+                    data: opus_buf.get(..n).unwrap_or_default().to_vec(),
+                    rtp_time: audio_frames * AUDIO_FRAME as u64,
+                    captured: now,
+                });
+            }
+            audio_frames += 1;
+            next_audio += audio_interval;
+        }
+        let wake = next_video.min(next_audio);
+        let now = Instant::now();
+        if wake > now {
+            std::thread::sleep((wake - now).min(Duration::from_millis(20)));
+        }
+    }
+}
+
+/// Which decoded media the app wants for a stream (it gave a view with callbacks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Render {
+    pub video: bool,
+    pub audio: bool,
+}
+
+pub type RenderMap = Arc<Mutex<std::collections::HashMap<String, Render>>>;
+
+/// A packet for a player thread.
+pub struct Packet {
+    pub kind: TrackKind,
+    pub data: Arc<[u8]>,
+    pub time_ms: f64,
+}
+
+/// A running player thread; dropping it stops the thread.
+pub struct Player {
+    pub tx: std_mpsc::Sender<Packet>,
+}
+
+impl Player {
+    pub fn start(
+        stream_id: String,
+        render: RenderMap,
+        events: mpsc::UnboundedSender<EngineEvent>,
+        keyframe: mpsc::UnboundedSender<String>,
+    ) -> Player {
+        let (tx, rx) = std_mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("zrooms-play".into())
+            .spawn(move || play_loop(stream_id, rx, render, events, keyframe));
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the player thread: {e}");
+        }
+        Player { tx }
+    }
+}
+
+fn play_loop(
+    stream_id: String,
+    rx: std_mpsc::Receiver<Packet>,
+    render: RenderMap,
+    events: mpsc::UnboundedSender<EngineEvent>,
+    keyframe: mpsc::UnboundedSender<String>,
+) {
+    let mut video = match openh264::decoder::Decoder::new() {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!("H.264 decoder: {e}");
+            return;
+        }
+    };
+    let mut opus = match opus::Decoder::new(AUDIO_RATE, opus::Channels::Mono) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!("Opus decoder: {e}");
+            return;
+        }
+    };
+    let mut size = (0u32, 0u32);
+    let mut rendered = false;
+    let mut pcm = vec![0i16; AUDIO_FRAME * 6];
+    while let Ok(packet) = rx.recv() {
+        let wants = render
+            .lock()
+            .map(|m| m.get(&stream_id).copied().unwrap_or_default())
+            .unwrap_or_default();
+        match packet.kind {
+            TrackKind::Video => match video.decode(&packet.data) {
+                Ok(Some(yuv)) => {
+                    let (w, h) = yuv.dimensions();
+                    let (w, h) = (w as u32, h as u32);
+                    if !rendered {
+                        rendered = true;
+                        let _ = events.send(EngineEvent::Media(MediaEvent::PlayerRenderVideoFirstFrame {
+                            stream_id: stream_id.clone(),
+                        }));
+                    }
+                    if size != (w, h) {
+                        size = (w, h);
+                        let _ = events.send(EngineEvent::Media(MediaEvent::PlayerVideoSizeChanged {
+                            stream_id: stream_id.clone(),
+                            width: w,
+                            height: h,
+                        }));
+                    }
+                    if wants.video {
+                        let frame = pack_i420(&yuv, w, h);
+                        let _ = events.send(EngineEvent::VideoFrame(VideoFrame {
+                            stream_id: stream_id.clone(),
+                            width: w,
+                            height: h,
+                            timestamp_ms: packet.time_ms,
+                            data: frame.data,
+                        }));
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!("decode {stream_id}: {e}");
+                    let _ = keyframe.send(stream_id.clone());
+                }
+            },
+            TrackKind::Audio => {
+                if let Ok(n) = opus.decode(&packet.data, &mut pcm, false) {
+                    if wants.audio {
+                        let _ = events.send(EngineEvent::AudioFrame(AudioFrame {
+                            stream_id: stream_id.clone(),
+                            sample_rate: AUDIO_RATE,
+                            channels: 1,
+                            samples: pcm.get(..n).unwrap_or_default().to_vec(),
+                        }));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Copies a decoded picture into a tightly packed I420 buffer.
+fn pack_i420(yuv: &impl YUVSource, w: u32, h: u32) -> I420 {
+    let (w, h) = (w as usize, h as usize);
+    let (ys, us, vs) = yuv.strides();
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    let mut data = Vec::with_capacity(I420::len_for(w as u32, h as u32));
+    for (plane, stride, pw, ph) in [(yuv.y(), ys, w, h), (yuv.u(), us, cw, ch), (yuv.v(), vs, cw, ch)] {
+        for row in 0..ph {
+            let line = plane.get(row * stride..row * stride + pw).unwrap_or_default();
+            data.extend_from_slice(line);
+            data.resize(data.len() + (pw - line.len()), 0);
+        }
+    }
+    I420 {
+        width: w as u32,
+        height: h as u32,
+        data,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::pattern::read_counter;
+
+    #[test]
+    fn counter_survives_h264() {
+        let config = VideoConfig::default();
+        let mut enc = h264_encoder(&config).unwrap();
+        let mut dec = openh264::decoder::Decoder::new().unwrap();
+        let mut seen = Vec::new();
+        for n in 0..10 {
+            let f = test_pattern(config.width, config.height, n);
+            let yuv = YUVBuffer::from_vec(f.data, 640, 360);
+            let bits = enc.encode(&yuv).unwrap().to_vec();
+            if let Ok(Some(pic)) = dec.decode(&bits) {
+                let packed = pack_i420(&pic, 640, 360);
+                seen.push(read_counter(packed.y(), 640, 360, 640));
+            }
+        }
+        assert_eq!(seen, (0..10).map(Some).collect::<Vec<_>>());
+    }
+}
