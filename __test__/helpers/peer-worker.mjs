@@ -3,6 +3,7 @@
 // of the engine is forwarded as {event, args}.
 import { parentPort } from 'node:worker_threads'
 import { createRequire } from 'node:module'
+import { readCounter } from './pattern.mjs'
 
 const require = createRequire(import.meta.url)
 const Z = require('../../index.js')
@@ -33,6 +34,29 @@ const EVENTS = [
 
 let engine = null
 
+// Per played stream: what its view received.
+const media = new Map()
+function viewFor(streamID) {
+  const stats = { frames: 0, counters: [], sizes: [], timestamps: [], audioSamples: [], sampleRate: 0, audioFrames: 0 }
+  media.set(streamID, stats)
+  return {
+    onFrame(f) {
+      stats.frames++
+      stats.counters.push(readCounter(f))
+      stats.timestamps.push(f.timestamp)
+      const size = `${f.width}x${f.height}`
+      if (stats.sizes[stats.sizes.length - 1] !== size) stats.sizes.push(size)
+    },
+    onAudioFrame(f) {
+      stats.audioFrames++
+      stats.sampleRate = f.sampleRate
+      // Keep the latest 2 s of samples.
+      for (const v of f.data) stats.audioSamples.push(v)
+      if (stats.audioSamples.length > 2 * f.sampleRate) stats.audioSamples.splice(0, stats.audioSamples.length - 2 * f.sampleRate)
+    },
+  }
+}
+
 function subscribe(e) {
   for (const name of EVENTS) e.on(name, (...args) => parentPort.postMessage({ event: name, args }))
 }
@@ -48,6 +72,12 @@ parentPort.on('message', async ({ id, kind, name, args }) => {
         result = { created: true, same: result === Z.instance() }
       }
       if (name === 'destroyEngine') engine = null
+    } else if (kind === 'play-with-view') {
+      const [streamID, config] = args
+      result = await engine.startPlayingStream(streamID, viewFor(streamID), config)
+    } else if (kind === 'media-stats') {
+      const stats = media.get(args[0])
+      result = stats ? { ...stats, counters: [...stats.counters], audioSamples: [...stats.audioSamples] } : null
     } else if (kind === 'instance-throws') {
       try {
         Z.instance()

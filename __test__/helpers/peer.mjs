@@ -59,6 +59,16 @@ export class Peer {
     return this.send('call', name, args)
   }
 
+  /** startPlayingStream with a view that records frames (counters, sizes) and audio. */
+  playWithView(streamID, config) {
+    return this.send('play-with-view', '', [streamID, config])
+  }
+
+  /** What the view of `streamID` has received so far. */
+  mediaStats(streamID) {
+    return this.send('media-stats', '', [streamID])
+  }
+
   instanceThrows() {
     return this.send('instance-throws', '', [])
   }

@@ -1,0 +1,118 @@
+// Real media through the SFU: a publisher's synthetic pattern and tone arrive decoded at the
+// player, with the frame counter increasing at the configured size and the tone at its
+// frequency; streams stay bound to their rooms.
+import test from 'ava'
+import { Peer } from './helpers/peer.mjs'
+import { startServerProcess } from './helpers/server.mjs'
+import { toneFrequency } from './helpers/pattern.mjs'
+
+let server
+const peers = []
+
+test.before(async () => {
+  server = await startServerProcess()
+})
+
+test.after.always(async () => {
+  await Promise.all(peers.map((p) => p.close()))
+  await server?.stop()
+})
+
+async function peer(name) {
+  const p = await Peer.create(name, server.url)
+  peers.push(p)
+  return p
+}
+
+const user = (id) => ({ userID: id, userName: id })
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+
+/** Waits until the view of `streamID` has at least `n` frames. */
+async function frames(p, streamID, n, timeout = 15000) {
+  const until = Date.now() + timeout
+  for (;;) {
+    const s = await p.mediaStats(streamID)
+    if (s && s.frames >= n) return s
+    if (Date.now() > until) throw new Error(`${p.name}: ${s?.frames ?? 0} frames of ${streamID}, wanted ${n}`)
+    await sleep(100)
+  }
+}
+
+function increasing(counters) {
+  return counters.every((c, i) => i === 0 || c > counters[i - 1])
+}
+
+test.serial('H.264 pattern and Opus tone arrive decoded: counters increase at 640x360, tone at 440 Hz', async (t) => {
+  const pub = await peer('pub')
+  const play = await peer('play')
+  await pub.call('loginRoom', 'm1', user('pub'))
+  await play.call('loginRoom', 'm1', user('play'))
+  const since = pub.mark()
+  await pub.call('startPublishingStream', 'cam', 0, { roomID: 'm1' })
+  await pub.waitFor('publisherCapturedVideoFirstFrame', (ch) => ch === 0, { since })
+  await pub.waitFor('publisherCapturedAudioFirstFrame', () => true, { since })
+  const [w, h, ch] = await pub.waitFor('publisherVideoSizeChanged', () => true, { since })
+  t.deepEqual([w, h, ch], [640, 360, 0])
+
+  await play.playWithView('cam', { roomID: 'm1' })
+  await play.waitFor('playerRecvVideoFirstFrame', (s) => s === 'cam')
+  await play.waitFor('playerRecvAudioFirstFrame', (s) => s === 'cam')
+  await play.waitFor('playerRenderVideoFirstFrame', (s) => s === 'cam')
+  t.deepEqual(await play.waitFor('playerVideoSizeChanged', (s) => s === 'cam'), ['cam', 640, 360])
+  const [, state] = await play.waitFor('playerStateUpdate', (s, st) => s === 'cam' && st === 2)
+  t.is(state, 2)
+
+  const stats = await frames(play, 'cam', 30)
+  t.deepEqual(stats.sizes, ['640x360'])
+  t.true(stats.counters.every((c) => c !== null))
+  t.true(increasing(stats.counters), `counters ${stats.counters.join(',')}`)
+  // At 15 fps, 30 frames span about 2 s of counters; losses would show as large gaps.
+  const span = stats.counters[stats.counters.length - 1] - stats.counters[0]
+  t.true(span >= stats.frames - 1 && span < stats.frames * 2, `span ${span} over ${stats.frames} frames`)
+  t.true(increasing(stats.timestamps))
+
+  await sleep(1200)
+  const audio = await play.mediaStats('cam')
+  t.is(audio.sampleRate, 48000)
+  t.true(audio.audioSamples.length >= 48000, `${audio.audioSamples.length} samples`)
+  const f = toneFrequency(audio.audioSamples.slice(-48000), 48000)
+  t.true(Math.abs(f - 440) / 440 < 0.02, `tone measured at ${f} Hz`)
+
+  await pub.call('logoutRoom')
+  await play.waitFor('playerStateUpdate', (s, st) => s === 'cam' && st === 1)
+  await play.call('logoutRoom')
+})
+
+test.serial('one user plays a stream in each of two rooms; leaving room1 stops only its stream', async (t) => {
+  const a = await peer('pubA')
+  const b = await peer('pubB')
+  const viewer = await peer('viewer')
+  await a.call('loginRoom', 'ra', user('pubA'))
+  await b.call('loginRoom', 'rb', user('pubB'))
+  await viewer.call('loginRoom', 'ra', user('viewer'))
+  await viewer.call('loginRoom', 'rb', user('viewer'))
+  await a.call('startPublishingStream', 'sa', 0, { roomID: 'ra' })
+  await b.call('startPublishingStream', 'sb', 0, { roomID: 'rb' })
+  await viewer.playWithView('sa', { roomID: 'ra' })
+  await viewer.playWithView('sb', { roomID: 'rb' })
+  await frames(viewer, 'sa', 10)
+  const before = await frames(viewer, 'sb', 10)
+
+  const since = viewer.mark()
+  await viewer.call('logoutRoom', 'ra')
+  t.deepEqual(viewer.of('playerStateUpdate', () => true, since).map(([s, st]) => [s, st]), [['sa', 0]])
+  const stoppedAt = (await viewer.mediaStats('sa')).frames
+  await sleep(2000)
+  const sa = await viewer.mediaStats('sa')
+  const sb = await viewer.mediaStats('sb')
+  t.true(sa.frames - stoppedAt <= 2, `room1's stream stopped (${sa.frames - stoppedAt} frames after logout)`)
+  t.true(sb.frames >= before.frames + 20, `room2's stream goes on (${sb.frames - before.frames} new frames)`)
+  // No gap in room2's counters across the logout of room1.
+  const after = sb.counters.slice(before.frames - 1)
+  t.true(increasing(after))
+  const gaps = after.slice(1).map((c, i) => c - after[i])
+  t.true(Math.max(...gaps) <= 3, `largest counter gap in room2: ${Math.max(...gaps)}`)
+  t.is(viewer.of('playerStateUpdate', (s) => s === 'sb', since).length, 0)
+
+  for (const p of [a, b, viewer]) await p.call('logoutRoom')
+})
