@@ -12,6 +12,7 @@
 const native = require('./binding.js')
 const defines = require('./lib/defines.js')
 const { ZegoErrorCode } = require('./lib/error-codes.js')
+const pattern = require('./lib/pattern.js')
 
 const { ZegoRoomMode, ZegoRoomStateChangedReason: Reason, ZegoPublishChannel } = defines
 
@@ -437,6 +438,9 @@ module.exports.default = ZegoExpressEngine
 module.exports.ZegoExpressEngine = ZegoExpressEngine
 module.exports.ZegoErrorCode = ZegoErrorCode
 module.exports.startServer = startServer
+module.exports.readTestPattern = pattern.readTestPattern
+module.exports.streamTag = pattern.streamTag
+module.exports.toneFrequency = pattern.toneFrequency
 module.exports.ZegoRoomMode = defines.ZegoRoomMode
 module.exports.ZegoRoomState = defines.ZegoRoomState
 module.exports.ZegoRoomStateChangedReason = defines.ZegoRoomStateChangedReason

@@ -4,7 +4,7 @@
 import test from 'ava'
 import { Peer } from './helpers/peer.mjs'
 import { startServerProcess } from './helpers/server.mjs'
-import { toneFrequency } from './helpers/pattern.mjs'
+import { streamTag, toneFrequency } from './helpers/pattern.mjs'
 
 let server
 const peers = []
@@ -64,6 +64,7 @@ test.serial('H.264 pattern and Opus tone arrive decoded: counters increase at 64
 
   const stats = await frames(play, 'cam', 30)
   t.deepEqual(stats.sizes, ['640x360'])
+  t.deepEqual(stats.tags, [streamTag('cam')], 'every frame is the pattern of stream "cam"')
   t.true(stats.counters.every((c) => c !== null))
   t.true(increasing(stats.counters), `counters ${stats.counters.join(',')}`)
   // At 15 fps, 30 frames span about 2 s of counters; losses would show as large gaps.
@@ -95,8 +96,9 @@ test.serial('one user plays a stream in each of two rooms; leaving room1 stops o
   await b.call('startPublishingStream', 'sb', 0, { roomID: 'rb' })
   await viewer.playWithView('sa', { roomID: 'ra' })
   await viewer.playWithView('sb', { roomID: 'rb' })
-  await frames(viewer, 'sa', 10)
+  t.deepEqual((await frames(viewer, 'sa', 10)).tags, [streamTag('sa')])
   const before = await frames(viewer, 'sb', 10)
+  t.deepEqual(before.tags, [streamTag('sb')])
 
   const since = viewer.mark()
   await viewer.call('logoutRoom', 'ra')

@@ -7,7 +7,14 @@
 //   {result: {userID, role, checks, failures, rooms}}   at the end
 // The parent posts 'end' when the scenario's time is up.
 import { parentPort, workerData } from 'node:worker_threads'
-import ZegoExpressEngine, { ZegoRoomMode, ZegoPlayerState, ZegoPublisherState, ZegoUpdateType } from 'zrooms'
+import ZegoExpressEngine, {
+  ZegoRoomMode,
+  ZegoPlayerState,
+  ZegoPublisherState,
+  ZegoUpdateType,
+  readTestPattern,
+  streamTag,
+} from 'zrooms'
 
 const cfg = workerData
 const me = { userID: cfg.userID, userName: cfg.userID }
@@ -16,7 +23,9 @@ const failures = []
 /** Per room: messages received, streams played there, how the room ended. */
 const rooms = {}
 const log = (text) => parentPort.postMessage({ log: `${cfg.userID.padEnd(12)} ${text}` })
-const room = (id) => (rooms[id] ??= { broadcasts: 0, commands: 0, barrages: 0, played: [], left: false })
+const room = (id) => (rooms[id] ??= { broadcasts: 0, commands: 0, barrages: 0, played: [], frames: 0, left: false })
+/** Per played stream: decoded frames, and frames that showed another stream's pattern. */
+const decoded = {}
 const check = (ok, what) => (ok ? checks : failures).push(what)
 
 const ended = new Promise((resolve) => parentPort.on('message', (m) => m === 'end' && resolve()))
@@ -129,7 +138,18 @@ async function publish(streamID, roomID, channel = 0) {
 /** Plays `streamID` through `roomID` once that room lists it. */
 async function play(streamID, roomID) {
   await waitUntil(() => streamsByRoom[roomID]?.has(streamID), `${streamID} listed in ${roomID}`)
-  await engine.startPlayingStream(streamID, undefined, { roomID })
+  const d = (decoded[streamID] = { frames: 0, wrong: 0, last: -1, backwards: 0 })
+  const view = {
+    onFrame(frame) {
+      const { counter, tag } = readTestPattern(frame)
+      d.frames++
+      room(roomID).frames++
+      if (tag !== streamTag(streamID)) d.wrong++
+      if (counter !== null && counter <= d.last) d.backwards++
+      d.last = counter ?? d.last
+    },
+  }
+  await engine.startPlayingStream(streamID, view, { roomID })
   await waitUntil(() => playing.get(streamID) === ZegoPlayerState.Playing, `playing ${streamID}`)
   room(roomID).played.push(streamID)
   check(true, `played ${streamID} via ${roomID}`)
@@ -138,6 +158,15 @@ async function play(streamID, roomID) {
 
 async function stopPlaying(streamID) {
   await engine.stopPlayingStream(streamID)
+}
+
+/** Every stream played showed frames of its own pattern, in order. */
+function checkDecoded() {
+  for (const [streamID, d] of Object.entries(decoded)) {
+    check(d.frames > 0, `decoded frames of ${streamID} (${d.frames})`)
+    check(d.wrong === 0, `every frame of ${streamID} is ${streamID}'s pattern (${d.wrong} were not)`)
+    check(d.backwards === 0, `frame counters of ${streamID} only go forward`)
+  }
 }
 
 const say = (roomID, text) => engine.sendBroadcastMessage(roomID, `[${roomID}] ${text}`)
@@ -257,6 +286,7 @@ const roles = {
 
 try {
   await roles[cfg.role]()
+  checkDecoded()
 } catch (err) {
   failures.push(String(err.message ?? err))
   log(`FAILED: ${err.message ?? err}`)

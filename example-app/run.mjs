@@ -118,20 +118,21 @@ function summarize(name, results) {
   const perRoom = {}
   for (const r of results) {
     for (const [roomID, s] of Object.entries(r.rooms)) {
-      const t = (perRoom[roomID] ??= { users: 0, broadcasts: 0, barrages: 0, commands: 0, plays: 0, leftCleanly: 0 })
+      const t = (perRoom[roomID] ??= { users: 0, broadcasts: 0, barrages: 0, commands: 0, plays: 0, frames: 0, leftCleanly: 0 })
       t.users++
       t.broadcasts += s.broadcasts
       t.barrages += s.barrages
       t.commands += s.commands
       t.plays += s.played.length
+      t.frames += s.frames
       if (s.left) t.leftCleanly++
     }
   }
   console.log(`\n  ${name} summary per room`)
-  console.log('  room       users  left  plays  broadcasts  barrages  commands')
+  console.log('  room       users  left  plays  frames  broadcasts  barrages  commands')
   for (const [roomID, t] of Object.entries(perRoom).sort()) {
     console.log(
-      `  ${roomID.padEnd(10)} ${String(t.users).padStart(5)} ${String(t.leftCleanly).padStart(5)} ${String(t.plays).padStart(6)} ${String(t.broadcasts).padStart(11)} ${String(t.barrages).padStart(9)} ${String(t.commands).padStart(9)}`,
+      `  ${roomID.padEnd(10)} ${String(t.users).padStart(5)} ${String(t.leftCleanly).padStart(5)} ${String(t.plays).padStart(6)} ${String(t.frames).padStart(7)} ${String(t.broadcasts).padStart(11)} ${String(t.barrages).padStart(9)} ${String(t.commands).padStart(9)}`,
     )
   }
   const failed = results.filter((r) => r.failures.length > 0)
@@ -140,7 +141,6 @@ function summarize(name, results) {
   const cleanly = Object.values(perRoom).every((t) => t.leftCleanly === t.users)
   if (!cleanly) console.log('  FAIL: not every room was left cleanly')
   console.log(`  ${name}: ${checks} checks held, ${failed.length} participants failed`)
-  console.log('  (signaling only for now: audio/video frames arrive with the media pipeline)')
   return failed.length === 0 && cleanly
 }
 

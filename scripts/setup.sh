@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages the build needs (C toolchain for bundled -sys crates, pkg-config).
-APT_PACKAGES=(build-essential pkg-config)
+# System packages the build needs: a C toolchain and cmake for the bundled libopus, nasm for
+# openh264's assembly (it must be there before the first build), pkg-config.
+APT_PACKAGES=(build-essential pkg-config cmake nasm)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -45,7 +45,12 @@ pub fn frame(event: EngineEvent) -> Result<JsFrame, EngineEvent> {
             timestamp: 0.0,
             sample_rate: f.sample_rate,
             channels: f.channels,
-            data: f.samples.iter().flat_map(|s| s.to_le_bytes()).collect::<Vec<u8>>().into(),
+            data: f
+                .samples
+                .iter()
+                .flat_map(|s| s.to_le_bytes())
+                .collect::<Vec<u8>>()
+                .into(),
         }),
         other => Err(other),
     }
@@ -63,7 +68,10 @@ fn media(event: MediaEvent) -> Vec<Value> {
             channel,
             width,
             height,
-        } => vec![ev("publisherVideoSizeChanged", json!([width, height, channel]))],
+        } => vec![ev(
+            "publisherVideoSizeChanged",
+            json!([width, height, channel]),
+        )],
         MediaEvent::PlayerRecvVideoFirstFrame { stream_id } => {
             vec![ev("playerRecvVideoFirstFrame", json!([stream_id]))]
         }
@@ -77,7 +85,10 @@ fn media(event: MediaEvent) -> Vec<Value> {
             stream_id,
             width,
             height,
-        } => vec![ev("playerVideoSizeChanged", json!([stream_id, width, height]))],
+        } => vec![ev(
+            "playerVideoSizeChanged",
+            json!([stream_id, width, height]),
+        )],
     }
 }
 

@@ -3,7 +3,7 @@
 // of the engine is forwarded as {event, args}.
 import { parentPort } from 'node:worker_threads'
 import { createRequire } from 'node:module'
-import { readCounter } from './pattern.mjs'
+import { readTestPattern } from './pattern.mjs'
 
 const require = createRequire(import.meta.url)
 const Z = require('../../index.js')
@@ -37,12 +37,14 @@ let engine = null
 // Per played stream: what its view received.
 const media = new Map()
 function viewFor(streamID) {
-  const stats = { frames: 0, counters: [], sizes: [], timestamps: [], audioSamples: [], sampleRate: 0, audioFrames: 0 }
+  const stats = { frames: 0, counters: [], tags: new Set(), sizes: [], timestamps: [], audioSamples: [], sampleRate: 0, audioFrames: 0 }
   media.set(streamID, stats)
   return {
     onFrame(f) {
       stats.frames++
-      stats.counters.push(readCounter(f))
+      const { counter, tag } = readTestPattern(f)
+      stats.counters.push(counter)
+      stats.tags.add(tag)
       stats.timestamps.push(f.timestamp)
       const size = `${f.width}x${f.height}`
       if (stats.sizes[stats.sizes.length - 1] !== size) stats.sizes.push(size)
@@ -77,7 +79,7 @@ parentPort.on('message', async ({ id, kind, name, args }) => {
       result = await engine.startPlayingStream(streamID, viewFor(streamID), config)
     } else if (kind === 'media-stats') {
       const stats = media.get(args[0])
-      result = stats ? { ...stats, counters: [...stats.counters], audioSamples: [...stats.audioSamples] } : null
+      result = stats ? { ...stats, tags: [...stats.tags], counters: [...stats.counters], audioSamples: [...stats.audioSamples] } : null
     } else if (kind === 'instance-throws') {
       try {
         Z.instance()

@@ -15,14 +15,14 @@ use futures_util::{SinkExt, StreamExt};
 use media::pipeline::{Encoded, Render, RenderMap};
 use media::Media;
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use tokio::net::UdpSocket;
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
+use tokio::net::UdpSocket;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
@@ -57,13 +57,29 @@ pub enum EngineEvent {
 /// Media milestones, with ZEGO's event names.
 #[derive(Clone, Debug, PartialEq)]
 pub enum MediaEvent {
-    PublisherCapturedVideoFirstFrame { channel: usize },
+    PublisherCapturedVideoFirstFrame {
+        channel: usize,
+    },
     PublisherCapturedAudioFirstFrame,
-    PublisherVideoSizeChanged { channel: usize, width: u32, height: u32 },
-    PlayerRecvVideoFirstFrame { stream_id: String },
-    PlayerRecvAudioFirstFrame { stream_id: String },
-    PlayerRenderVideoFirstFrame { stream_id: String },
-    PlayerVideoSizeChanged { stream_id: String, width: u32, height: u32 },
+    PublisherVideoSizeChanged {
+        channel: usize,
+        width: u32,
+        height: u32,
+    },
+    PlayerRecvVideoFirstFrame {
+        stream_id: String,
+    },
+    PlayerRecvAudioFirstFrame {
+        stream_id: String,
+    },
+    PlayerRenderVideoFirstFrame {
+        stream_id: String,
+    },
+    PlayerVideoSizeChanged {
+        stream_id: String,
+        width: u32,
+        height: u32,
+    },
 }
 
 /// An I420 picture: Y, then U, then V planes, tightly packed.

@@ -76,7 +76,7 @@ struct Peer {
 
 /// Something one peer's output asks of the others.
 enum Propagate {
-    Media(ConnId, MediaData),
+    Media(ConnId, Box<MediaData>),
     Keyframe(StreamId, KeyframeRequestKind),
 }
 
@@ -263,7 +263,7 @@ impl Sfu {
                                 ));
                             }
                         }
-                        self.queue.push_back(Propagate::Media(conn, data));
+                        self.queue.push_back(Propagate::Media(conn, Box::new(data)));
                     }
                     Event::KeyframeRequest(req) => {
                         if let Some(spec) = peer.tracks.get(&req.mid) {
@@ -298,7 +298,7 @@ impl Sfu {
     }
 
     /// Writes a publisher's frame into every player track of the same stream and kind.
-    fn forward(&mut self, origin: ConnId, data: MediaData) {
+    fn forward(&mut self, origin: ConnId, data: Box<MediaData>) {
         let Some(spec) = self
             .peers
             .get(&origin)

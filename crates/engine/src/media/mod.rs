@@ -138,12 +138,20 @@ impl Media {
                 }
                 self.publishers.insert(
                     channel,
-                    Publisher::start(channel, self.video_config, self.encoded_tx.clone(), self.events.clone()),
+                    Publisher::start(
+                        channel,
+                        stream_id.as_str(),
+                        self.video_config,
+                        self.encoded_tx.clone(),
+                        self.events.clone(),
+                    ),
                 );
             }
             MediaCmd::StopPublish { channel, stream_id } => {
                 self.publishers.remove(&channel);
-                self.stop_tracks(|t| t.direction == TrackDirection::Send && t.stream_id == stream_id);
+                self.stop_tracks(|t| {
+                    t.direction == TrackDirection::Send && t.stream_id == stream_id
+                });
             }
             MediaCmd::StartPlay { stream_id } => {
                 for kind in [TrackKind::Audio, TrackKind::Video] {
@@ -169,7 +177,9 @@ impl Media {
             MediaCmd::StopPlay { stream_id } => {
                 self.players.remove(&stream_id);
                 self.first_seen.retain(|(s, _), _| *s != stream_id);
-                self.stop_tracks(|t| t.direction == TrackDirection::Recv && t.stream_id == stream_id);
+                self.stop_tracks(|t| {
+                    t.direction == TrackDirection::Recv && t.stream_id == stream_id
+                });
             }
         }
     }
@@ -218,7 +228,8 @@ impl Media {
                         TrackDirection::Send => Direction::SendOnly,
                         TrackDirection::Recv => Direction::RecvOnly,
                     };
-                    t.mid = Some(api.add_media(kind, dir, Some(t.stream_id.to_string()), None, None));
+                    t.mid =
+                        Some(api.add_media(kind, dir, Some(t.stream_id.to_string()), None, None));
                     t.state = TrackState::Negotiating;
                 }
                 TrackState::ToStop => {
@@ -315,7 +326,9 @@ impl Media {
         let Some(mid) = self
             .tracks
             .iter()
-            .find(|t| t.state == TrackState::Active && t.channel == Some(e.channel) && t.kind == e.kind)
+            .find(|t| {
+                t.state == TrackState::Active && t.channel == Some(e.channel) && t.kind == e.kind
+            })
             .and_then(|t| t.mid)
         else {
             return;
@@ -327,11 +340,17 @@ impl Media {
             TrackKind::Audio => Codec::Opus,
             TrackKind::Video => Codec::H264,
         };
-        let Some(pt) = writer.payload_params().find(|p| p.spec().codec == codec).map(|p| p.pt()) else {
+        let Some(pt) = writer
+            .payload_params()
+            .find(|p| p.spec().codec == codec)
+            .map(|p| p.pt())
+        else {
             return;
         };
         let time = match e.kind {
-            TrackKind::Audio => MediaTime::new(e.rtp_time, str0m::media::Frequency::FORTY_EIGHT_KHZ),
+            TrackKind::Audio => {
+                MediaTime::new(e.rtp_time, str0m::media::Frequency::FORTY_EIGHT_KHZ)
+            }
             TrackKind::Video => MediaTime::new(e.rtp_time, str0m::media::Frequency::NINETY_KHZ),
         };
         if let Err(err) = writer.write(pt, e.captured, time, e.data) {
@@ -387,7 +406,11 @@ impl Media {
                         continue;
                     };
                     let (stream_id, kind) = (track.stream_id.clone(), track.kind);
-                    if self.first_seen.insert((stream_id.clone(), kind), ()).is_none() {
+                    if self
+                        .first_seen
+                        .insert((stream_id.clone(), kind), ())
+                        .is_none()
+                    {
                         let ev = match kind {
                             TrackKind::Video => MediaEvent::PlayerRecvVideoFirstFrame {
                                 stream_id: stream_id.to_string(),
@@ -401,7 +424,8 @@ impl Media {
                         touched = true;
                     }
                     if let Some(player) = self.players.get(&stream_id) {
-                        let time_ms = data.time.numer() as f64 * 1000.0 / data.time.denom().max(1) as f64;
+                        let time_ms =
+                            data.time.numer() as f64 * 1000.0 / data.time.denom().max(1) as f64;
                         let _ = player.tx.send(Packet {
                             kind,
                             data: Arc::clone(&data.data),

@@ -2,7 +2,9 @@
 //!
 //! The counter is written as [`COUNTER_BITS`] black/white blocks along the top of the luma
 //! plane, large enough to survive lossy coding at any of ZEGO's preset resolutions, so a
-//! player can read back which frame it decoded ([`read_counter`]).
+//! player can read back which frame it decoded ([`read_counter`]). A second row carries a
+//! 16-bit tag of the stream ID ([`stream_tag`], [`read_tag`]), so a player can tell whose
+//! pattern it is looking at.
 
 /// Bits of the frame counter drawn in the pattern.
 pub const COUNTER_BITS: u32 = 16;
@@ -35,8 +37,19 @@ impl I420 {
     }
 }
 
-/// Draws frame `n` of the test pattern: a moving gradient with colour bars and the counter.
-pub fn test_pattern(width: u32, height: u32, n: u32) -> I420 {
+/// FNV-1a of the stream ID folded to 16 bits: the tag drawn in the pattern's second row.
+pub fn stream_tag(stream_id: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in stream_id.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    (h ^ (h >> 16)) & 0xffff
+}
+
+/// Draws frame `n` of the test pattern for the stream tagged `tag`: a moving gradient with
+/// colour bars, the counter, and the tag.
+pub fn test_pattern(width: u32, height: u32, n: u32, tag: u32) -> I420 {
     let (w, h) = (width as usize, height as usize);
     let mut data = vec![0u8; I420::len_for(width, height)];
     let (y_plane, uv) = data.split_at_mut(w * h);
@@ -56,35 +69,50 @@ pub fn test_pattern(width: u32, height: u32, n: u32) -> I420 {
         }
     }
     let b = block_size(width) as usize;
-    for bit in 0..COUNTER_BITS as usize {
-        let on = (n >> (COUNTER_BITS as usize - 1 - bit)) & 1 == 1;
-        let x0 = b + bit * b;
-        for row in b..(2 * b).min(h) {
-            for col in x0..(x0 + b).min(w) {
-                y_plane[row * w + col] = if on { WHITE } else { BLACK };
+    for (line, value) in [(1, n), (3, tag)] {
+        for bit in 0..COUNTER_BITS as usize {
+            let on = (value >> (COUNTER_BITS as usize - 1 - bit)) & 1 == 1;
+            let x0 = b + bit * b;
+            for row in line * b..((line + 1) * b).min(h) {
+                for col in x0..(x0 + b).min(w) {
+                    y_plane[row * w + col] = if on { WHITE } else { BLACK };
+                }
             }
         }
     }
-    // Neutral chroma under the counter keeps its blocks pure grey levels after coding.
-    for row in (b / 2)..(b).min(ch) {
+    // Neutral chroma under the blocks keeps them pure grey levels after coding.
+    for row in (b / 2)..(2 * b).min(ch) {
         for col in (b / 2)..((b + COUNTER_BITS as usize * b) / 2).min(cw) {
             u_plane[row * cw + col] = 128;
             v_plane[row * cw + col] = 128;
         }
     }
-    I420 { width, height, data }
+    I420 {
+        width,
+        height,
+        data,
+    }
 }
 
 /// Reads the frame counter back from a decoded luma plane (`stride` bytes per row).
 pub fn read_counter(y: &[u8], width: u32, height: u32, stride: usize) -> Option<u32> {
+    read_row(y, width, height, stride, 1)
+}
+
+/// Reads the stream tag back from a decoded luma plane.
+pub fn read_tag(y: &[u8], width: u32, height: u32, stride: usize) -> Option<u32> {
+    read_row(y, width, height, stride, 3)
+}
+
+fn read_row(y: &[u8], width: u32, height: u32, stride: usize, line: usize) -> Option<u32> {
     let b = block_size(width) as usize;
-    if (2 * b) as u32 > height || ((COUNTER_BITS as usize + 1) * b) as u32 > width {
+    if ((line + 1) * b) as u32 > height || ((COUNTER_BITS as usize + 1) * b) as u32 > width {
         return None;
     }
     let mut n = 0u32;
     for bit in 0..COUNTER_BITS as usize {
         let cx = b + bit * b + b / 2;
-        let cy = b + b / 2;
+        let cy = line * b + b / 2;
         let mut sum = 0u32;
         for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
             sum += *y.get((cy - 1 + dy) * stride + cx - 1 + dx)? as u32;
@@ -145,11 +173,20 @@ mod tests {
     #[test]
     fn counter_round_trips_uncompressed() {
         for n in [0, 1, 5, 255, 4096, 65535] {
-            let f = test_pattern(640, 360, n);
+            let f = test_pattern(640, 360, n, 0xbeef);
             assert_eq!(read_counter(f.y(), 640, 360, 640), Some(n));
+            assert_eq!(read_tag(f.y(), 640, 360, 640), Some(0xbeef));
         }
-        let small = test_pattern(320, 180, 77);
+        let small = test_pattern(320, 180, 77, stream_tag("s"));
         assert_eq!(read_counter(small.y(), 320, 180, 320), Some(77));
+        assert_eq!(read_tag(small.y(), 320, 180, 320), Some(stream_tag("s")));
+        assert_ne!(stream_tag("stream1"), stream_tag("stream2"));
+    }
+
+    #[test]
+    fn stream_tag_matches_the_js_reader() {
+        // lib/pattern.js computes the same: node -e "require('./lib/pattern.js').streamTag('s')"
+        assert_eq!(stream_tag("s"), 45966);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! (H.264 via openh264, Opus) and hands encoded frames to the driver; each played stream has
 //! one thread that decodes what the driver gives it and emits frames to the app.
 
-use super::pattern::{test_pattern, Tone, I420};
+use super::pattern::{stream_tag, test_pattern, Tone, I420};
 use crate::{AudioFrame, EngineEvent, MediaEvent, VideoFrame};
 use openh264::encoder::{
     Encoder, EncoderConfig, FrameRate, IntraFramePeriod, Profile, RateControlMode, UsageType,
@@ -72,6 +72,7 @@ impl Drop for Publisher {
 impl Publisher {
     pub fn start(
         channel: usize,
+        stream_id: &str,
         config: VideoConfig,
         out: mpsc::UnboundedSender<Encoded>,
         events: mpsc::UnboundedSender<EngineEvent>,
@@ -79,9 +80,10 @@ impl Publisher {
         let stop = Arc::new(AtomicBool::new(false));
         let keyframe = Arc::new(AtomicBool::new(true));
         let (s, k) = (stop.clone(), keyframe.clone());
+        let tag = stream_tag(stream_id);
         let spawned = std::thread::Builder::new()
             .name(format!("zrooms-pub{channel}"))
-            .spawn(move || publish_loop(channel, config, out, events, s, k));
+            .spawn(move || publish_loop(channel, tag, config, out, events, s, k));
         if let Err(e) = spawned {
             tracing::warn!("cannot start the publisher thread: {e}");
         }
@@ -91,14 +93,18 @@ impl Publisher {
 
 fn h264_encoder(config: &VideoConfig) -> Option<Encoder> {
     let cfg = EncoderConfig::new()
-        .bitrate(openh264::encoder::BitRate::from_bps(config.bitrate_kbps * 1000))
+        .bitrate(openh264::encoder::BitRate::from_bps(
+            config.bitrate_kbps * 1000,
+        ))
         .max_frame_rate(FrameRate::from_hz(config.fps as f32))
         .usage_type(UsageType::CameraVideoRealTime)
         .profile(Profile::Baseline)
         .rate_control_mode(RateControlMode::Bitrate)
         // Skipping frames under pressure is what keeps the bitrate in bounds.
         .skip_frames(true)
-        .intra_frame_period(IntraFramePeriod::from_num_frames(config.fps * config.keyframe_interval));
+        .intra_frame_period(IntraFramePeriod::from_num_frames(
+            config.fps * config.keyframe_interval,
+        ));
     match Encoder::with_api_config(OpenH264API::from_source(), cfg) {
         Ok(e) => Some(e),
         Err(e) => {
@@ -110,6 +116,7 @@ fn h264_encoder(config: &VideoConfig) -> Option<Encoder> {
 
 fn publish_loop(
     channel: usize,
+    tag: u32,
     config: VideoConfig,
     out: mpsc::UnboundedSender<Encoded>,
     events: mpsc::UnboundedSender<EngineEvent>,
@@ -119,13 +126,14 @@ fn publish_loop(
     let Some(mut video) = h264_encoder(&config) else {
         return;
     };
-    let mut opus = match opus::Encoder::new(AUDIO_RATE, opus::Channels::Mono, opus::Application::Audio) {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::warn!("Opus encoder: {e}");
-            return;
-        }
-    };
+    let mut opus =
+        match opus::Encoder::new(AUDIO_RATE, opus::Channels::Mono, opus::Application::Audio) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!("Opus encoder: {e}");
+                return;
+            }
+        };
     let mut tone = Tone::new(440.0, AUDIO_RATE);
     let start = Instant::now();
     let frame_interval = Duration::from_secs_f64(1.0 / config.fps.max(1) as f64);
@@ -136,9 +144,11 @@ fn publish_loop(
     while !stop.load(Ordering::Acquire) {
         let now = Instant::now();
         if now >= next_video {
-            let frame = test_pattern(config.width, config.height, frames);
+            let frame = test_pattern(config.width, config.height, frames, tag);
             if frames == 0 {
-                let _ = events.send(EngineEvent::Media(MediaEvent::PublisherCapturedVideoFirstFrame { channel }));
+                let _ = events.send(EngineEvent::Media(
+                    MediaEvent::PublisherCapturedVideoFirstFrame { channel },
+                ));
                 let _ = events.send(EngineEvent::Media(MediaEvent::PublisherVideoSizeChanged {
                     channel,
                     width: config.width,
@@ -170,7 +180,9 @@ fn publish_loop(
         }
         if now >= next_audio {
             if audio_frames == 0 {
-                let _ = events.send(EngineEvent::Media(MediaEvent::PublisherCapturedAudioFirstFrame));
+                let _ = events.send(EngineEvent::Media(
+                    MediaEvent::PublisherCapturedAudioFirstFrame,
+                ));
             }
             let pcm = tone.next_samples(AUDIO_FRAME);
             if let Ok(n) = opus.encode(&pcm, &mut opus_buf) {
@@ -268,17 +280,20 @@ fn play_loop(
                     let (w, h) = (w as u32, h as u32);
                     if !rendered {
                         rendered = true;
-                        let _ = events.send(EngineEvent::Media(MediaEvent::PlayerRenderVideoFirstFrame {
-                            stream_id: stream_id.clone(),
-                        }));
+                        let _ = events.send(EngineEvent::Media(
+                            MediaEvent::PlayerRenderVideoFirstFrame {
+                                stream_id: stream_id.clone(),
+                            },
+                        ));
                     }
                     if size != (w, h) {
                         size = (w, h);
-                        let _ = events.send(EngineEvent::Media(MediaEvent::PlayerVideoSizeChanged {
-                            stream_id: stream_id.clone(),
-                            width: w,
-                            height: h,
-                        }));
+                        let _ =
+                            events.send(EngineEvent::Media(MediaEvent::PlayerVideoSizeChanged {
+                                stream_id: stream_id.clone(),
+                                width: w,
+                                height: h,
+                            }));
                     }
                     if wants.video {
                         let frame = pack_i420(&yuv, w, h);
@@ -319,9 +334,15 @@ fn pack_i420(yuv: &impl YUVSource, w: u32, h: u32) -> I420 {
     let (ys, us, vs) = yuv.strides();
     let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
     let mut data = Vec::with_capacity(I420::len_for(w as u32, h as u32));
-    for (plane, stride, pw, ph) in [(yuv.y(), ys, w, h), (yuv.u(), us, cw, ch), (yuv.v(), vs, cw, ch)] {
+    for (plane, stride, pw, ph) in [
+        (yuv.y(), ys, w, h),
+        (yuv.u(), us, cw, ch),
+        (yuv.v(), vs, cw, ch),
+    ] {
         for row in 0..ph {
-            let line = plane.get(row * stride..row * stride + pw).unwrap_or_default();
+            let line = plane
+                .get(row * stride..row * stride + pw)
+                .unwrap_or_default();
             data.extend_from_slice(line);
             data.resize(data.len() + (pw - line.len()), 0);
         }
@@ -345,7 +366,7 @@ mod tests {
         let mut dec = openh264::decoder::Decoder::new().unwrap();
         let mut seen = Vec::new();
         for n in 0..10 {
-            let f = test_pattern(config.width, config.height, n);
+            let f = test_pattern(config.width, config.height, n, 1);
             let yuv = YUVBuffer::from_vec(f.data, 640, 360);
             let bits = enc.encode(&yuv).unwrap().to_vec();
             if let Ok(Some(pic)) = dec.decode(&bits) {

@@ -1,0 +1,46 @@
+'use strict'
+// Readers for the engine's synthetic test pattern (the default video source where no camera
+// exists): row 1 carries a 16-bit frame counter, row 3 a 16-bit tag of the stream ID, as
+// black/white blocks. See crates/engine/src/media/pattern.rs for the writer.
+
+const BITS = 16
+
+/** The 16-bit tag the publisher of `streamID` draws (FNV-1a, folded). */
+function streamTag(streamID) {
+  let h = 0x811c9dc5
+  for (const b of Buffer.from(String(streamID), 'utf8')) {
+    h ^= b
+    h = Math.imul(h, 0x01000193) >>> 0
+  }
+  return (h ^ (h >>> 16)) & 0xffff
+}
+
+function readRow(frame, line) {
+  const { width, height, data } = frame
+  const b = Math.max(4, Math.floor(width / (BITS + 4))) & ~1
+  if ((line + 1) * b > height || (BITS + 1) * b > width) return null
+  let n = 0
+  for (let bit = 0; bit < BITS; bit++) {
+    const cx = b + bit * b + b / 2
+    const cy = line * b + b / 2
+    const at = (x, y) => data[y * width + x]
+    const v = (at(cx - 1, cy - 1) + at(cx, cy - 1) + at(cx - 1, cy) + at(cx, cy)) / 4
+    n = n * 2 + (v > 128 ? 1 : 0)
+  }
+  return n
+}
+
+/** `{counter, tag}` of an I420 frame of the test pattern (null fields when unreadable). */
+function readTestPattern(frame) {
+  return { counter: readRow(frame, 1), tag: readRow(frame, 3) }
+}
+
+/** The dominant frequency of 16-bit mono samples, from upward zero crossings. */
+function toneFrequency(samples, sampleRate) {
+  const crossings = []
+  for (let i = 1; i < samples.length; i++) if (samples[i - 1] < 0 && samples[i] >= 0) crossings.push(i)
+  if (crossings.length < 3) return null
+  return ((crossings.length - 1) * sampleRate) / (crossings[crossings.length - 1] - crossings[0])
+}
+
+module.exports = { streamTag, readTestPattern, toneFrequency }
