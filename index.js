@@ -17,6 +17,22 @@ const pattern = require('./lib/pattern.js')
 const { ZegoRoomMode, ZegoRoomStateChangedReason: Reason, ZegoPublishChannel } = defines
 
 const DEFAULT_SERVER = 'ws://127.0.0.1:9000'
+
+// ZegoVideoConfigPreset → [width, height, fps, kbps] (desktop, landscape).
+const VIDEO_PRESETS = [
+  [320, 180, 15, 300],
+  [480, 270, 15, 400],
+  [640, 360, 15, 600],
+  [960, 540, 15, 1200],
+  [1280, 720, 15, 1500],
+  [1920, 1080, 15, 3000],
+]
+const SUPPORTED_VIDEO_CODECS = new Set([defines.ZegoVideoCodecID.Default])
+
+function videoConfigOf(preset) {
+  const [w, h, fps, kbps] = VIDEO_PRESETS[preset]
+  return { captureWidth: w, captureHeight: h, encodeWidth: w, encodeHeight: h, fps, bitrate: kbps, codecID: 0, keyFrameInterval: 2 }
+}
 const SERVER_ENV = 'ZROOMS_SERVER'
 
 let roomMode = ZegoRoomMode.SingleRoom
@@ -55,6 +71,7 @@ class ZegoExpressEngine {
     this._rooms = new Set()
     // streamID → the view given to startPlayingStream, when it takes frames.
     this._views = new Map()
+    this._videoConfigs = [0, 1, 2, 3].map(() => videoConfigOf(defines.ZegoVideoConfigPreset.Preset360P))
     this._keepalive = null
     this._destroyed = false
     this._profile = profile
@@ -230,6 +247,43 @@ class ZegoExpressEngine {
     return this._call((n) => n.startPublishingStream(s, ch, roomID), voidResult)
   }
 
+  /**
+   * ZegoVideoConfig or a ZegoVideoConfigPreset. The encode size, fps and bitrate apply at once,
+   * also while publishing. Widths and heights must be even.
+   */
+  setVideoConfig(config, channel) {
+    const ch = channelOf(channel)
+    if (ch === null) return this._fail('setVideoConfig', ZegoErrorCode.CommonIllegalParam)
+    let c
+    if (typeof config === 'number') {
+      if (!Number.isInteger(config) || !VIDEO_PRESETS[config]) return this._fail('setVideoConfig', ZegoErrorCode.CommonIllegalParam)
+      c = videoConfigOf(config)
+    } else if (config && typeof config === 'object') {
+      const base = this._videoConfigs[ch]
+      c = { ...base, ...config }
+      if (config.encodeWidth === undefined && config.captureWidth !== undefined) c.encodeWidth = config.captureWidth
+      if (config.encodeHeight === undefined && config.captureHeight !== undefined) c.encodeHeight = config.captureHeight
+    } else {
+      return this._fail('setVideoConfig', ZegoErrorCode.CommonIllegalParam)
+    }
+    const even = (n) => Number.isInteger(n) && n >= 16 && n <= 4096 && n % 2 === 0
+    if (!even(c.encodeWidth) || !even(c.encodeHeight) || !Number.isInteger(c.fps) || c.fps < 1 || c.fps > 60) {
+      return this._fail('setVideoConfig', ZegoErrorCode.CommonIllegalParam)
+    }
+    if (!Number.isFinite(c.bitrate) || c.bitrate <= 0) return this._fail('setVideoConfig', ZegoErrorCode.PublisherBitrateInvalid)
+    if (!SUPPORTED_VIDEO_CODECS.has(c.codecID ?? 0)) return this._fail('setVideoConfig', ZegoErrorCode.PublisherVideoEncoderNoSupportted)
+    const kfi = Number.isInteger(c.keyFrameInterval) ? Math.min(5, Math.max(2, c.keyFrameInterval)) : 2
+    this._videoConfigs[ch] = { ...c, keyFrameInterval: kfi }
+    this._native.setVideoConfig(ch, c.encodeWidth, c.encodeHeight, c.fps, Math.round(c.bitrate), kfi)
+    this._report('setVideoConfig', 0, '', false)
+    return Promise.resolve()
+  }
+
+  async getVideoConfig(channel) {
+    const ch = channelOf(channel) ?? 0
+    return { ...this._videoConfigs[ch] }
+  }
+
   stopPublishingStream(channel) {
     const ch = channelOf(channel)
     if (ch === null) return this._fail('stopPublishingStream', ZegoErrorCode.CommonIllegalParam)
@@ -324,8 +378,8 @@ class ZegoExpressEngine {
     return Promise.resolve(extra === undefined ? undefined : { errorCode: code, ...extra })
   }
 
-  _report(func, code, info) {
-    this._emit('debugError', [code, func, info])
+  _report(func, code, info, isError = true) {
+    if (isError) this._emit('debugError', [code, func, info])
     this._emit('apiCalledResult', [code, func, info])
   }
 

@@ -118,3 +118,35 @@ test.serial('one user plays a stream in each of two rooms; leaving room1 stops o
 
   for (const p of [a, b, viewer]) await p.call('logoutRoom')
 })
+
+test.serial('setVideoConfig: presets and explicit sizes reach the player, also while publishing', async (t) => {
+  const pub = await peer('cfgpub')
+  const play = await peer('cfgplay')
+  await pub.call('loginRoom', 'cfg', user('cfgpub'))
+  await play.call('loginRoom', 'cfg', user('cfgplay'))
+  await pub.call('setVideoConfig', 0) // Preset180P
+  const c = await pub.call('getVideoConfig', 0)
+  t.like(c, { encodeWidth: 320, encodeHeight: 180, fps: 15, bitrate: 300 })
+  await pub.call('startPublishingStream', 'small', 0, { roomID: 'cfg' })
+  await play.playWithView('small', { roomID: 'cfg' })
+  const first = await frames(play, 'small', 10)
+  t.deepEqual(first.sizes, ['320x180'])
+  t.deepEqual(first.tags, [streamTag('small')])
+
+  const since = pub.mark()
+  await pub.call('setVideoConfig', { encodeWidth: 480, encodeHeight: 270, fps: 10, bitrate: 400 })
+  t.deepEqual(await pub.waitFor('publisherVideoSizeChanged', () => true, { since }), [480, 270, 0])
+  await play.waitFor('playerVideoSizeChanged', (s, w, h) => s === 'small' && w === 480 && h === 270)
+  const later = await frames(play, 'small', first.frames + 15)
+  t.deepEqual(later.sizes, ['320x180', '480x270'])
+  t.true(increasing(later.counters), 'the counter keeps going across the change')
+
+  // Invalid configs are refused with ZEGO codes and change nothing.
+  const bad = pub.mark()
+  await pub.call('setVideoConfig', { encodeWidth: 321, encodeHeight: 180 })
+  await pub.call('setVideoConfig', { bitrate: 0 })
+  await pub.call('setVideoConfig', { codecID: 3 })
+  t.deepEqual(pub.of('debugError', () => true, bad).map(([code]) => code), [1000017, 1003002, 1003080])
+  t.like(await pub.call('getVideoConfig', 0), { encodeWidth: 480, encodeHeight: 270, fps: 10 })
+  for (const p of [pub, play]) await p.call('logoutRoom')
+})

@@ -12,7 +12,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use zrooms_engine::media::pipeline::Render;
+use zrooms_engine::media::pipeline::{Render, VideoConfig};
 use zrooms_engine::{Command, Engine, EngineConfig, RoomConfig, SessionConfig};
 
 /// One runtime per process, shared by the engines of every JS environment and by embedded
@@ -230,6 +230,29 @@ impl NativeEngine {
             command,
             to,
         })
+    }
+
+    /// `setVideoConfig` for one channel; the facade validates and maps presets.
+    #[napi]
+    pub fn set_video_config(
+        &self,
+        channel: u32,
+        width: u32,
+        height: u32,
+        fps: u32,
+        bitrate_kbps: u32,
+        key_frame_interval: u32,
+    ) {
+        self.engine.set_video_config(
+            channel as usize,
+            VideoConfig {
+                width,
+                height,
+                fps,
+                bitrate_kbps,
+                keyframe_interval: key_frame_interval,
+            },
+        );
     }
 
     /// Leaves every room and stops the engine; no event follows.

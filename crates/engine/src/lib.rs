@@ -103,6 +103,7 @@ pub struct AudioFrame {
 
 enum Cmd {
     Api(OpId, Command),
+    VideoConfig(usize, media::pipeline::VideoConfig),
     Destroy(oneshot::Sender<()>),
 }
 
@@ -133,6 +134,11 @@ impl Engine {
             },
             ev_rx,
         )
+    }
+
+    /// ZEGO's `setVideoConfig` for `channel` (0..3).
+    pub fn set_video_config(&self, channel: usize, config: media::pipeline::VideoConfig) {
+        let _ = self.tx.send(Cmd::VideoConfig(channel, config));
     }
 
     /// Which decoded media of `stream_id` the app wants as frames.
@@ -212,6 +218,7 @@ async fn drive(
         tokio::select! {
             cmd = cmds.recv() => match cmd {
                 Some(Cmd::Api(op, cmd)) => d.session.handle_command(Instant::now(), op, cmd),
+                Some(Cmd::VideoConfig(channel, config)) => d.media.set_video_config(channel, config),
                 Some(Cmd::Destroy(ack)) => {
                     d.shutdown().await;
                     let _ = ack.send(());

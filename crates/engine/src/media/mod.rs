@@ -64,7 +64,8 @@ pub struct Media {
     players: HashMap<StreamId, Player>,
     /// Streams whose first packet of each kind has been seen.
     first_seen: HashMap<(StreamId, TrackKind), ()>,
-    pub video_config: VideoConfig,
+    /// Per channel; applies to the next publish and to the one running.
+    video_configs: [VideoConfig; 4],
     pub render: RenderMap,
     encoded_tx: mpsc::UnboundedSender<Encoded>,
     keyframe_tx: mpsc::UnboundedSender<String>,
@@ -88,7 +89,7 @@ impl Media {
             publishers: HashMap::new(),
             players: HashMap::new(),
             first_seen: HashMap::new(),
-            video_config: VideoConfig::default(),
+            video_configs: [VideoConfig::default(); 4],
             render,
             encoded_tx,
             keyframe_tx,
@@ -141,7 +142,7 @@ impl Media {
                     Publisher::start(
                         channel,
                         stream_id.as_str(),
-                        self.video_config,
+                        self.video_configs.get(channel).copied().unwrap_or_default(),
                         self.encoded_tx.clone(),
                         self.events.clone(),
                     ),
@@ -180,6 +181,18 @@ impl Media {
                 self.stop_tracks(|t| {
                     t.direction == TrackDirection::Recv && t.stream_id == stream_id
                 });
+            }
+        }
+    }
+
+    /// `setVideoConfig`: takes effect at once on a running publisher of `channel`.
+    pub fn set_video_config(&mut self, channel: usize, config: VideoConfig) {
+        if let Some(slot) = self.video_configs.get_mut(channel) {
+            *slot = config;
+        }
+        if let Some(p) = self.publishers.get(&channel) {
+            if let Ok(mut c) = p.config.lock() {
+                *c = config;
             }
         }
     }

@@ -61,6 +61,8 @@ pub struct Encoded {
 pub struct Publisher {
     stop: Arc<AtomicBool>,
     pub keyframe: Arc<AtomicBool>,
+    /// Read by the thread before every frame, so a change applies while publishing.
+    pub config: Arc<Mutex<VideoConfig>>,
 }
 
 impl Drop for Publisher {
@@ -79,15 +81,20 @@ impl Publisher {
     ) -> Publisher {
         let stop = Arc::new(AtomicBool::new(false));
         let keyframe = Arc::new(AtomicBool::new(true));
-        let (s, k) = (stop.clone(), keyframe.clone());
+        let config = Arc::new(Mutex::new(config));
+        let (s, k, c) = (stop.clone(), keyframe.clone(), config.clone());
         let tag = stream_tag(stream_id);
         let spawned = std::thread::Builder::new()
             .name(format!("zrooms-pub{channel}"))
-            .spawn(move || publish_loop(channel, tag, config, out, events, s, k));
+            .spawn(move || publish_loop(channel, tag, c, out, events, s, k));
         if let Err(e) = spawned {
             tracing::warn!("cannot start the publisher thread: {e}");
         }
-        Publisher { stop, keyframe }
+        Publisher {
+            stop,
+            keyframe,
+            config,
+        }
     }
 }
 
@@ -117,12 +124,14 @@ fn h264_encoder(config: &VideoConfig) -> Option<Encoder> {
 fn publish_loop(
     channel: usize,
     tag: u32,
-    config: VideoConfig,
+    shared_config: Arc<Mutex<VideoConfig>>,
     out: mpsc::UnboundedSender<Encoded>,
     events: mpsc::UnboundedSender<EngineEvent>,
     stop: Arc<AtomicBool>,
     keyframe: Arc<AtomicBool>,
 ) {
+    let current = |c: &Arc<Mutex<VideoConfig>>| c.lock().map(|g| *g).unwrap_or_default();
+    let mut config = current(&shared_config);
     let Some(mut video) = h264_encoder(&config) else {
         return;
     };
@@ -136,7 +145,7 @@ fn publish_loop(
         };
     let mut tone = Tone::new(440.0, AUDIO_RATE);
     let start = Instant::now();
-    let frame_interval = Duration::from_secs_f64(1.0 / config.fps.max(1) as f64);
+    let mut frame_interval = Duration::from_secs_f64(1.0 / config.fps.max(1) as f64);
     let audio_interval = Duration::from_millis(20);
     let (mut next_video, mut next_audio) = (start, start);
     let (mut frames, mut audio_frames) = (0u32, 0u64);
@@ -144,6 +153,24 @@ fn publish_loop(
     while !stop.load(Ordering::Acquire) {
         let now = Instant::now();
         if now >= next_video {
+            let latest = current(&shared_config);
+            if latest != config {
+                // setVideoConfig while publishing: a new encoder at the new size and rate.
+                if let Some(enc) = h264_encoder(&latest) {
+                    video = enc;
+                    if (latest.width, latest.height) != (config.width, config.height) {
+                        let _ = events.send(EngineEvent::Media(
+                            MediaEvent::PublisherVideoSizeChanged {
+                                channel,
+                                width: latest.width,
+                                height: latest.height,
+                            },
+                        ));
+                    }
+                    config = latest;
+                    frame_interval = Duration::from_secs_f64(1.0 / config.fps.max(1) as f64);
+                }
+            }
             let frame = test_pattern(config.width, config.height, frames, tag);
             if frames == 0 {
                 let _ = events.send(EngineEvent::Media(
