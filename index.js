@@ -279,6 +279,35 @@ class ZegoExpressEngine {
     return Promise.resolve()
   }
 
+  /**
+   * Publish frames the app pushes (sendCustomVideoCaptureRawData) instead of the camera or the
+   * test pattern. Before startPublishingStream on that channel.
+   */
+  async enableCustomVideoCapture(enable, config, channel) {
+    const ch = channelOf(channel)
+    if (ch === null || typeof enable !== 'boolean') return this._fail('enableCustomVideoCapture', ZegoErrorCode.CommonIllegalParam)
+    this._native.enableCustomVideoCapture(enable, ch)
+    this._report('enableCustomVideoCapture', 0, '', false)
+  }
+
+  /**
+   * One frame of custom capture. `params`: `{format, width, height}` with ZEGO's
+   * ZegoVideoFrameFormat: I420 = 1, BGRA32 = 4, RGBA32 = 5; planes tightly packed.
+   */
+  async sendCustomVideoCaptureRawData(data, dataLength, params, referenceTimeMillisecond, channel) {
+    const ch = channelOf(channel)
+    const p = params && typeof params === 'object' ? params : {}
+    const bytes = data instanceof Uint8Array ? data : ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : null
+    const len = Number.isInteger(dataLength) ? Math.min(dataLength, bytes?.byteLength ?? 0) : bytes?.byteLength ?? 0
+    if (ch === null || !bytes || !Number.isInteger(p.width) || !Number.isInteger(p.height)) {
+      return this._fail('sendCustomVideoCaptureRawData', ZegoErrorCode.CommonIllegalParam)
+    }
+    const buf = Buffer.from(bytes.buffer, bytes.byteOffset, len)
+    if (!this._native.sendCustomVideoFrame(ch, p.format, p.width, p.height, buf)) {
+      this._report('sendCustomVideoCaptureRawData', ZegoErrorCode.CommonIllegalParam, 'frame not taken: format, size or state', false)
+    }
+  }
+
   async getVideoConfig(channel) {
     const ch = channelOf(channel) ?? 0
     return { ...this._videoConfigs[ch] }

@@ -150,3 +150,32 @@ test.serial('setVideoConfig: presets and explicit sizes reach the player, also w
   t.like(await pub.call('getVideoConfig', 0), { encodeWidth: 480, encodeHeight: 270, fps: 10 })
   for (const p of [pub, play]) await p.call('logoutRoom')
 })
+
+for (const [format, name] of [
+  [1, 'I420'],
+  [5, 'RGBA'],
+]) {
+  test.serial(`custom video capture (${name}): pushed frames arrive with their content`, async (t) => {
+    const pub = await peer(`custom${name}`)
+    const play = await peer(`customPlay${name}`)
+    await pub.call('loginRoom', 'cc', user(`custom${name}`))
+    await play.call('loginRoom', 'cc', user(`customPlay${name}`))
+    await pub.call('enableCustomVideoCapture', true, { bufferType: 1 }, 0)
+    const stream = `custom-${name}`
+    await pub.call('startPublishingStream', stream, 0, { roomID: 'cc' })
+    await play.playWithView(stream, { roomID: 'cc' })
+    await play.waitFor('playerStateUpdate', (s, st) => s === stream && st === 2)
+    const tag = 0x1234 + format
+    await pub.pushPattern({ channel: 0, format, width: 352, height: 288, count: 45, fps: 15, first: 5000, tag })
+    const stats = await frames(play, stream, 20)
+    t.deepEqual(stats.sizes, ['352x288'])
+    t.deepEqual(stats.tags, [tag], 'the pushed tag, not the synthetic pattern')
+    t.true(stats.counters.every((c) => c >= 5000 && c < 5045), `counters ${stats.counters.join(',')}`)
+    t.true(increasing(stats.counters))
+    // A frame whose data does not fit its size is refused, not crashed on.
+    const since = pub.mark()
+    await pub.call('sendCustomVideoCaptureRawData', new Uint8Array(10), 10, { format, width: 352, height: 288 }, 0, 0)
+    await pub.waitFor('apiCalledResult', (code, fn) => fn === 'sendCustomVideoCaptureRawData' && code === 1000017, { since })
+    for (const p of [pub, play]) await p.call('logoutRoom')
+  })
+}

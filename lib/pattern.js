@@ -35,6 +35,40 @@ function readTestPattern(frame) {
   return { counter: readRow(frame, 1), tag: readRow(frame, 3) }
 }
 
+/**
+ * Draws the test pattern the way the engine does: an I420 frame (Uint8Array) with `counter`
+ * in row 1 and `tag` in row 3. For custom-capture tests and demos.
+ */
+function drawTestPattern(width, height, counter, tag) {
+  const data = new Uint8Array(width * height + 2 * Math.ceil(width / 2) * Math.ceil(height / 2))
+  data.fill(128)
+  data.fill(90, 0, width * height)
+  const b = Math.max(4, Math.floor(width / (BITS + 4))) & ~1
+  for (const [line, value] of [
+    [1, counter],
+    [3, tag],
+  ]) {
+    for (let bit = 0; bit < BITS; bit++) {
+      const on = (value >> (BITS - 1 - bit)) & 1
+      for (let y = line * b; y < (line + 1) * b && y < height; y++) {
+        data.fill(on ? 235 : 16, y * width + b + bit * b, y * width + Math.min(width, b + (bit + 1) * b))
+      }
+    }
+  }
+  return data
+}
+
+/** The same pattern as RGBA pixels (white/black blocks on grey). */
+function drawTestPatternRGBA(width, height, counter, tag) {
+  const yuv = drawTestPattern(width, height, counter, tag)
+  const rgba = new Uint8Array(width * height * 4)
+  for (let i = 0; i < width * height; i++) {
+    const v = yuv[i] === 235 ? 255 : yuv[i] === 16 ? 0 : 100
+    rgba.set([v, v, v, 255], i * 4)
+  }
+  return rgba
+}
+
 /** The dominant frequency of 16-bit mono samples, from upward zero crossings. */
 function toneFrequency(samples, sampleRate) {
   const crossings = []
@@ -43,4 +77,4 @@ function toneFrequency(samples, sampleRate) {
   return ((crossings.length - 1) * sampleRate) / (crossings[crossings.length - 1] - crossings[0])
 }
 
-module.exports = { streamTag, readTestPattern, toneFrequency }
+module.exports = { streamTag, readTestPattern, drawTestPattern, drawTestPatternRGBA, toneFrequency }

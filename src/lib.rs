@@ -12,7 +12,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use zrooms_engine::media::pipeline::{Render, VideoConfig};
+use zrooms_engine::media::pipeline::{RawFormat, RawFrame, Render, VideoConfig};
 use zrooms_engine::{Command, Engine, EngineConfig, RoomConfig, SessionConfig};
 
 /// One runtime per process, shared by the engines of every JS environment and by embedded
@@ -253,6 +253,39 @@ impl NativeEngine {
                 keyframe_interval: key_frame_interval,
             },
         );
+    }
+
+    #[napi]
+    pub fn enable_custom_video_capture(&self, enable: bool, channel: u32) {
+        self.engine.enable_custom_video(channel as usize, enable);
+    }
+
+    /// One frame of custom capture; false when it was not taken (no custom publisher on the
+    /// channel, a format or size that does not fit the data, or the encoder is behind).
+    #[napi]
+    pub fn send_custom_video_frame(
+        &self,
+        channel: u32,
+        format: u32,
+        width: u32,
+        height: u32,
+        data: Buffer,
+    ) -> bool {
+        let Some(format) = RawFormat::from_zego(format) else {
+            return false;
+        };
+        if width == 0 || height == 0 || data.len() < format.frame_len(width, height) {
+            return false;
+        }
+        self.engine.push_custom_frame(
+            channel as usize,
+            RawFrame {
+                format,
+                width,
+                height,
+                data: data.to_vec(),
+            },
+        )
     }
 
     /// Leaves every room and stops the engine; no event follows.

@@ -3,7 +3,7 @@
 // of the engine is forwarded as {event, args}.
 import { parentPort } from 'node:worker_threads'
 import { createRequire } from 'node:module'
-import { readTestPattern } from './pattern.mjs'
+import { readTestPattern, drawTestPattern, drawTestPatternRGBA } from './pattern.mjs'
 
 const require = createRequire(import.meta.url)
 const Z = require('../../index.js')
@@ -77,6 +77,15 @@ parentPort.on('message', async ({ id, kind, name, args }) => {
     } else if (kind === 'play-with-view') {
       const [streamID, config] = args
       result = await engine.startPlayingStream(streamID, viewFor(streamID), config)
+    } else if (kind === 'push-pattern') {
+      // Custom capture: push `count` frames of the test pattern at `fps`.
+      const [{ channel, format, width, height, count, fps, first, tag }] = args
+      for (let i = 0; i < count; i++) {
+        const data = format === 1 ? drawTestPattern(width, height, first + i, tag) : drawTestPatternRGBA(width, height, first + i, tag)
+        await engine.sendCustomVideoCaptureRawData(data, data.byteLength, { format, width, height }, Date.now(), channel)
+        await new Promise((r) => setTimeout(r, 1000 / fps))
+      }
+      result = count
     } else if (kind === 'media-stats') {
       const stats = media.get(args[0])
       result = stats ? { ...stats, tags: [...stats.tags], counters: [...stats.counters], audioSamples: [...stats.audioSamples] } : null

@@ -64,6 +64,11 @@ export class Peer {
     return this.send('play-with-view', '', [streamID, config])
   }
 
+  /** Pushes custom-capture frames of the test pattern (see peer-worker.mjs). */
+  pushPattern(opts) {
+    return this.send('push-pattern', '', [opts])
+  }
+
   /** What the view of `streamID` has received so far. */
   mediaStats(streamID) {
     return this.send('media-stats', '', [streamID])

@@ -12,7 +12,7 @@
 pub mod media;
 
 use futures_util::{SinkExt, StreamExt};
-use media::pipeline::{Encoded, Render, RenderMap};
+use media::pipeline::{CustomSources, Encoded, RawFrame, Render, RenderMap};
 use media::Media;
 use std::collections::HashMap;
 use std::future::Future;
@@ -104,6 +104,7 @@ pub struct AudioFrame {
 enum Cmd {
     Api(OpId, Command),
     VideoConfig(usize, media::pipeline::VideoConfig),
+    CustomVideo(usize, bool),
     Destroy(oneshot::Sender<()>),
 }
 
@@ -112,6 +113,7 @@ pub struct Engine {
     tx: mpsc::UnboundedSender<Cmd>,
     next_op: AtomicU64,
     render: RenderMap,
+    custom: CustomSources,
 }
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -125,12 +127,14 @@ impl Engine {
         let (tx, rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let render: RenderMap = Arc::new(Mutex::new(HashMap::new()));
-        rt.spawn(drive(config, rx, ev_tx, render.clone()));
+        let custom: CustomSources = Arc::new(Mutex::new(Default::default()));
+        rt.spawn(drive(config, rx, ev_tx, render.clone(), custom.clone()));
         (
             Engine {
                 tx,
                 next_op: AtomicU64::new(1),
                 render,
+                custom,
             },
             ev_rx,
         )
@@ -139,6 +143,23 @@ impl Engine {
     /// ZEGO's `setVideoConfig` for `channel` (0..3).
     pub fn set_video_config(&self, channel: usize, config: media::pipeline::VideoConfig) {
         let _ = self.tx.send(Cmd::VideoConfig(channel, config));
+    }
+
+    /// ZEGO's `enableCustomVideoCapture` for `channel`; applies to the next publish.
+    pub fn enable_custom_video(&self, channel: usize, enable: bool) {
+        let _ = self.tx.send(Cmd::CustomVideo(channel, enable));
+    }
+
+    /// A frame pushed by the app for `channel`. False when no custom-capture publisher runs
+    /// there or it is behind (the frame is dropped).
+    pub fn push_custom_frame(&self, channel: usize, frame: RawFrame) -> bool {
+        let Ok(map) = self.custom.lock() else {
+            return false;
+        };
+        match map.get(channel).and_then(Option::as_ref) {
+            Some(tx) => tx.try_send(frame).is_ok(),
+            None => false,
+        }
     }
 
     /// Which decoded media of `stream_id` the app wants as frames.
@@ -187,13 +208,14 @@ async fn drive(
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
     events: mpsc::UnboundedSender<EngineEvent>,
     render: RenderMap,
+    custom: CustomSources,
 ) {
     let (encoded_tx, mut encoded_rx) = mpsc::unbounded_channel::<Encoded>();
     let (keyframe_tx, mut keyframe_rx) = mpsc::unbounded_channel::<String>();
     let mut d = Driver {
         session: Session::new(config.session),
         url: config.server_url,
-        media: Media::new(events.clone(), encoded_tx, keyframe_tx, render),
+        media: Media::new(events.clone(), encoded_tx, keyframe_tx, render, custom),
         events,
         sink: None,
         source: None,
@@ -219,6 +241,7 @@ async fn drive(
             cmd = cmds.recv() => match cmd {
                 Some(Cmd::Api(op, cmd)) => d.session.handle_command(Instant::now(), op, cmd),
                 Some(Cmd::VideoConfig(channel, config)) => d.media.set_video_config(channel, config),
+                Some(Cmd::CustomVideo(channel, enable)) => d.media.set_custom_video(channel, enable),
                 Some(Cmd::Destroy(ack)) => {
                     d.shutdown().await;
                     let _ = ack.send(());

@@ -10,7 +10,7 @@ pub mod pattern;
 pub mod pipeline;
 
 use crate::{EngineEvent, MediaEvent};
-use pipeline::{Encoded, Packet, Player, Publisher, RenderMap, VideoConfig};
+use pipeline::{CustomSources, Encoded, Packet, Player, Publisher, RenderMap, VideoConfig};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -66,6 +66,9 @@ pub struct Media {
     first_seen: HashMap<(StreamId, TrackKind), ()>,
     /// Per channel; applies to the next publish and to the one running.
     video_configs: [VideoConfig; 4],
+    /// Channels whose video comes from the app (`enableCustomVideoCapture`).
+    custom_video: [bool; 4],
+    pub custom_sources: CustomSources,
     pub render: RenderMap,
     encoded_tx: mpsc::UnboundedSender<Encoded>,
     keyframe_tx: mpsc::UnboundedSender<String>,
@@ -79,6 +82,7 @@ impl Media {
         encoded_tx: mpsc::UnboundedSender<Encoded>,
         keyframe_tx: mpsc::UnboundedSender<String>,
         render: RenderMap,
+        custom_sources: CustomSources,
     ) -> Self {
         Media {
             rtc: None,
@@ -90,6 +94,8 @@ impl Media {
             players: HashMap::new(),
             first_seen: HashMap::new(),
             video_configs: [VideoConfig::default(); 4],
+            custom_video: [false; 4],
+            custom_sources,
             render,
             encoded_tx,
             keyframe_tx,
@@ -137,12 +143,26 @@ impl Media {
                         state: TrackState::ToAdd,
                     });
                 }
+                let custom = if self.custom_video.get(channel).copied().unwrap_or(false) {
+                    let (tx, rx) = std::sync::mpsc::sync_channel(8);
+                    if let (Ok(mut map), Some(_)) =
+                        (self.custom_sources.lock(), self.custom_video.get(channel))
+                    {
+                        if let Some(slot) = map.get_mut(channel) {
+                            *slot = Some(tx);
+                        }
+                    }
+                    Some(rx)
+                } else {
+                    None
+                };
                 self.publishers.insert(
                     channel,
                     Publisher::start(
                         channel,
                         stream_id.as_str(),
                         self.video_configs.get(channel).copied().unwrap_or_default(),
+                        custom,
                         self.encoded_tx.clone(),
                         self.events.clone(),
                     ),
@@ -150,6 +170,11 @@ impl Media {
             }
             MediaCmd::StopPublish { channel, stream_id } => {
                 self.publishers.remove(&channel);
+                if let Ok(mut map) = self.custom_sources.lock() {
+                    if let Some(slot) = map.get_mut(channel) {
+                        *slot = None;
+                    }
+                }
                 self.stop_tracks(|t| {
                     t.direction == TrackDirection::Send && t.stream_id == stream_id
                 });
@@ -182,6 +207,13 @@ impl Media {
                     t.direction == TrackDirection::Recv && t.stream_id == stream_id
                 });
             }
+        }
+    }
+
+    /// `enableCustomVideoCapture`: applies to the next publish on `channel`.
+    pub fn set_custom_video(&mut self, channel: usize, enable: bool) {
+        if let Some(slot) = self.custom_video.get_mut(channel) {
+            *slot = enable;
         }
     }
 
@@ -469,6 +501,9 @@ impl Media {
     /// Stops every pipeline and forgets the peer (the connection to the server is gone).
     pub fn reset(&mut self) {
         self.publishers.clear();
+        if let Ok(mut map) = self.custom_sources.lock() {
+            *map = Default::default();
+        }
         self.players.clear();
         self.tracks.clear();
         self.first_seen.clear();

@@ -10,7 +10,7 @@ use crate::{AudioFrame, EngineEvent, MediaEvent, VideoFrame};
 use openh264::encoder::{
     Encoder, EncoderConfig, FrameRate, IntraFramePeriod, Profile, RateControlMode, UsageType,
 };
-use openh264::formats::{YUVBuffer, YUVSource};
+use openh264::formats::{BgraSliceU8, RgbaSliceU8, YUVBuffer, YUVSource};
 use openh264::OpenH264API;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
@@ -47,6 +47,58 @@ impl Default for VideoConfig {
     }
 }
 
+/// Pixel layouts accepted from custom capture (ZEGO's `ZegoVideoFrameFormat` values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RawFormat {
+    I420 = 1,
+    Bgra = 4,
+    Rgba = 5,
+}
+
+impl RawFormat {
+    pub fn from_zego(v: u32) -> Option<RawFormat> {
+        match v {
+            1 => Some(RawFormat::I420),
+            4 => Some(RawFormat::Bgra),
+            5 => Some(RawFormat::Rgba),
+            _ => None,
+        }
+    }
+
+    /// Bytes a tightly packed frame of this size takes.
+    pub fn frame_len(self, width: u32, height: u32) -> usize {
+        match self {
+            RawFormat::I420 => I420::len_for(width, height),
+            RawFormat::Bgra | RawFormat::Rgba => width as usize * height as usize * 4,
+        }
+    }
+}
+
+/// A frame pushed by the app (custom video capture).
+pub struct RawFrame {
+    pub format: RawFormat,
+    pub width: u32,
+    pub height: u32,
+    pub data: Vec<u8>,
+}
+
+impl RawFrame {
+    fn to_yuv(&self) -> Option<YUVBuffer> {
+        let (w, h) = (self.width as usize, self.height as usize);
+        let data = self
+            .data
+            .get(..self.format.frame_len(self.width, self.height))?;
+        Some(match self.format {
+            RawFormat::I420 => YUVBuffer::from_vec(data.to_vec(), w, h),
+            RawFormat::Rgba => YUVBuffer::from_rgba8_source(RgbaSliceU8::new(data, (w, h))),
+            RawFormat::Bgra => YUVBuffer::from_bgra8_source(BgraSliceU8::new(data, (w, h))),
+        })
+    }
+}
+
+/// Where the app's custom frames go, per channel, while a custom-capture publisher runs.
+pub type CustomSources = Arc<Mutex<[Option<std_mpsc::SyncSender<RawFrame>>; 4]>>;
+
 /// What a publisher thread produces.
 pub struct Encoded {
     pub channel: usize,
@@ -72,10 +124,12 @@ impl Drop for Publisher {
 }
 
 impl Publisher {
+    /// `custom`: frames pushed by the app replace the synthetic pattern.
     pub fn start(
         channel: usize,
         stream_id: &str,
         config: VideoConfig,
+        custom: Option<std_mpsc::Receiver<RawFrame>>,
         out: mpsc::UnboundedSender<Encoded>,
         events: mpsc::UnboundedSender<EngineEvent>,
     ) -> Publisher {
@@ -86,7 +140,7 @@ impl Publisher {
         let tag = stream_tag(stream_id);
         let spawned = std::thread::Builder::new()
             .name(format!("zrooms-pub{channel}"))
-            .spawn(move || publish_loop(channel, tag, c, out, events, s, k));
+            .spawn(move || publish_loop(channel, tag, c, custom, out, events, s, k));
         if let Err(e) = spawned {
             tracing::warn!("cannot start the publisher thread: {e}");
         }
@@ -121,10 +175,12 @@ fn h264_encoder(config: &VideoConfig) -> Option<Encoder> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn publish_loop(
     channel: usize,
     tag: u32,
     shared_config: Arc<Mutex<VideoConfig>>,
+    custom: Option<std_mpsc::Receiver<RawFrame>>,
     out: mpsc::UnboundedSender<Encoded>,
     events: mpsc::UnboundedSender<EngineEvent>,
     stop: Arc<AtomicBool>,
@@ -150,8 +206,47 @@ fn publish_loop(
     let (mut next_video, mut next_audio) = (start, start);
     let (mut frames, mut audio_frames) = (0u32, 0u64);
     let mut opus_buf = vec![0u8; 1500];
+    let mut custom_size = (0u32, 0u32);
     while !stop.load(Ordering::Acquire) {
         let now = Instant::now();
+        if let Some(rx) = &custom {
+            // Custom capture: encode what the app pushed, when it pushed it.
+            while let Ok(raw) = rx.try_recv() {
+                let Some(yuv) = raw.to_yuv() else {
+                    continue;
+                };
+                if custom_size != (raw.width, raw.height) {
+                    if custom_size == (0, 0) {
+                        let _ = events.send(EngineEvent::Media(
+                            MediaEvent::PublisherCapturedVideoFirstFrame { channel },
+                        ));
+                    }
+                    custom_size = (raw.width, raw.height);
+                    let _ =
+                        events.send(EngineEvent::Media(MediaEvent::PublisherVideoSizeChanged {
+                            channel,
+                            width: raw.width,
+                            height: raw.height,
+                        }));
+                }
+                if keyframe.swap(false, Ordering::AcqRel) {
+                    video.force_intra_frame();
+                }
+                if let Ok(bits) = video.encode(&yuv) {
+                    let data = bits.to_vec();
+                    if !data.is_empty() {
+                        let _ = out.send(Encoded {
+                            channel,
+                            kind: TrackKind::Video,
+                            data,
+                            rtp_time: (Instant::now() - start).as_micros() as u64 * 90 / 1000,
+                            captured: Instant::now(),
+                        });
+                    }
+                }
+            }
+            next_video = now + Duration::from_secs(3600);
+        }
         if now >= next_video {
             let latest = current(&shared_config);
             if latest != config {
@@ -227,7 +322,9 @@ fn publish_loop(
         let wake = next_video.min(next_audio);
         let now = Instant::now();
         if wake > now {
-            std::thread::sleep((wake - now).min(Duration::from_millis(20)));
+            let nap =
+                (wake - now).min(Duration::from_millis(if custom.is_some() { 5 } else { 20 }));
+            std::thread::sleep(nap);
         }
     }
 }
