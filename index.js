@@ -71,6 +71,11 @@ class ZegoExpressEngine {
     this._rooms = new Set()
     // streamID → the view given to startPlayingStream, when it takes frames.
     this._views = new Map()
+    this._playSwitches = new Map()
+    this._allAudioMuted = false
+    this._allVideoMuted = false
+    this._allVolume = 100
+    this._micMuted = false
     this._videoConfigs = [0, 1, 2, 3].map(() => videoConfigOf(defines.ZegoVideoConfigPreset.Preset360P))
     this._keepalive = null
     this._destroyed = false
@@ -308,6 +313,72 @@ class ZegoExpressEngine {
     }
   }
 
+  mutePublishStreamAudio(mute, channel) {
+    const ch = channelOf(channel)
+    if (ch === null || typeof mute !== 'boolean') return this._fail('mutePublishStreamAudio', ZegoErrorCode.CommonIllegalParam)
+    return this._call((n) => n.mutePublishStreamAudio(mute, ch), voidResult)
+  }
+
+  mutePublishStreamVideo(mute, channel) {
+    const ch = channelOf(channel)
+    if (ch === null || typeof mute !== 'boolean') return this._fail('mutePublishStreamVideo', ZegoErrorCode.CommonIllegalParam)
+    return this._call((n) => n.mutePublishStreamVideo(mute, ch), voidResult)
+  }
+
+  /** Capture goes on but every channel sends silence; players see remoteMicStateUpdate Mute. */
+  muteMicrophone(mute) {
+    if (typeof mute !== 'boolean') return this._fail('muteMicrophone', ZegoErrorCode.CommonIllegalParam)
+    this._micMuted = mute
+    return this._call((n) => n.muteMicrophone(mute), voidResult)
+  }
+
+  async isMicrophoneMuted() {
+    return !!this._micMuted
+  }
+
+  /** Players see black and remoteCameraStateUpdate Disable while the camera is off. */
+  enableCamera(enable, channel) {
+    const ch = channelOf(channel)
+    if (ch === null || typeof enable !== 'boolean') return this._fail('enableCamera', ZegoErrorCode.CommonIllegalParam)
+    return this._call((n) => n.enableCamera(enable, ch), voidResult)
+  }
+
+  // Player-side switches act on what reaches the app's view: a muted stream's frames are not
+  // delivered (its audio is silence), volumes scale the PCM handed to onAudioFrame.
+
+  async mutePlayStreamAudio(streamID, mute) {
+    this._playSwitch(streamID).audioMuted = !!mute
+  }
+
+  async mutePlayStreamVideo(streamID, mute) {
+    this._playSwitch(streamID).videoMuted = !!mute
+  }
+
+  async muteAllPlayStreamAudio(mute) {
+    this._allAudioMuted = !!mute
+  }
+
+  async muteAllPlayStreamVideo(mute) {
+    this._allVideoMuted = !!mute
+  }
+
+  /** 0..200, 100 = unchanged. */
+  async setPlayVolume(streamID, volume) {
+    if (!Number.isFinite(volume)) return this._fail('setPlayVolume', ZegoErrorCode.CommonIllegalParam)
+    this._playSwitch(streamID).volume = Math.min(200, Math.max(0, volume))
+  }
+
+  async setAllPlayStreamVolume(volume) {
+    if (!Number.isFinite(volume)) return this._fail('setAllPlayStreamVolume', ZegoErrorCode.CommonIllegalParam)
+    this._allVolume = Math.min(200, Math.max(0, volume))
+  }
+
+  _playSwitch(streamID) {
+    let s = this._playSwitches.get(streamID)
+    if (!s) this._playSwitches.set(streamID, (s = { audioMuted: false, videoMuted: false, volume: 100 }))
+    return s
+  }
+
   async getVideoConfig(channel) {
     const ch = channelOf(channel) ?? 0
     return { ...this._videoConfigs[ch] }
@@ -357,6 +428,8 @@ class ZegoExpressEngine {
     const s = str(streamID)
     if (s === null) return this._fail('stopPlayingStream', ZegoErrorCode.CommonStreamIdInvalidCharacter)
     this._views.delete(s)
+    // ZEGO resets per-stream volume and mutes when playing stops.
+    this._playSwitches.delete(s)
     return this._call((n) => n.stopPlayingStream(s), voidResult)
   }
 
@@ -435,12 +508,16 @@ class ZegoExpressEngine {
     if (this._destroyed || !f) return
     const view = this._views.get(f.streamID)
     if (!view) return
+    const sw = this._playSwitches.get(f.streamID)
     try {
       if (f.kind === 'video' && typeof view.onFrame === 'function') {
+        if (this._allVideoMuted || sw?.videoMuted) return
         const data = new Uint8Array(f.data.buffer, f.data.byteOffset, f.data.byteLength)
         view.onFrame({ streamID: f.streamID, format: 'I420', width: f.width, height: f.height, timestamp: f.timestamp, data })
       } else if (f.kind === 'audio' && typeof view.onAudioFrame === 'function') {
         const data = new Int16Array(f.data.buffer.slice(f.data.byteOffset, f.data.byteOffset + f.data.byteLength))
+        const gain = this._allAudioMuted || sw?.audioMuted ? 0 : ((sw?.volume ?? 100) / 100) * (this._allVolume / 100)
+        if (gain !== 1) for (let i = 0; i < data.length; i++) data[i] = Math.max(-32768, Math.min(32767, Math.round(data[i] * gain)))
         view.onAudioFrame({ streamID: f.streamID, sampleRate: f.sampleRate, channels: f.channels, data })
       }
     } catch (err) {

@@ -179,3 +179,51 @@ for (const [format, name] of [
     for (const p of [pub, play]) await p.call('logoutRoom')
   })
 }
+
+test.serial('mutes reach the players as events and as silence and black', async (t) => {
+  const pub = await peer('mutePub')
+  const play = await peer('mutePlay')
+  await pub.call('loginRoom', 'mute', user('mutePub'))
+  await play.call('loginRoom', 'mute', user('mutePlay'))
+  await pub.call('startPublishingStream', 'muted', 0, { roomID: 'mute' })
+  await play.playWithView('muted', { roomID: 'mute' })
+  await frames(play, 'muted', 10)
+  await sleep(500)
+  const level = (s) => Math.max(...s.audioSamples.slice(-4800).map(Math.abs))
+  t.true(level(await play.mediaStats('muted')) > 5000, 'the tone is audible before muting')
+
+  await pub.call('mutePublishStreamAudio', true, 0)
+  await pub.call('mutePublishStreamVideo', true, 0)
+  t.deepEqual(await play.waitFor('remoteMicStateUpdate'), ['muted', 10])
+  t.deepEqual(await play.waitFor('remoteCameraStateUpdate'), ['muted', 10])
+  await sleep(1500)
+  const muted = await play.mediaStats('muted')
+  t.true(level(muted) < 50, `silence after muting (peak ${level(muted)})`)
+  t.true(muted.lumaMeans.slice(-5).every((m) => m < 30), `black after muting (${muted.lumaMeans.slice(-5)})`)
+
+  const since = play.mark()
+  await pub.call('mutePublishStreamAudio', false, 0)
+  await pub.call('mutePublishStreamVideo', false, 0)
+  t.deepEqual(await play.waitFor('remoteMicStateUpdate', () => true, { since }), ['muted', 0])
+  t.deepEqual(await play.waitFor('remoteCameraStateUpdate', () => true, { since }), ['muted', 0])
+  await sleep(1500)
+  const back = await play.mediaStats('muted')
+  t.true(level(back) > 5000, 'the tone is back')
+  t.true(back.lumaMeans.slice(-3).every((m) => m > 60), 'the picture is back')
+
+  const since2 = play.mark()
+  await pub.call('enableCamera', false, 0)
+  t.deepEqual(await play.waitFor('remoteCameraStateUpdate', () => true, { since: since2 }), ['muted', 9])
+
+  // A player that starts later learns the state at once.
+  const late = await peer('muteLate')
+  await late.call('loginRoom', 'mute', user('muteLate'))
+  await late.playWithView('muted', { roomID: 'mute' })
+  t.deepEqual(await late.waitFor('remoteCameraStateUpdate'), ['muted', 9])
+
+  // Player-side mute: the view gets silence.
+  await play.call('mutePlayStreamAudio', 'muted', true)
+  await sleep(800)
+  t.true(level(await play.mediaStats('muted')) === 0, 'mutePlayStreamAudio silences the view')
+  for (const p of [pub, play, late]) await p.call('logoutRoom')
+})

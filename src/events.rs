@@ -225,5 +225,11 @@ pub fn to_js(event: EngineEvent) -> Vec<Value> {
             from,
             command,
         } => vec![ev("IMRecvCustomCommand", json!([room_id, user(&from), command]))],
+        SessionEvent::RemoteMicState { stream_id, state } => {
+            vec![ev("remoteMicStateUpdate", json!([stream_id.as_str(), state]))]
+        }
+        SessionEvent::RemoteCameraState { stream_id, state } => {
+            vec![ev("remoteCameraStateUpdate", json!([stream_id.as_str(), state]))]
+        }
     }
 }

@@ -232,6 +232,26 @@ impl NativeEngine {
         })
     }
 
+    #[napi]
+    pub fn mute_publish_stream_audio(&self, mute: bool, channel: u32) -> i64 {
+        self.call(Command::MutePublishAudio { mute, channel })
+    }
+
+    #[napi]
+    pub fn mute_publish_stream_video(&self, mute: bool, channel: u32) -> i64 {
+        self.call(Command::MutePublishVideo { mute, channel })
+    }
+
+    #[napi]
+    pub fn mute_microphone(&self, mute: bool) -> i64 {
+        self.call(Command::MuteMicrophone { mute })
+    }
+
+    #[napi]
+    pub fn enable_camera(&self, enable: bool, channel: u32) -> i64 {
+        self.call(Command::EnableCamera { enable, channel })
+    }
+
     /// `setVideoConfig` for one channel; the facade validates and maps presets.
     #[napi]
     pub fn set_video_config(

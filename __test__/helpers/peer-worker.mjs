@@ -30,6 +30,8 @@ const EVENTS = [
   'playerRecvAudioFirstFrame',
   'playerRenderVideoFirstFrame',
   'playerVideoSizeChanged',
+  'remoteCameraStateUpdate',
+  'remoteMicStateUpdate',
 ]
 
 let engine = null
@@ -37,12 +39,15 @@ let engine = null
 // Per played stream: what its view received.
 const media = new Map()
 function viewFor(streamID) {
-  const stats = { frames: 0, counters: [], tags: new Set(), sizes: [], timestamps: [], audioSamples: [], sampleRate: 0, audioFrames: 0 }
+  const stats = { frames: 0, counters: [], tags: new Set(), sizes: [], timestamps: [], audioSamples: [], sampleRate: 0, audioFrames: 0, lumaMeans: [] }
   media.set(streamID, stats)
   return {
     onFrame(f) {
       stats.frames++
       const { counter, tag } = readTestPattern(f)
+      let sum = 0
+      for (let i = 0; i < f.width * f.height; i += 97) sum += f.data[i]
+      stats.lumaMeans.push(Math.round(sum / Math.ceil((f.width * f.height) / 97)))
       stats.counters.push(counter)
       stats.tags.add(tag)
       stats.timestamps.push(f.timestamp)
@@ -88,7 +93,7 @@ parentPort.on('message', async ({ id, kind, name, args }) => {
       result = count
     } else if (kind === 'media-stats') {
       const stats = media.get(args[0])
-      result = stats ? { ...stats, tags: [...stats.tags], counters: [...stats.counters], audioSamples: [...stats.audioSamples] } : null
+      result = stats ? { ...stats, tags: [...stats.tags], counters: [...stats.counters], lumaMeans: [...stats.lumaMeans], audioSamples: [...stats.audioSamples] } : null
     } else if (kind === 'instance-throws') {
       try {
         Z.instance()

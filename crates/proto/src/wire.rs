@@ -93,6 +93,14 @@ pub enum Request {
         #[serde(default)]
         to: Vec<UserId>,
     },
+    /// The publisher's microphone and camera state for `stream_id`, as ZEGO's
+    /// `ZegoRemoteDeviceState` values (0 open, 9 disabled, 10 muted); relayed to its players.
+    SetStreamState {
+        room_id: RoomId,
+        stream_id: StreamId,
+        audio: u32,
+        video: u32,
+    },
     /// An SDP offer for the engine's one peer connection, with the role of each m-line. The
     /// engine is always the offerer; the server answers.
     MediaOffer {
@@ -143,7 +151,8 @@ impl Request {
             | Request::Unplay { room_id, .. }
             | Request::Broadcast { room_id, .. }
             | Request::Barrage { room_id, .. }
-            | Request::CustomCommand { room_id, .. } => Some(room_id),
+            | Request::CustomCommand { room_id, .. }
+            | Request::SetStreamState { room_id, .. } => Some(room_id),
         }
     }
 }
@@ -290,6 +299,13 @@ pub enum ServerMsg {
     StreamAvailable {
         room_id: RoomId,
         stream_id: StreamId,
+    },
+    /// The publisher's device state of a stream this engine plays (through `room_id`).
+    StreamState {
+        room_id: RoomId,
+        stream_id: StreamId,
+        audio: u32,
+        video: u32,
     },
     /// A stream this engine plays stopped being published.
     StreamUnavailable {

@@ -245,8 +245,29 @@ impl Conn {
                 self.member_room(&room_id)?;
                 app.add_player(&stream_id, &room_id, &self.out);
                 let available = app.is_published(&stream_id);
+                self.reply(id, ErrorCode::SUCCESS, Some(ReplyBody::Play { available }));
+                if let Some((audio, video)) = app.stream_state(&stream_id) {
+                    self.out.send_msg(&ServerMsg::StreamState {
+                        room_id: room_id.clone(),
+                        stream_id: stream_id.clone(),
+                        audio,
+                        video,
+                    });
+                }
                 self.playing.insert(stream_id, room_id);
-                Ok(Some(Some(ReplyBody::Play { available })))
+                Ok(None)
+            }
+            Request::SetStreamState {
+                stream_id,
+                audio,
+                video,
+                ..
+            } => {
+                if app.publisher_of(&stream_id) != Some(self.id) {
+                    return Err(ErrorCode::PUBLISHER_FORBIDDEN);
+                }
+                app.set_stream_state(&stream_id, audio, video);
+                Ok(Some(None))
             }
             Request::Unplay { stream_id, .. } => {
                 if self.playing.remove(&stream_id).is_some() {

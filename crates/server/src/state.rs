@@ -98,6 +98,8 @@ pub struct App {
     streams: Mutex<HashMap<StreamId, (RoomId, ConnId)>>,
     /// Who plays each stream ID, through which of their rooms.
     players: Mutex<HashMap<StreamId, Players>>,
+    /// Publishers' device states (audio, video) that are not plain "open".
+    stream_states: Mutex<HashMap<StreamId, (u32, u32)>>,
 }
 
 impl App {
@@ -107,7 +109,37 @@ impl App {
             rooms: Mutex::new(HashMap::new()),
             streams: Mutex::new(HashMap::new()),
             players: Mutex::new(HashMap::new()),
+            stream_states: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Records a publisher's device state and tells the stream's players.
+    pub fn set_stream_state(&self, stream: &StreamId, audio: u32, video: u32) {
+        {
+            let mut states = lock(&self.stream_states);
+            if (audio, video) == (0, 0) {
+                states.remove(stream);
+            } else {
+                states.insert(stream.clone(), (audio, video));
+            }
+        }
+        let targets: Vec<(RoomId, Outbound)> = lock(&self.players)
+            .get(stream)
+            .map(|set| set.values().cloned().collect())
+            .unwrap_or_default();
+        for (room_id, out) in targets {
+            out.send_msg(&ServerMsg::StreamState {
+                room_id,
+                stream_id: stream.clone(),
+                audio,
+                video,
+            });
+        }
+    }
+
+    /// The device state of `stream` when it is not plain "open".
+    pub fn stream_state(&self, stream: &StreamId) -> Option<(u32, u32)> {
+        lock(&self.stream_states).get(stream).copied()
     }
 
     /// The room, created if needed. The returned room may have been closed by the time the
@@ -156,6 +188,7 @@ impl App {
         let mut streams = lock(&self.streams);
         if streams.get(stream).is_some_and(|(_, c)| *c == conn) {
             streams.remove(stream);
+            lock(&self.stream_states).remove(stream);
         }
     }
 

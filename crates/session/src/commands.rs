@@ -71,6 +71,22 @@ pub enum Command {
         command: String,
         to: Vec<String>,
     },
+    MutePublishAudio {
+        mute: bool,
+        channel: u32,
+    },
+    MutePublishVideo {
+        mute: bool,
+        channel: u32,
+    },
+    /// Every channel's audio.
+    MuteMicrophone {
+        mute: bool,
+    },
+    EnableCamera {
+        enable: bool,
+        channel: u32,
+    },
 }
 
 impl Command {
@@ -90,6 +106,10 @@ impl Command {
             Command::SendBroadcast { .. } => "sendBroadcastMessage",
             Command::SendBarrage { .. } => "sendBarrageMessage",
             Command::SendCustomCommand { .. } => "sendCustomCommand",
+            Command::MutePublishAudio { .. } => "mutePublishStreamAudio",
+            Command::MutePublishVideo { .. } => "mutePublishStreamVideo",
+            Command::MuteMicrophone { .. } => "muteMicrophone",
+            Command::EnableCamera { .. } => "enableCamera",
         }
     }
 }

@@ -142,4 +142,14 @@ pub enum SessionEvent {
         from: User,
         command: String,
     },
+    /// The publisher of a played stream changed its microphone state (`ZegoRemoteDeviceState`).
+    RemoteMicState {
+        stream_id: StreamId,
+        state: u32,
+    },
+    /// Likewise its camera.
+    RemoteCameraState {
+        stream_id: StreamId,
+        state: u32,
+    },
 }

@@ -65,6 +65,25 @@ pub enum MediaCmd {
     StartPlay { stream_id: StreamId },
     /// Stop receiving `stream_id`.
     StopPlay { stream_id: StreamId },
+    /// Send silence and/or black on `channel` (mutes, disabled camera).
+    Mute {
+        channel: usize,
+        silent: bool,
+        black: bool,
+    },
+}
+
+/// ZEGO's `ZegoRemoteDeviceState` values the session produces.
+pub const DEVICE_OPEN: u32 = 0;
+pub const DEVICE_DISABLE: u32 = 9;
+pub const DEVICE_MUTE: u32 = 10;
+
+/// A channel's local device switches.
+#[derive(Clone, Copy, Debug, Default)]
+struct Devices {
+    audio_muted: bool,
+    video_muted: bool,
+    camera_disabled: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +126,8 @@ struct Player {
     state: PlayerState,
     /// The media side was told to receive it (the stream is published).
     receiving: bool,
+    /// The publisher's last reported (mic, camera) state.
+    remote: (u32, u32),
 }
 
 /// What a request in flight is waiting to finish.
@@ -147,6 +168,8 @@ pub struct Session {
     publishers: [Option<Publisher>; CHANNELS],
     /// Stream extra info per channel, sent with the next publish.
     extra_info: [String; CHANNELS],
+    devices: [Devices; CHANNELS],
+    microphone_muted: bool,
     players: BTreeMap<StreamId, Player>,
 }
 
@@ -165,6 +188,8 @@ impl Session {
             rooms: BTreeMap::new(),
             publishers: Default::default(),
             extra_info: Default::default(),
+            devices: Default::default(),
+            microphone_muted: false,
             players: BTreeMap::new(),
         }
     }
@@ -379,6 +404,32 @@ impl Session {
             }
             ServerMsg::StreamAvailable { room_id, stream_id } => {
                 self.stream_available(&room_id, &stream_id);
+            }
+            ServerMsg::StreamState {
+                room_id,
+                stream_id,
+                audio,
+                video,
+            } => {
+                let Some(p) = self.players.get_mut(&stream_id) else {
+                    return;
+                };
+                if p.room_id != room_id {
+                    return;
+                }
+                let (old_audio, old_video) = std::mem::replace(&mut p.remote, (audio, video));
+                if old_audio != audio {
+                    self.emit(SessionEvent::RemoteMicState {
+                        stream_id: stream_id.clone(),
+                        state: audio,
+                    });
+                }
+                if old_video != video {
+                    self.emit(SessionEvent::RemoteCameraState {
+                        stream_id,
+                        state: video,
+                    });
+                }
             }
             ServerMsg::StreamUnavailable {
                 room_id,
@@ -636,7 +687,84 @@ impl Session {
                 );
                 Ok(None)
             }
+            Command::MutePublishAudio { mute, channel } => {
+                let ch = channel_index(channel)?;
+                self.devices[ch].audio_muted = mute;
+                self.devices_changed(ch);
+                Ok(Some(OpValue::None))
+            }
+            Command::MutePublishVideo { mute, channel } => {
+                let ch = channel_index(channel)?;
+                self.devices[ch].video_muted = mute;
+                self.devices_changed(ch);
+                Ok(Some(OpValue::None))
+            }
+            Command::EnableCamera { enable, channel } => {
+                let ch = channel_index(channel)?;
+                self.devices[ch].camera_disabled = !enable;
+                self.devices_changed(ch);
+                Ok(Some(OpValue::None))
+            }
+            Command::MuteMicrophone { mute } => {
+                self.microphone_muted = mute;
+                for ch in 0..CHANNELS {
+                    self.devices_changed(ch);
+                }
+                Ok(Some(OpValue::None))
+            }
         }
+    }
+
+    /// The (mic, camera) state players of `channel`'s stream see.
+    fn device_state(&self, ch: usize) -> (u32, u32) {
+        let d = self.devices.get(ch).copied().unwrap_or_default();
+        let audio = if d.audio_muted || self.microphone_muted {
+            DEVICE_MUTE
+        } else {
+            DEVICE_OPEN
+        };
+        let video = if d.camera_disabled {
+            DEVICE_DISABLE
+        } else if d.video_muted {
+            DEVICE_MUTE
+        } else {
+            DEVICE_OPEN
+        };
+        (audio, video)
+    }
+
+    /// A mute or camera switch changed on `ch`: the media side sends silence/black, and the
+    /// players of a running stream are told.
+    fn devices_changed(&mut self, ch: usize) {
+        let (audio, video) = self.device_state(ch);
+        self.out.push_back(Output::Media(MediaCmd::Mute {
+            channel: ch,
+            silent: audio != DEVICE_OPEN,
+            black: video != DEVICE_OPEN,
+        }));
+        self.send_stream_state(ch, false);
+    }
+
+    /// Tells the server the device state of `ch`'s stream (unless it is plain open and
+    /// `only_if_not_open`).
+    fn send_stream_state(&mut self, ch: usize, only_if_not_open: bool) {
+        let (audio, video) = self.device_state(ch);
+        if only_if_not_open && (audio, video) == (DEVICE_OPEN, DEVICE_OPEN) {
+            return;
+        }
+        let Some(p) = self.publishers.get(ch).and_then(Option::as_ref) else {
+            return;
+        };
+        if p.state != PublisherState::Publishing {
+            return;
+        }
+        let req = Request::SetStreamState {
+            room_id: p.room_id.clone(),
+            stream_id: p.stream_id.clone(),
+            audio,
+            video,
+        };
+        self.send(Pending::Ignore, req);
     }
 
     fn login(
@@ -795,6 +923,7 @@ impl Session {
                 room_id: room_id.clone(),
                 state: PlayerState::PlayRequesting,
                 receiving: false,
+                remote: (DEVICE_OPEN, DEVICE_OPEN),
             },
         );
         self.emit_player(
@@ -843,6 +972,7 @@ impl Session {
                         stream_id: stream_id.clone(),
                     }));
                     self.emit_publisher(stream_id, PublisherState::Publishing);
+                    self.send_stream_state(channel, true);
                 } else {
                     self.publishers[channel] = None;
                     self.emit(SessionEvent::PublisherState {

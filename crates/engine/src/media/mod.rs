@@ -68,6 +68,8 @@ pub struct Media {
     video_configs: [VideoConfig; 4],
     /// Channels whose video comes from the app (`enableCustomVideoCapture`).
     custom_video: [bool; 4],
+    /// Per channel: (silent, black), applied to the running publisher and the next one.
+    mutes: [(bool, bool); 4],
     pub custom_sources: CustomSources,
     pub render: RenderMap,
     encoded_tx: mpsc::UnboundedSender<Encoded>,
@@ -95,6 +97,7 @@ impl Media {
             first_seen: HashMap::new(),
             video_configs: [VideoConfig::default(); 4],
             custom_video: [false; 4],
+            mutes: [(false, false); 4],
             custom_sources,
             render,
             encoded_tx,
@@ -156,17 +159,29 @@ impl Media {
                 } else {
                     None
                 };
-                self.publishers.insert(
+                let publisher = Publisher::start(
                     channel,
-                    Publisher::start(
-                        channel,
-                        stream_id.as_str(),
-                        self.video_configs.get(channel).copied().unwrap_or_default(),
-                        custom,
-                        self.encoded_tx.clone(),
-                        self.events.clone(),
-                    ),
+                    stream_id.as_str(),
+                    self.video_configs.get(channel).copied().unwrap_or_default(),
+                    custom,
+                    self.mutes.get(channel).copied().unwrap_or_default(),
+                    self.encoded_tx.clone(),
+                    self.events.clone(),
                 );
+                self.publishers.insert(channel, publisher);
+            }
+            MediaCmd::Mute {
+                channel,
+                silent,
+                black,
+            } => {
+                if let Some(m) = self.mutes.get_mut(channel) {
+                    *m = (silent, black);
+                }
+                if let Some(p) = self.publishers.get(&channel) {
+                    p.silent.store(silent, Ordering::Release);
+                    p.black.store(black, Ordering::Release);
+                }
             }
             MediaCmd::StopPublish { channel, stream_id } => {
                 self.publishers.remove(&channel);

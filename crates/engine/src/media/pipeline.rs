@@ -115,6 +115,9 @@ pub struct Publisher {
     pub keyframe: Arc<AtomicBool>,
     /// Read by the thread before every frame, so a change applies while publishing.
     pub config: Arc<Mutex<VideoConfig>>,
+    /// Mutes: silence instead of the source's audio, black instead of its video.
+    pub silent: Arc<AtomicBool>,
+    pub black: Arc<AtomicBool>,
 }
 
 impl Drop for Publisher {
@@ -130,17 +133,26 @@ impl Publisher {
         stream_id: &str,
         config: VideoConfig,
         custom: Option<std_mpsc::Receiver<RawFrame>>,
+        (silent, black): (bool, bool),
         out: mpsc::UnboundedSender<Encoded>,
         events: mpsc::UnboundedSender<EngineEvent>,
     ) -> Publisher {
         let stop = Arc::new(AtomicBool::new(false));
         let keyframe = Arc::new(AtomicBool::new(true));
         let config = Arc::new(Mutex::new(config));
-        let (s, k, c) = (stop.clone(), keyframe.clone(), config.clone());
+        let silent = Arc::new(AtomicBool::new(silent));
+        let black = Arc::new(AtomicBool::new(black));
+        let flags = Flags {
+            stop: stop.clone(),
+            keyframe: keyframe.clone(),
+            silent: silent.clone(),
+            black: black.clone(),
+        };
+        let c = config.clone();
         let tag = stream_tag(stream_id);
         let spawned = std::thread::Builder::new()
             .name(format!("zrooms-pub{channel}"))
-            .spawn(move || publish_loop(channel, tag, c, custom, out, events, s, k));
+            .spawn(move || publish_loop(channel, tag, c, custom, out, events, flags));
         if let Err(e) = spawned {
             tracing::warn!("cannot start the publisher thread: {e}");
         }
@@ -148,6 +160,8 @@ impl Publisher {
             stop,
             keyframe,
             config,
+            silent,
+            black,
         }
     }
 }
@@ -175,7 +189,26 @@ fn h264_encoder(config: &VideoConfig) -> Option<Encoder> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The switches a publisher thread reads.
+struct Flags {
+    stop: Arc<AtomicBool>,
+    keyframe: Arc<AtomicBool>,
+    silent: Arc<AtomicBool>,
+    black: Arc<AtomicBool>,
+}
+
+/// A black I420 picture.
+fn black_frame(width: u32, height: u32) -> I420 {
+    let luma = (width * height) as usize;
+    let mut data = vec![128u8; I420::len_for(width, height)];
+    data[..luma].fill(16);
+    I420 {
+        width,
+        height,
+        data,
+    }
+}
+
 fn publish_loop(
     channel: usize,
     tag: u32,
@@ -183,9 +216,14 @@ fn publish_loop(
     custom: Option<std_mpsc::Receiver<RawFrame>>,
     out: mpsc::UnboundedSender<Encoded>,
     events: mpsc::UnboundedSender<EngineEvent>,
-    stop: Arc<AtomicBool>,
-    keyframe: Arc<AtomicBool>,
+    flags: Flags,
 ) {
+    let Flags {
+        stop,
+        keyframe,
+        silent,
+        black,
+    } = flags;
     let current = |c: &Arc<Mutex<VideoConfig>>| c.lock().map(|g| *g).unwrap_or_default();
     let mut config = current(&shared_config);
     let Some(mut video) = h264_encoder(&config) else {
@@ -212,8 +250,14 @@ fn publish_loop(
         if let Some(rx) = &custom {
             // Custom capture: encode what the app pushed, when it pushed it.
             while let Ok(raw) = rx.try_recv() {
-                let Some(yuv) = raw.to_yuv() else {
-                    continue;
+                let yuv = if black.load(Ordering::Acquire) {
+                    let b = black_frame(raw.width, raw.height);
+                    YUVBuffer::from_vec(b.data, b.width as usize, b.height as usize)
+                } else {
+                    match raw.to_yuv() {
+                        Some(yuv) => yuv,
+                        None => continue,
+                    }
                 };
                 if custom_size != (raw.width, raw.height) {
                     if custom_size == (0, 0) {
@@ -266,7 +310,11 @@ fn publish_loop(
                     frame_interval = Duration::from_secs_f64(1.0 / config.fps.max(1) as f64);
                 }
             }
-            let frame = test_pattern(config.width, config.height, frames, tag);
+            let frame = if black.load(Ordering::Acquire) {
+                black_frame(config.width, config.height)
+            } else {
+                test_pattern(config.width, config.height, frames, tag)
+            };
             if frames == 0 {
                 let _ = events.send(EngineEvent::Media(
                     MediaEvent::PublisherCapturedVideoFirstFrame { channel },
@@ -306,7 +354,10 @@ fn publish_loop(
                     MediaEvent::PublisherCapturedAudioFirstFrame,
                 ));
             }
-            let pcm = tone.next_samples(AUDIO_FRAME);
+            let mut pcm = tone.next_samples(AUDIO_FRAME);
+            if silent.load(Ordering::Acquire) {
+                pcm.fill(0);
+            }
             if let Ok(n) = opus.encode(&pcm, &mut opus_buf) {
                 let _ = out.send(Encoded {
                     channel,
