@@ -79,6 +79,16 @@ test.serial('H.264 pattern and Opus tone arrive decoded: counters increase at 64
   const f = toneFrequency(audio.audioSamples.slice(-48000), 48000)
   t.true(Math.abs(f - 440) / 440 < 0.02, `tone measured at ${f} Hz`)
 
+  // Quality every 3 s on both sides, with figures that match what flows.
+  const [, pq] = await pub.waitFor('publisherQualityUpdate', (s, q) => s === 'cam' && q.videoSendFPS > 0, { since, timeout: 8000 })
+  const [, rq] = await play.waitFor('playerQualityUpdate', (s, q) => s === 'cam' && q.videoRecvFPS > 0, { timeout: 8000 })
+  t.true(pq.videoSendFPS > 10 && pq.videoSendFPS < 20, `publisher fps ${pq.videoSendFPS}`)
+  t.true(pq.videoKBPS > 50 && pq.audioKBPS > 8, `publisher kbps ${pq.videoKBPS}/${pq.audioKBPS}`)
+  t.true(rq.videoRecvFPS > 10 && rq.videoRecvFPS < 20, `player fps ${rq.videoRecvFPS}`)
+  t.true(rq.audioRecvFPS > 40 && rq.audioRecvFPS < 60, `player audio packets/s ${rq.audioRecvFPS}`)
+  t.true(rq.packetLostRate < 0.05)
+  t.is(typeof rq.level, 'number')
+
   await pub.call('logoutRoom')
   await play.waitFor('playerStateUpdate', (s, st) => s === 'cam' && st === 1)
   await play.call('logoutRoom')

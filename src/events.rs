@@ -89,6 +89,37 @@ fn media(event: MediaEvent) -> Vec<Value> {
             "playerVideoSizeChanged",
             json!([stream_id, width, height]),
         )],
+        MediaEvent::PublisherQuality {
+            stream_id,
+            quality: q,
+        } => vec![ev(
+            "publisherQualityUpdate",
+            json!([stream_id, {
+                "videoCaptureFPS": q.video_fps, "videoEncodeFPS": q.video_fps, "videoSendFPS": q.video_fps,
+                "videoKBPS": q.video_kbps, "audioCaptureFPS": q.audio_fps, "audioSendFPS": q.audio_fps,
+                "audioKBPS": q.audio_kbps, "rtt": q.rtt_ms, "packetLostRate": q.loss, "level": q.level(),
+                "isHardwareEncode": false, "videoCodecID": 0,
+                "totalSendBytes": q.video_bytes + q.audio_bytes, "audioSendBytes": q.audio_bytes,
+                "videoSendBytes": q.video_bytes
+            }]),
+        )],
+        MediaEvent::PlayerQuality {
+            stream_id,
+            quality: q,
+        } => vec![ev(
+            "playerQualityUpdate",
+            json!([stream_id, {
+                "videoRecvFPS": q.video_fps, "videoDejitterFPS": q.video_fps, "videoDecodeFPS": q.video_fps,
+                "videoRenderFPS": q.video_fps, "videoKBPS": q.video_kbps, "videoBreakRate": 0,
+                "audioRecvFPS": q.audio_fps, "audioDejitterFPS": q.audio_fps, "audioDecodeFPS": q.audio_fps,
+                "audioRenderFPS": q.audio_fps, "audioKBPS": q.audio_kbps, "audioBreakRate": 0,
+                "rtt": q.rtt_ms, "packetLostRate": q.loss, "peerToPeerDelay": q.rtt_ms,
+                "peerToPeerPacketLostRate": q.loss, "level": q.level(), "delay": 0, "avTimestampDiff": 0,
+                "isHardwareDecode": false, "videoCodecID": 0,
+                "totalRecvBytes": q.video_bytes + q.audio_bytes, "audioRecvBytes": q.audio_bytes,
+                "videoRecvBytes": q.video_bytes
+            }]),
+        )],
     }
 }
 

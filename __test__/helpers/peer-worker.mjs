@@ -32,6 +32,8 @@ const EVENTS = [
   'playerVideoSizeChanged',
   'remoteCameraStateUpdate',
   'remoteMicStateUpdate',
+  'publisherQualityUpdate',
+  'playerQualityUpdate',
 ]
 
 let engine = null

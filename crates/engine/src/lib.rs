@@ -80,6 +80,43 @@ pub enum MediaEvent {
         width: u32,
         height: u32,
     },
+    /// Every 3 s per published stream.
+    PublisherQuality {
+        stream_id: String,
+        quality: Quality,
+    },
+    /// Every 3 s per played stream.
+    PlayerQuality {
+        stream_id: String,
+        quality: Quality,
+    },
+}
+
+/// One stream's figures over the last quality interval.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Quality {
+    pub video_fps: f64,
+    pub audio_fps: f64,
+    pub video_kbps: f64,
+    pub audio_kbps: f64,
+    pub rtt_ms: f64,
+    /// 0..1
+    pub loss: f64,
+    pub video_bytes: u64,
+    pub audio_bytes: u64,
+}
+
+impl Quality {
+    /// ZEGO's `ZegoStreamQualityLevel` from loss and round-trip time.
+    pub fn level(&self) -> u32 {
+        match (self.loss, self.rtt_ms) {
+            (l, r) if l < 0.02 && r < 100.0 => 0,
+            (l, r) if l < 0.05 && r < 200.0 => 1,
+            (l, r) if l < 0.10 && r < 400.0 => 2,
+            (l, _) if l < 0.20 => 3,
+            _ => 4,
+        }
+    }
 }
 
 /// An I420 picture: Y, then U, then V planes, tightly packed.

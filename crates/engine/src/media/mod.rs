@@ -46,7 +46,35 @@ struct Track {
     direction: TrackDirection,
     channel: Option<usize>,
     state: TrackState,
+    /// Frames through this track since the last stats, and the byte count then.
+    frames: u64,
+    bytes_at_last_stats: u64,
+    last_stats: Option<Instant>,
 }
+
+impl Track {
+    fn new(
+        stream_id: StreamId,
+        kind: TrackKind,
+        direction: TrackDirection,
+        channel: Option<usize>,
+    ) -> Track {
+        Track {
+            mid: None,
+            stream_id,
+            kind,
+            direction,
+            channel,
+            state: TrackState::ToAdd,
+            frames: 0,
+            bytes_at_last_stats: 0,
+            last_stats: None,
+        }
+    }
+}
+
+/// How often quality figures are reported (ZEGO: every 3 s).
+pub const QUALITY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// What the driver must do after draining the peer.
 pub struct Transmit {
@@ -62,6 +90,10 @@ pub struct Media {
     in_flight: bool,
     publishers: HashMap<usize, Publisher>,
     players: HashMap<StreamId, Player>,
+    /// The latest figures per stream and direction.
+    quality: HashMap<(StreamId, TrackDirection), crate::Quality>,
+    /// Which kinds (1 audio, 2 video) reported since the stream's last quality event.
+    quality_seen: HashMap<(StreamId, TrackDirection), u8>,
     /// Streams whose first packet of each kind has been seen.
     first_seen: HashMap<(StreamId, TrackKind), ()>,
     /// Per channel; applies to the next publish and to the one running.
@@ -95,6 +127,8 @@ impl Media {
             publishers: HashMap::new(),
             players: HashMap::new(),
             first_seen: HashMap::new(),
+            quality: HashMap::new(),
+            quality_seen: HashMap::new(),
             video_configs: [VideoConfig::default(); 4],
             custom_video: [false; 4],
             mutes: [(false, false); 4],
@@ -117,7 +151,9 @@ impl Media {
         if self.rtc.is_some() {
             return;
         }
-        let mut rtc = Rtc::builder().build(Instant::now());
+        let mut rtc = Rtc::builder()
+            .set_stats_interval(Some(QUALITY_INTERVAL))
+            .build(Instant::now());
         match Candidate::host(local, "udp") {
             Ok(c) => {
                 rtc.add_local_candidate(c);
@@ -137,14 +173,12 @@ impl Media {
         match cmd {
             MediaCmd::StartPublish { channel, stream_id } => {
                 for kind in [TrackKind::Audio, TrackKind::Video] {
-                    self.tracks.push(Track {
-                        mid: None,
-                        stream_id: stream_id.clone(),
+                    self.tracks.push(Track::new(
+                        stream_id.clone(),
                         kind,
-                        direction: TrackDirection::Send,
-                        channel: Some(channel),
-                        state: TrackState::ToAdd,
-                    });
+                        TrackDirection::Send,
+                        Some(channel),
+                    ));
                 }
                 let custom = if self.custom_video.get(channel).copied().unwrap_or(false) {
                     let (tx, rx) = std::sync::mpsc::sync_channel(8);
@@ -196,14 +230,12 @@ impl Media {
             }
             MediaCmd::StartPlay { stream_id } => {
                 for kind in [TrackKind::Audio, TrackKind::Video] {
-                    self.tracks.push(Track {
-                        mid: None,
-                        stream_id: stream_id.clone(),
+                    self.tracks.push(Track::new(
+                        stream_id.clone(),
                         kind,
-                        direction: TrackDirection::Recv,
-                        channel: None,
-                        state: TrackState::ToAdd,
-                    });
+                        TrackDirection::Recv,
+                        None,
+                    ));
                 }
                 self.players.insert(
                     stream_id.clone(),
@@ -245,6 +277,16 @@ impl Media {
     }
 
     fn stop_tracks(&mut self, pred: impl Fn(&Track) -> bool) {
+        let gone: Vec<(StreamId, TrackDirection)> = self
+            .tracks
+            .iter()
+            .filter(|t| pred(t))
+            .map(|t| (t.stream_id.clone(), t.direction))
+            .collect();
+        for key in gone {
+            self.quality.remove(&key);
+            self.quality_seen.remove(&key);
+        }
         self.tracks.retain_mut(|t| {
             if !pred(t) {
                 return true;
@@ -383,16 +425,15 @@ impl Media {
         let Some(rtc) = self.rtc.as_mut() else {
             return;
         };
-        let Some(mid) = self
-            .tracks
-            .iter()
-            .find(|t| {
-                t.state == TrackState::Active && t.channel == Some(e.channel) && t.kind == e.kind
-            })
-            .and_then(|t| t.mid)
-        else {
+        let Some(track) = self.tracks.iter_mut().find(|t| {
+            t.state == TrackState::Active && t.channel == Some(e.channel) && t.kind == e.kind
+        }) else {
             return;
         };
+        let Some(mid) = track.mid else {
+            return;
+        };
+        track.frames += 1;
         let Some(writer) = rtc.writer(mid) else {
             return;
         };
@@ -443,11 +484,11 @@ impl Media {
     /// session was given something (its outputs must be drained again).
     pub fn poll(&mut self, session: &mut Session, out: &mut Vec<Transmit>) -> bool {
         let mut touched = false;
-        let Some(rtc) = self.rtc.as_mut() else {
-            self.deadline = None;
-            return false;
-        };
         loop {
+            let Some(rtc) = self.rtc.as_mut() else {
+                self.deadline = None;
+                return touched;
+            };
             match rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
                     self.deadline = Some(t);
@@ -460,11 +501,12 @@ impl Media {
                 Ok(Output::Event(Event::MediaData(data))) => {
                     let Some(track) = self
                         .tracks
-                        .iter()
+                        .iter_mut()
                         .find(|t| t.mid == Some(data.mid) && t.direction == TrackDirection::Recv)
                     else {
                         continue;
                     };
+                    track.frames += 1;
                     let (stream_id, kind) = (track.stream_id.clone(), track.kind);
                     if self
                         .first_seen
@@ -503,6 +545,12 @@ impl Media {
                         p.keyframe.store(true, Ordering::Release);
                     }
                 }
+                Ok(Output::Event(Event::MediaEgressStats(s))) => {
+                    self.stats(s.mid, s.bytes, s.rtt, s.loss, s.timestamp);
+                }
+                Ok(Output::Event(Event::MediaIngressStats(s))) => {
+                    self.stats(s.mid, s.bytes, s.rtt, s.loss, s.timestamp);
+                }
                 Ok(Output::Event(_)) => {}
                 Err(e) => {
                     tracing::warn!("peer connection failed: {e}");
@@ -510,6 +558,73 @@ impl Media {
                     return touched;
                 }
             }
+        }
+    }
+
+    /// One track's periodic figures; a stream's report goes out when both of its tracks have
+    /// reported for the interval.
+    fn stats(
+        &mut self,
+        mid: Mid,
+        bytes: u64,
+        rtt: Option<std::time::Duration>,
+        loss: Option<f32>,
+        at: Instant,
+    ) {
+        let Some(track) = self.tracks.iter_mut().find(|t| t.mid == Some(mid)) else {
+            return;
+        };
+        let secs = track
+            .last_stats
+            .map(|t| at.saturating_duration_since(t).as_secs_f64())
+            .unwrap_or(QUALITY_INTERVAL.as_secs_f64())
+            .max(0.001);
+        let kbps = bytes.saturating_sub(track.bytes_at_last_stats) as f64 * 8.0 / 1000.0 / secs;
+        let fps = track.frames as f64 / secs;
+        track.frames = 0;
+        track.bytes_at_last_stats = bytes;
+        track.last_stats = Some(at);
+        let (stream_id, kind, direction) = (track.stream_id.clone(), track.kind, track.direction);
+        let q = self
+            .quality
+            .entry((stream_id.clone(), direction))
+            .or_default();
+        match kind {
+            TrackKind::Audio => {
+                q.audio_fps = fps;
+                q.audio_kbps = kbps;
+                q.audio_bytes = bytes;
+            }
+            TrackKind::Video => {
+                q.video_fps = fps;
+                q.video_kbps = kbps;
+                q.video_bytes = bytes;
+            }
+        }
+        if let Some(rtt) = rtt {
+            q.rtt_ms = rtt.as_secs_f64() * 1000.0;
+        }
+        if let Some(loss) = loss {
+            q.loss = loss as f64;
+        }
+        // Report once both kinds have their figures for this interval.
+        let seen = self
+            .quality_seen
+            .entry((stream_id.clone(), direction))
+            .or_default();
+        *seen |= match kind {
+            TrackKind::Audio => 1,
+            TrackKind::Video => 2,
+        };
+        if *seen == 3 {
+            *seen = 0;
+            let quality = q.clone();
+            let stream_id = stream_id.to_string();
+            let ev = match direction {
+                TrackDirection::Send => MediaEvent::PublisherQuality { stream_id, quality },
+                TrackDirection::Recv => MediaEvent::PlayerQuality { stream_id, quality },
+            };
+            let _ = self.events.send(EngineEvent::Media(ev));
         }
     }
 
