@@ -27,7 +27,7 @@ const VIDEO_PRESETS = [
   [1280, 720, 15, 1500],
   [1920, 1080, 15, 3000],
 ]
-const SUPPORTED_VIDEO_CODECS = new Set([defines.ZegoVideoCodecID.Default])
+const SUPPORTED_VIDEO_CODECS = new Set([defines.ZegoVideoCodecID.Default, defines.ZegoVideoCodecID.Vp8])
 
 function videoConfigOf(preset) {
   const [w, h, fps, kbps] = VIDEO_PRESETS[preset]
@@ -279,7 +279,7 @@ class ZegoExpressEngine {
     if (!SUPPORTED_VIDEO_CODECS.has(c.codecID ?? 0)) return this._fail('setVideoConfig', ZegoErrorCode.PublisherVideoEncoderNoSupportted)
     const kfi = Number.isInteger(c.keyFrameInterval) ? Math.min(5, Math.max(2, c.keyFrameInterval)) : 2
     this._videoConfigs[ch] = { ...c, keyFrameInterval: kfi }
-    this._native.setVideoConfig(ch, c.encodeWidth, c.encodeHeight, c.fps, Math.round(c.bitrate), kfi)
+    this._native.setVideoConfig(ch, c.encodeWidth, c.encodeHeight, c.fps, Math.round(c.bitrate), kfi, c.codecID ?? 0)
     this._report('setVideoConfig', 0, '', false)
     return Promise.resolve()
   }

@@ -237,3 +237,20 @@ test.serial('mutes reach the players as events and as silence and black', async 
   t.true(level(await play.mediaStats('muted')) === 0, 'mutePlayStreamAudio silences the view')
   for (const p of [pub, play, late]) await p.call('logoutRoom')
 })
+
+test.serial('VP8 (codec ID 2): the pattern arrives decoded with increasing counters at the configured size', async (t) => {
+  const pub = await peer('vp8pub')
+  const play = await peer('vp8play')
+  await pub.call('loginRoom', 'vp8', user('vp8pub'))
+  await play.call('loginRoom', 'vp8', user('vp8play'))
+  await pub.call('setVideoConfig', { encodeWidth: 640, encodeHeight: 360, fps: 15, bitrate: 600, codecID: 2 })
+  await pub.call('startPublishingStream', 'vp8cam', 0, { roomID: 'vp8' })
+  await play.playWithView('vp8cam', { roomID: 'vp8' })
+  const stats = await frames(play, 'vp8cam', 30)
+  t.deepEqual(stats.sizes, ['640x360'])
+  t.deepEqual(stats.tags, [streamTag('vp8cam')])
+  t.true(stats.counters.every((c) => c !== null) && increasing(stats.counters), `counters ${stats.counters.join(',')}`)
+  const span = stats.counters[stats.counters.length - 1] - stats.counters[0]
+  t.true(span >= stats.frames - 1 && span < stats.frames * 2, `span ${span} over ${stats.frames} frames`)
+  for (const p of [pub, play]) await p.call('logoutRoom')
+})

@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages the build needs: a C toolchain and cmake for the bundled libopus, nasm for
-# openh264's assembly (it must be there before the first build), pkg-config.
-APT_PACKAGES=(build-essential pkg-config cmake nasm)
+# openh264's assembly (it must be there before the first build), libvpx for VP8, pkg-config.
+APT_PACKAGES=(build-essential pkg-config cmake nasm libvpx-dev)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -12,7 +12,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use zrooms_engine::media::pipeline::{RawFormat, RawFrame, Render, VideoConfig};
+use zrooms_engine::media::pipeline::{RawFormat, RawFrame, Render, VideoCodec, VideoConfig};
 use zrooms_engine::{Command, Engine, EngineConfig, RoomConfig, SessionConfig};
 
 /// One runtime per process, shared by the engines of every JS environment and by embedded
@@ -262,6 +262,7 @@ impl NativeEngine {
         fps: u32,
         bitrate_kbps: u32,
         key_frame_interval: u32,
+        codec_id: u32,
     ) {
         self.engine.set_video_config(
             channel as usize,
@@ -271,6 +272,11 @@ impl NativeEngine {
                 fps,
                 bitrate_kbps,
                 keyframe_interval: key_frame_interval,
+                codec: if codec_id == 2 {
+                    VideoCodec::Vp8
+                } else {
+                    VideoCodec::H264
+                },
             },
         );
     }

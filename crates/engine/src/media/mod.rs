@@ -8,6 +8,7 @@
 
 pub mod pattern;
 pub mod pipeline;
+pub mod vp8;
 
 use crate::{EngineEvent, MediaEvent};
 use pipeline::{CustomSources, Encoded, Packet, Player, Publisher, RenderMap, VideoConfig};
@@ -437,9 +438,10 @@ impl Media {
         let Some(writer) = rtc.writer(mid) else {
             return;
         };
-        let codec = match e.kind {
-            TrackKind::Audio => Codec::Opus,
-            TrackKind::Video => Codec::H264,
+        let codec = match (e.kind, e.codec) {
+            (TrackKind::Audio, _) => Codec::Opus,
+            (TrackKind::Video, pipeline::VideoCodec::H264) => Codec::H264,
+            (TrackKind::Video, pipeline::VideoCodec::Vp8) => Codec::Vp8,
         };
         let Some(pt) = writer
             .payload_params()
@@ -528,8 +530,13 @@ impl Media {
                     if let Some(player) = self.players.get(&stream_id) {
                         let time_ms =
                             data.time.numer() as f64 * 1000.0 / data.time.denom().max(1) as f64;
+                        let codec = match data.params.spec().codec {
+                            Codec::Vp8 => pipeline::VideoCodec::Vp8,
+                            _ => pipeline::VideoCodec::H264,
+                        };
                         let _ = player.tx.send(Packet {
                             kind,
+                            codec,
                             data: Arc::clone(&data.data),
                             time_ms,
                         });

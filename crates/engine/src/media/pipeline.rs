@@ -6,6 +6,7 @@
 //! one thread that decodes what the driver gives it and emits frames to the app.
 
 use super::pattern::{stream_tag, test_pattern, Tone, I420};
+use super::vp8::{Vp8Decoder, Vp8Encoder};
 use crate::{AudioFrame, EngineEvent, MediaEvent, VideoFrame};
 use openh264::encoder::{
     Encoder, EncoderConfig, FrameRate, IntraFramePeriod, Profile, RateControlMode, UsageType,
@@ -32,6 +33,74 @@ pub struct VideoConfig {
     pub bitrate_kbps: u32,
     /// Seconds between keyframes (ZEGO: 2).
     pub keyframe_interval: u32,
+    pub codec: VideoCodec,
+}
+
+/// The video codecs the engine encodes and decodes (ZEGO's `ZegoVideoCodecID` 0 and 2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum VideoCodec {
+    #[default]
+    H264,
+    Vp8,
+}
+
+/// The encoder of a publisher, by codec.
+enum VideoEncoder {
+    H264(Box<Encoder>),
+    Vp8(Option<Vp8Encoder>),
+}
+
+impl VideoEncoder {
+    fn new(config: &VideoConfig) -> Option<VideoEncoder> {
+        match config.codec {
+            VideoCodec::H264 => h264_encoder(config).map(|e| VideoEncoder::H264(Box::new(e))),
+            VideoCodec::Vp8 => Some(VideoEncoder::Vp8(None)),
+        }
+    }
+
+    fn codec(&self) -> VideoCodec {
+        match self {
+            VideoEncoder::H264(_) => VideoCodec::H264,
+            VideoEncoder::Vp8(_) => VideoCodec::Vp8,
+        }
+    }
+
+    /// Encodes a packed I420 picture of any size (the VP8 encoder follows size changes).
+    fn encode(&mut self, picture: &I420, keyframe: bool, config: &VideoConfig) -> Option<Vec<u8>> {
+        match self {
+            VideoEncoder::H264(enc) => {
+                if keyframe {
+                    enc.force_intra_frame();
+                }
+                let yuv = YUVBuffer::from_vec(
+                    picture.data.clone(),
+                    picture.width as usize,
+                    picture.height as usize,
+                );
+                match enc.encode(&yuv) {
+                    Ok(bits) => Some(bits.to_vec()).filter(|d| !d.is_empty()),
+                    Err(e) => {
+                        tracing::debug!("encode: {e}");
+                        None
+                    }
+                }
+            }
+            VideoEncoder::Vp8(slot) => {
+                let size = (picture.width, picture.height);
+                let fresh = slot.as_ref().is_none_or(|e| e.size() != size);
+                if fresh {
+                    *slot = Vp8Encoder::new(
+                        size.0,
+                        size.1,
+                        config.fps,
+                        config.bitrate_kbps,
+                        config.fps * config.keyframe_interval,
+                    );
+                }
+                slot.as_mut()?.encode(picture, keyframe || fresh)
+            }
+        }
+    }
 }
 
 impl Default for VideoConfig {
@@ -43,6 +112,7 @@ impl Default for VideoConfig {
             fps: 15,
             bitrate_kbps: 600,
             keyframe_interval: 2,
+            codec: VideoCodec::H264,
         }
     }
 }
@@ -83,6 +153,22 @@ pub struct RawFrame {
 }
 
 impl RawFrame {
+    /// The frame as packed I420, converted when it is RGBA or BGRA.
+    fn to_i420(&self) -> Option<I420> {
+        if self.format == RawFormat::I420 {
+            let data = self
+                .data
+                .get(..self.format.frame_len(self.width, self.height))?;
+            return Some(I420 {
+                width: self.width,
+                height: self.height,
+                data: data.to_vec(),
+            });
+        }
+        let yuv = self.to_yuv()?;
+        Some(pack_i420(&yuv, self.width, self.height))
+    }
+
     fn to_yuv(&self) -> Option<YUVBuffer> {
         let (w, h) = (self.width as usize, self.height as usize);
         let data = self
@@ -103,6 +189,8 @@ pub type CustomSources = Arc<Mutex<[Option<std_mpsc::SyncSender<RawFrame>>; 4]>>
 pub struct Encoded {
     pub channel: usize,
     pub kind: TrackKind,
+    /// For video frames; audio is always Opus.
+    pub codec: VideoCodec,
     pub data: Vec<u8>,
     /// Media time in the codec's clock (90 kHz video, 48 kHz audio).
     pub rtp_time: u64,
@@ -226,7 +314,7 @@ fn publish_loop(
     } = flags;
     let current = |c: &Arc<Mutex<VideoConfig>>| c.lock().map(|g| *g).unwrap_or_default();
     let mut config = current(&shared_config);
-    let Some(mut video) = h264_encoder(&config) else {
+    let Some(mut video) = VideoEncoder::new(&config) else {
         return;
     };
     let mut opus =
@@ -250,12 +338,11 @@ fn publish_loop(
         if let Some(rx) = &custom {
             // Custom capture: encode what the app pushed, when it pushed it.
             while let Ok(raw) = rx.try_recv() {
-                let yuv = if black.load(Ordering::Acquire) {
-                    let b = black_frame(raw.width, raw.height);
-                    YUVBuffer::from_vec(b.data, b.width as usize, b.height as usize)
+                let picture = if black.load(Ordering::Acquire) {
+                    black_frame(raw.width, raw.height)
                 } else {
-                    match raw.to_yuv() {
-                        Some(yuv) => yuv,
+                    match raw.to_i420() {
+                        Some(p) => p,
                         None => continue,
                     }
                 };
@@ -273,20 +360,16 @@ fn publish_loop(
                             height: raw.height,
                         }));
                 }
-                if keyframe.swap(false, Ordering::AcqRel) {
-                    video.force_intra_frame();
-                }
-                if let Ok(bits) = video.encode(&yuv) {
-                    let data = bits.to_vec();
-                    if !data.is_empty() {
-                        let _ = out.send(Encoded {
-                            channel,
-                            kind: TrackKind::Video,
-                            data,
-                            rtp_time: (Instant::now() - start).as_micros() as u64 * 90 / 1000,
-                            captured: Instant::now(),
-                        });
-                    }
+                let key = keyframe.swap(false, Ordering::AcqRel);
+                if let Some(data) = video.encode(&picture, key, &config) {
+                    let _ = out.send(Encoded {
+                        channel,
+                        kind: TrackKind::Video,
+                        codec: video.codec(),
+                        data,
+                        rtp_time: (Instant::now() - start).as_micros() as u64 * 90 / 1000,
+                        captured: Instant::now(),
+                    });
                 }
             }
             next_video = now + Duration::from_secs(3600);
@@ -295,7 +378,7 @@ fn publish_loop(
             let latest = current(&shared_config);
             if latest != config {
                 // setVideoConfig while publishing: a new encoder at the new size and rate.
-                if let Some(enc) = h264_encoder(&latest) {
+                if let Some(enc) = VideoEncoder::new(&latest) {
                     video = enc;
                     if (latest.width, latest.height) != (config.width, config.height) {
                         let _ = events.send(EngineEvent::Media(
@@ -325,25 +408,17 @@ fn publish_loop(
                     height: config.height,
                 }));
             }
-            if keyframe.swap(false, Ordering::AcqRel) {
-                video.force_intra_frame();
-            }
-            let yuv = YUVBuffer::from_vec(frame.data, frame.width as usize, frame.height as usize);
-            match video.encode(&yuv) {
-                Ok(bits) => {
-                    let data = bits.to_vec();
-                    if !data.is_empty() {
-                        let rtp_time = (next_video - start).as_micros() as u64 * 90 / 1000;
-                        let _ = out.send(Encoded {
-                            channel,
-                            kind: TrackKind::Video,
-                            data,
-                            rtp_time,
-                            captured: now,
-                        });
-                    }
-                }
-                Err(e) => tracing::debug!("encode: {e}"),
+            let key = keyframe.swap(false, Ordering::AcqRel);
+            if let Some(data) = video.encode(&frame, key, &config) {
+                let rtp_time = (next_video - start).as_micros() as u64 * 90 / 1000;
+                let _ = out.send(Encoded {
+                    channel,
+                    kind: TrackKind::Video,
+                    codec: video.codec(),
+                    data,
+                    rtp_time,
+                    captured: now,
+                });
             }
             frames = frames.wrapping_add(1);
             next_video += frame_interval;
@@ -362,6 +437,7 @@ fn publish_loop(
                 let _ = out.send(Encoded {
                     channel,
                     kind: TrackKind::Audio,
+                    codec: VideoCodec::H264,
                     data: opus_buf.get(..n).unwrap_or_default().to_vec(),
                     rtp_time: audio_frames * AUDIO_FRAME as u64,
                     captured: now,
@@ -392,6 +468,7 @@ pub type RenderMap = Arc<Mutex<std::collections::HashMap<String, Render>>>;
 /// A packet for a player thread.
 pub struct Packet {
     pub kind: TrackKind,
+    pub codec: VideoCodec,
     pub data: Arc<[u8]>,
     pub time_ms: f64,
 }
@@ -433,6 +510,7 @@ fn play_loop(
             return;
         }
     };
+    let mut vp8: Option<Vp8Decoder> = None;
     let mut opus = match opus::Decoder::new(AUDIO_RATE, opus::Channels::Mono) {
         Ok(d) => d,
         Err(e) => {
@@ -449,44 +527,45 @@ fn play_loop(
             .map(|m| m.get(&stream_id).copied().unwrap_or_default())
             .unwrap_or_default();
         match packet.kind {
-            TrackKind::Video => match video.decode(&packet.data) {
-                Ok(Some(yuv)) => {
-                    let (w, h) = yuv.dimensions();
-                    let (w, h) = (w as u32, h as u32);
-                    if !rendered {
-                        rendered = true;
-                        let _ = events.send(EngineEvent::Media(
-                            MediaEvent::PlayerRenderVideoFirstFrame {
-                                stream_id: stream_id.clone(),
-                            },
-                        ));
-                    }
-                    if size != (w, h) {
-                        size = (w, h);
-                        let _ =
-                            events.send(EngineEvent::Media(MediaEvent::PlayerVideoSizeChanged {
+            TrackKind::Video => {
+                match decode_video(&mut video, &mut vp8, packet.codec, &packet.data) {
+                    Ok(Some(picture)) => {
+                        let (w, h) = (picture.width, picture.height);
+                        if !rendered {
+                            rendered = true;
+                            let _ = events.send(EngineEvent::Media(
+                                MediaEvent::PlayerRenderVideoFirstFrame {
+                                    stream_id: stream_id.clone(),
+                                },
+                            ));
+                        }
+                        if size != (w, h) {
+                            size = (w, h);
+                            let _ = events.send(EngineEvent::Media(
+                                MediaEvent::PlayerVideoSizeChanged {
+                                    stream_id: stream_id.clone(),
+                                    width: w,
+                                    height: h,
+                                },
+                            ));
+                        }
+                        if wants.video {
+                            let _ = events.send(EngineEvent::VideoFrame(VideoFrame {
                                 stream_id: stream_id.clone(),
                                 width: w,
                                 height: h,
+                                timestamp_ms: packet.time_ms,
+                                data: picture.data,
                             }));
+                        }
                     }
-                    if wants.video {
-                        let frame = pack_i420(&yuv, w, h);
-                        let _ = events.send(EngineEvent::VideoFrame(VideoFrame {
-                            stream_id: stream_id.clone(),
-                            width: w,
-                            height: h,
-                            timestamp_ms: packet.time_ms,
-                            data: frame.data,
-                        }));
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::debug!("decode {stream_id}: {e}");
+                        let _ = keyframe.send(stream_id.clone());
                     }
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::debug!("decode {stream_id}: {e}");
-                    let _ = keyframe.send(stream_id.clone());
-                }
-            },
+            }
             TrackKind::Audio => {
                 if let Ok(n) = opus.decode(&packet.data, &mut pcm, false) {
                     if wants.audio {
@@ -498,6 +577,37 @@ fn play_loop(
                         }));
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Decodes one video frame with the decoder of its codec (the VP8 one made on first use).
+fn decode_video(
+    h264: &mut openh264::decoder::Decoder,
+    vp8: &mut Option<Vp8Decoder>,
+    codec: VideoCodec,
+    data: &[u8],
+) -> Result<Option<I420>, String> {
+    match codec {
+        VideoCodec::H264 => match h264.decode(data) {
+            Ok(Some(yuv)) => {
+                let (w, h) = yuv.dimensions();
+                Ok(Some(pack_i420(&yuv, w as u32, h as u32)))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        },
+        VideoCodec::Vp8 => {
+            if vp8.is_none() {
+                *vp8 = Vp8Decoder::new();
+            }
+            match vp8.as_mut() {
+                Some(dec) => dec
+                    .decode(data)
+                    .map(Some)
+                    .ok_or_else(|| "VP8 frame did not decode".to_string()),
+                None => Err("no VP8 decoder".into()),
             }
         }
     }
