@@ -279,7 +279,14 @@ class ZegoExpressEngine {
     if (!SUPPORTED_VIDEO_CODECS.has(c.codecID ?? 0)) return this._fail('setVideoConfig', ZegoErrorCode.PublisherVideoEncoderNoSupportted)
     const kfi = Number.isInteger(c.keyFrameInterval) ? Math.min(5, Math.max(2, c.keyFrameInterval)) : 2
     this._videoConfigs[ch] = { ...c, keyFrameInterval: kfi }
-    this._native.setVideoConfig(ch, c.encodeWidth, c.encodeHeight, c.fps, Math.round(c.bitrate), kfi, c.codecID ?? 0)
+    this._native.setVideoConfig(ch, {
+      width: c.encodeWidth,
+      height: c.encodeHeight,
+      fps: c.fps,
+      bitrateKbps: Math.round(c.bitrate),
+      keyFrameInterval: kfi,
+      codecID: c.codecID ?? 0,
+    })
     this._report('setVideoConfig', 0, '', false)
     return Promise.resolve()
   }

@@ -46,6 +46,17 @@ pub struct EngineOptions {
 }
 
 #[napi(object)]
+pub struct NativeVideoConfig {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub bitrate_kbps: u32,
+    pub key_frame_interval: u32,
+    #[napi(js_name = "codecID")]
+    pub codec_id: u32,
+}
+
+#[napi(object)]
 pub struct NativeRoomConfig {
     pub max_member_count: Option<u32>,
     pub is_user_status_notify: Option<bool>,
@@ -254,25 +265,16 @@ impl NativeEngine {
 
     /// `setVideoConfig` for one channel; the facade validates and maps presets.
     #[napi]
-    pub fn set_video_config(
-        &self,
-        channel: u32,
-        width: u32,
-        height: u32,
-        fps: u32,
-        bitrate_kbps: u32,
-        key_frame_interval: u32,
-        codec_id: u32,
-    ) {
+    pub fn set_video_config(&self, channel: u32, config: NativeVideoConfig) {
         self.engine.set_video_config(
             channel as usize,
             VideoConfig {
-                width,
-                height,
-                fps,
-                bitrate_kbps,
-                keyframe_interval: key_frame_interval,
-                codec: if codec_id == 2 {
+                width: config.width,
+                height: config.height,
+                fps: config.fps,
+                bitrate_kbps: config.bitrate_kbps,
+                keyframe_interval: config.key_frame_interval,
+                codec: if config.codec_id == 2 {
                     VideoCodec::Vp8
                 } else {
                     VideoCodec::H264
