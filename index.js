@@ -380,6 +380,28 @@ class ZegoExpressEngine {
     this._allVolume = Math.min(200, Math.max(0, volume))
   }
 
+  /**
+   * Every `config.millisecond` (100..3000, default 100): capturedSoundLevelUpdate(level) and
+   * remoteSoundLevelUpdate({streamID: level}), levels 0..100.
+   */
+  async startSoundLevelMonitor(config) {
+    const ms = Math.min(3000, Math.max(100, Number(config?.millisecond) || 100))
+    this.stopSoundLevelMonitor()
+    this._soundTimer = setInterval(() => {
+      if (this._destroyed) return
+      const { captured, remote } = this._native.soundLevels()
+      this._emit('capturedSoundLevelUpdate', [captured])
+      this._emit('remoteSoundLevelUpdate', [remote])
+    }, ms)
+    // The monitor alone does not keep the process alive.
+    this._soundTimer.unref?.()
+  }
+
+  async stopSoundLevelMonitor() {
+    if (this._soundTimer) clearInterval(this._soundTimer)
+    this._soundTimer = null
+  }
+
   _playSwitch(streamID) {
     let s = this._playSwitches.get(streamID)
     if (!s) this._playSwitches.set(streamID, (s = { audioMuted: false, videoMuted: false, volume: 100 }))
@@ -561,6 +583,7 @@ class ZegoExpressEngine {
     this._destroyed = true
     this._listeners.clear()
     this._views.clear()
+    this.stopSoundLevelMonitor()
     const pending = [...this._pending.values()]
     this._pending.clear()
     this._rooms.clear()

@@ -231,6 +231,24 @@ test.serial('mutes reach the players as events and as silence and black', async 
   await late.playWithView('muted', { roomID: 'mute' })
   t.deepEqual(await late.waitFor('remoteCameraStateUpdate'), ['muted', 9])
 
+  // The sound-level monitor: the player hears the tone (about 77 of 100 at 30 % of full
+  // scale) until the publisher mutes its microphone.
+  await pub.call('enableCamera', true, 0)
+  await play.call('startSoundLevelMonitor', { millisecond: 200 })
+  await pub.call('startSoundLevelMonitor')
+  const loud = await play.waitFor('remoteSoundLevelUpdate', (levels) => levels.muted > 60)
+  t.true(loud[0].muted < 90, `remote level ${loud[0].muted}`)
+  const [captured] = await pub.waitFor('capturedSoundLevelUpdate', (l) => l > 60)
+  t.true(captured < 90, `captured level ${captured}`)
+  const [beforeMutePlay, beforeMutePub] = [play.mark(), pub.mark()]
+  await pub.call('muteMicrophone', true)
+  t.true(await pub.call('isMicrophoneMuted'))
+  t.deepEqual(await play.waitFor('remoteMicStateUpdate', (s, st) => st === 10, { since: beforeMutePlay }), ['muted', 10])
+  await play.waitFor('remoteSoundLevelUpdate', (levels) => levels.muted === 0, { since: beforeMutePlay })
+  await pub.waitFor('capturedSoundLevelUpdate', (l) => l === 0, { since: beforeMutePub })
+  await play.call('stopSoundLevelMonitor')
+  await pub.call('stopSoundLevelMonitor')
+
   // Player-side mute: the view gets silence.
   await play.call('mutePlayStreamAudio', 'muted', true)
   await sleep(800)

@@ -263,6 +263,17 @@ impl NativeEngine {
         self.call(Command::EnableCamera { enable, channel })
     }
 
+    /// `{captured, remote: {streamID: level}}`, 0..100, for the sound-level monitor.
+    #[napi]
+    pub fn sound_levels(&self) -> serde_json::Value {
+        let (captured, remote) = self.engine.sound_levels();
+        let remote: serde_json::Map<String, serde_json::Value> = remote
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::json!(v)))
+            .collect();
+        serde_json::json!({ "captured": captured, "remote": remote })
+    }
+
     /// `setVideoConfig` for one channel; the facade validates and maps presets.
     #[napi]
     pub fn set_video_config(&self, channel: u32, config: NativeVideoConfig) {

@@ -34,6 +34,8 @@ const EVENTS = [
   'remoteMicStateUpdate',
   'publisherQualityUpdate',
   'playerQualityUpdate',
+  'capturedSoundLevelUpdate',
+  'remoteSoundLevelUpdate',
 ]
 
 let engine = null

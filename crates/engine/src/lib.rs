@@ -12,7 +12,7 @@
 pub mod media;
 
 use futures_util::{SinkExt, StreamExt};
-use media::pipeline::{CustomSources, Encoded, RawFrame, Render, RenderMap};
+use media::pipeline::{CustomSources, Encoded, RawFrame, Render, RenderMap, SoundLevelMap};
 use media::Media;
 use std::collections::HashMap;
 use std::future::Future;
@@ -151,6 +151,7 @@ pub struct Engine {
     next_op: AtomicU64,
     render: RenderMap,
     custom: CustomSources,
+    levels: SoundLevelMap,
 }
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -165,13 +166,22 @@ impl Engine {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let render: RenderMap = Arc::new(Mutex::new(HashMap::new()));
         let custom: CustomSources = Arc::new(Mutex::new(Default::default()));
-        rt.spawn(drive(config, rx, ev_tx, render.clone(), custom.clone()));
+        let levels: SoundLevelMap = Arc::new(Mutex::new(Default::default()));
+        rt.spawn(drive(
+            config,
+            rx,
+            ev_tx,
+            render.clone(),
+            custom.clone(),
+            levels.clone(),
+        ));
         (
             Engine {
                 tx,
                 next_op: AtomicU64::new(1),
                 render,
                 custom,
+                levels,
             },
             ev_rx,
         )
@@ -196,6 +206,18 @@ impl Engine {
         match map.get(channel).and_then(Option::as_ref) {
             Some(tx) => tx.try_send(frame).is_ok(),
             None => false,
+        }
+    }
+
+    /// The latest captured level (loudest publish channel) and each played stream's level,
+    /// 0..100, for the sound-level monitor.
+    pub fn sound_levels(&self) -> (f32, Vec<(String, f32)>) {
+        match self.levels.lock() {
+            Ok(l) => (
+                l.captured.iter().copied().fold(0.0, f32::max),
+                l.remote.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            ),
+            Err(_) => (0.0, Vec::new()),
         }
     }
 
@@ -246,13 +268,21 @@ async fn drive(
     events: mpsc::UnboundedSender<EngineEvent>,
     render: RenderMap,
     custom: CustomSources,
+    levels: SoundLevelMap,
 ) {
     let (encoded_tx, mut encoded_rx) = mpsc::unbounded_channel::<Encoded>();
     let (keyframe_tx, mut keyframe_rx) = mpsc::unbounded_channel::<String>();
     let mut d = Driver {
         session: Session::new(config.session),
         url: config.server_url,
-        media: Media::new(events.clone(), encoded_tx, keyframe_tx, render, custom),
+        media: Media::new(
+            events.clone(),
+            encoded_tx,
+            keyframe_tx,
+            render,
+            custom,
+            levels,
+        ),
         events,
         sink: None,
         source: None,

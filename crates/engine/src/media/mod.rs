@@ -11,7 +11,9 @@ pub mod pipeline;
 pub mod vp8;
 
 use crate::{EngineEvent, MediaEvent};
-use pipeline::{CustomSources, Encoded, Packet, Player, Publisher, RenderMap, VideoConfig};
+use pipeline::{
+    CustomSources, Encoded, Packet, Player, Publisher, RenderMap, SoundLevelMap, VideoConfig,
+};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -105,6 +107,7 @@ pub struct Media {
     mutes: [(bool, bool); 4],
     pub custom_sources: CustomSources,
     pub render: RenderMap,
+    pub levels: SoundLevelMap,
     encoded_tx: mpsc::UnboundedSender<Encoded>,
     keyframe_tx: mpsc::UnboundedSender<String>,
     events: mpsc::UnboundedSender<EngineEvent>,
@@ -118,6 +121,7 @@ impl Media {
         keyframe_tx: mpsc::UnboundedSender<String>,
         render: RenderMap,
         custom_sources: CustomSources,
+        levels: SoundLevelMap,
     ) -> Self {
         Media {
             rtc: None,
@@ -135,6 +139,7 @@ impl Media {
             mutes: [(false, false); 4],
             custom_sources,
             render,
+            levels,
             encoded_tx,
             keyframe_tx,
             events,
@@ -200,6 +205,7 @@ impl Media {
                     self.video_configs.get(channel).copied().unwrap_or_default(),
                     custom,
                     self.mutes.get(channel).copied().unwrap_or_default(),
+                    self.levels.clone(),
                     self.encoded_tx.clone(),
                     self.events.clone(),
                 );
@@ -220,6 +226,11 @@ impl Media {
             }
             MediaCmd::StopPublish { channel, stream_id } => {
                 self.publishers.remove(&channel);
+                if let Ok(mut l) = self.levels.lock() {
+                    if let Some(slot) = l.captured.get_mut(channel) {
+                        *slot = 0.0;
+                    }
+                }
                 if let Ok(mut map) = self.custom_sources.lock() {
                     if let Some(slot) = map.get_mut(channel) {
                         *slot = None;
@@ -243,6 +254,7 @@ impl Media {
                     Player::start(
                         stream_id.to_string(),
                         self.render.clone(),
+                        self.levels.clone(),
                         self.events.clone(),
                         self.keyframe_tx.clone(),
                     ),
@@ -250,6 +262,9 @@ impl Media {
             }
             MediaCmd::StopPlay { stream_id } => {
                 self.players.remove(&stream_id);
+                if let Ok(mut l) = self.levels.lock() {
+                    l.remote.remove(stream_id.as_str());
+                }
                 self.first_seen.retain(|(s, _), _| *s != stream_id);
                 self.stop_tracks(|t| {
                     t.direction == TrackDirection::Recv && t.stream_id == stream_id

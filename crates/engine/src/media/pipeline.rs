@@ -222,6 +222,7 @@ impl Publisher {
         config: VideoConfig,
         custom: Option<std_mpsc::Receiver<RawFrame>>,
         (silent, black): (bool, bool),
+        levels: SoundLevelMap,
         out: mpsc::UnboundedSender<Encoded>,
         events: mpsc::UnboundedSender<EngineEvent>,
     ) -> Publisher {
@@ -240,7 +241,7 @@ impl Publisher {
         let tag = stream_tag(stream_id);
         let spawned = std::thread::Builder::new()
             .name(format!("zrooms-pub{channel}"))
-            .spawn(move || publish_loop(channel, tag, c, custom, out, events, flags));
+            .spawn(move || publish_loop(channel, tag, c, custom, levels, out, events, flags));
         if let Err(e) = spawned {
             tracing::warn!("cannot start the publisher thread: {e}");
         }
@@ -297,11 +298,13 @@ fn black_frame(width: u32, height: u32) -> I420 {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn publish_loop(
     channel: usize,
     tag: u32,
     shared_config: Arc<Mutex<VideoConfig>>,
     custom: Option<std_mpsc::Receiver<RawFrame>>,
+    levels: SoundLevelMap,
     out: mpsc::UnboundedSender<Encoded>,
     events: mpsc::UnboundedSender<EngineEvent>,
     flags: Flags,
@@ -433,6 +436,11 @@ fn publish_loop(
             if silent.load(Ordering::Acquire) {
                 pcm.fill(0);
             }
+            if let Ok(mut l) = levels.lock() {
+                if let Some(slot) = l.captured.get_mut(channel) {
+                    *slot = sound_level(&pcm);
+                }
+            }
             if let Ok(n) = opus.encode(&pcm, &mut opus_buf) {
                 let _ = out.send(Encoded {
                     channel,
@@ -454,6 +462,28 @@ fn publish_loop(
             std::thread::sleep(nap);
         }
     }
+}
+
+/// Latest sound levels (0..100): captured per publish channel, and per played stream.
+#[derive(Debug, Default)]
+pub struct SoundLevels {
+    pub captured: [f32; 4],
+    pub remote: std::collections::HashMap<String, f32>,
+}
+
+pub type SoundLevelMap = Arc<Mutex<SoundLevels>>;
+
+/// ZEGO's 0..100 sound level of 16-bit PCM: its RMS from -60 dBFS (0) to 0 dBFS (100).
+pub fn sound_level(pcm: &[i16]) -> f32 {
+    if pcm.is_empty() {
+        return 0.0;
+    }
+    let sum: f64 = pcm.iter().map(|&s| (s as f64) * (s as f64)).sum();
+    let rms = (sum / pcm.len() as f64).sqrt() / 32768.0;
+    if rms <= 1e-6 {
+        return 0.0;
+    }
+    (((20.0 * rms.log10() + 60.0) / 60.0 * 100.0).clamp(0.0, 100.0)) as f32
 }
 
 /// Which decoded media the app wants for a stream (it gave a view with callbacks).
@@ -482,13 +512,14 @@ impl Player {
     pub fn start(
         stream_id: String,
         render: RenderMap,
+        levels: SoundLevelMap,
         events: mpsc::UnboundedSender<EngineEvent>,
         keyframe: mpsc::UnboundedSender<String>,
     ) -> Player {
         let (tx, rx) = std_mpsc::channel();
         let spawned = std::thread::Builder::new()
             .name("zrooms-play".into())
-            .spawn(move || play_loop(stream_id, rx, render, events, keyframe));
+            .spawn(move || play_loop(stream_id, rx, render, levels, events, keyframe));
         if let Err(e) = spawned {
             tracing::warn!("cannot start the player thread: {e}");
         }
@@ -500,6 +531,7 @@ fn play_loop(
     stream_id: String,
     rx: std_mpsc::Receiver<Packet>,
     render: RenderMap,
+    levels: SoundLevelMap,
     events: mpsc::UnboundedSender<EngineEvent>,
     keyframe: mpsc::UnboundedSender<String>,
 ) {
@@ -568,6 +600,12 @@ fn play_loop(
             }
             TrackKind::Audio => {
                 if let Ok(n) = opus.decode(&packet.data, &mut pcm, false) {
+                    if let Ok(mut l) = levels.lock() {
+                        l.remote.insert(
+                            stream_id.clone(),
+                            sound_level(pcm.get(..n).unwrap_or_default()),
+                        );
+                    }
                     if wants.audio {
                         let _ = events.send(EngineEvent::AudioFrame(AudioFrame {
                             stream_id: stream_id.clone(),
