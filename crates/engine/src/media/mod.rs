@@ -205,9 +205,11 @@ impl Media {
                     self.video_configs.get(channel).copied().unwrap_or_default(),
                     custom,
                     self.mutes.get(channel).copied().unwrap_or_default(),
-                    self.levels.clone(),
-                    self.encoded_tx.clone(),
-                    self.events.clone(),
+                    pipeline::Sinks {
+                        out: self.encoded_tx.clone(),
+                        events: self.events.clone(),
+                        levels: self.levels.clone(),
+                    },
                 );
                 self.publishers.insert(channel, publisher);
             }

@@ -214,6 +214,14 @@ impl Drop for Publisher {
     }
 }
 
+/// Where a publisher thread's output goes.
+#[derive(Clone)]
+pub struct Sinks {
+    pub out: mpsc::UnboundedSender<Encoded>,
+    pub events: mpsc::UnboundedSender<EngineEvent>,
+    pub levels: SoundLevelMap,
+}
+
 impl Publisher {
     /// `custom`: frames pushed by the app replace the synthetic pattern.
     pub fn start(
@@ -222,9 +230,7 @@ impl Publisher {
         config: VideoConfig,
         custom: Option<std_mpsc::Receiver<RawFrame>>,
         (silent, black): (bool, bool),
-        levels: SoundLevelMap,
-        out: mpsc::UnboundedSender<Encoded>,
-        events: mpsc::UnboundedSender<EngineEvent>,
+        sinks: Sinks,
     ) -> Publisher {
         let stop = Arc::new(AtomicBool::new(false));
         let keyframe = Arc::new(AtomicBool::new(true));
@@ -241,7 +247,7 @@ impl Publisher {
         let tag = stream_tag(stream_id);
         let spawned = std::thread::Builder::new()
             .name(format!("zrooms-pub{channel}"))
-            .spawn(move || publish_loop(channel, tag, c, custom, levels, out, events, flags));
+            .spawn(move || publish_loop(channel, tag, c, custom, sinks, flags));
         if let Err(e) = spawned {
             tracing::warn!("cannot start the publisher thread: {e}");
         }
@@ -298,15 +304,16 @@ fn black_frame(width: u32, height: u32) -> I420 {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn publish_loop(
     channel: usize,
     tag: u32,
     shared_config: Arc<Mutex<VideoConfig>>,
     custom: Option<std_mpsc::Receiver<RawFrame>>,
-    levels: SoundLevelMap,
-    out: mpsc::UnboundedSender<Encoded>,
-    events: mpsc::UnboundedSender<EngineEvent>,
+    Sinks {
+        out,
+        events,
+        levels,
+    }: Sinks,
     flags: Flags,
 ) {
     let Flags {
