@@ -101,6 +101,7 @@ const pct = (xs, p) => {
 }
 
 const rows = []
+let baselineSfu = null
 const server = await startServer()
 try {
   // 1. Capture-to-decoded latency.
@@ -125,10 +126,13 @@ try {
     const sCpu = cpuSeconds(server.proc.pid) - sBefore
     const us = process.cpuUsage(usBefore)
     const frames = results.reduce((a, r) => a + r.frames, 0)
+    const sfuPct = (100 * sCpu) / seconds
+    if (n === 0) baselineSfu = sfuPct
+    const perStream = n === 0 ? '' : ` (${((sfuPct - (baselineSfu ?? 0)) / n).toFixed(2)} % per forwarded stream above the publisher-only figure)`
     rows.push([
       n === 0 ? `1 publisher alone (${seconds} s)` : `1 publisher → ${n} players (${seconds} s)`,
       `${frames} frames decoded`,
-      `SFU ${((100 * sCpu) / seconds).toFixed(1)} % of a core (${((100 * sCpu) / seconds / n).toFixed(2)} % per forwarded stream); engines ${(((us.user + us.system) / 1e6 / seconds) * 100).toFixed(0)} % of a core`,
+      `SFU ${sfuPct.toFixed(1)} % of a core${perStream}; engines ${(((us.user + us.system) / 1e6 / seconds) * 100).toFixed(0)} % of a core`,
     ])
   }
 } finally {
