@@ -72,6 +72,8 @@ class ZegoExpressEngine {
     // streamID → the view given to startPlayingStream, when it takes frames.
     this._views = new Map()
     this._playSwitches = new Map()
+    // Streams this engine plays (from playerStateUpdate), for snapshots.
+    this._playing = new Set()
     this._allAudioMuted = false
     this._allVideoMuted = false
     this._allVolume = 100
@@ -402,6 +404,20 @@ class ZegoExpressEngine {
     this._soundTimer = null
   }
 
+  /**
+   * The latest decoded picture of a played stream: `{errorCode, image}` with image
+   * `{format: 'I420', width, height, data}` (1004011 when the stream is not played, 1004030
+   * before its first picture).
+   */
+  async takePlayStreamSnapshot(streamID) {
+    const s = str(streamID)
+    if (s === null || !this._playing.has(s)) return { errorCode: ZegoErrorCode.PlayerStreamWasNotPlayed, image: null }
+    const f = this._native.snapshot(s)
+    if (!f) return { errorCode: ZegoErrorCode.PlayerTakePlayStreamSnapshotFailed, image: null }
+    const data = new Uint8Array(f.data.buffer, f.data.byteOffset, f.data.byteLength)
+    return { errorCode: 0, image: { format: 'I420', width: f.width, height: f.height, data } }
+  }
+
   _playSwitch(streamID) {
     let s = this._playSwitches.get(streamID)
     if (!s) this._playSwitches.set(streamID, (s = { audioMuted: false, videoMuted: false, volume: 100 }))
@@ -523,6 +539,11 @@ class ZegoExpressEngine {
         p.resolve(p.shape(ev))
       }
     } else {
+      if (ev.e === 'playerStateUpdate') {
+        const [streamID, state] = ev.a
+        if (state === defines.ZegoPlayerState.NoPlay) this._playing.delete(streamID)
+        else this._playing.add(streamID)
+      }
       if (ev.e === 'roomStateChanged') {
         const [roomID, reason] = ev.a
         if (LIVE_REASONS.has(reason)) this._rooms.add(roomID)

@@ -4,7 +4,7 @@
 import test from 'ava'
 import { Peer } from './helpers/peer.mjs'
 import { startServerProcess } from './helpers/server.mjs'
-import { streamTag, toneFrequency } from './helpers/pattern.mjs'
+import { readTestPattern, streamTag, toneFrequency } from './helpers/pattern.mjs'
 
 let server
 const peers = []
@@ -71,6 +71,14 @@ test.serial('H.264 pattern and Opus tone arrive decoded: counters increase at 64
   const span = stats.counters[stats.counters.length - 1] - stats.counters[0]
   t.true(span >= stats.frames - 1 && span < stats.frames * 2, `span ${span} over ${stats.frames} frames`)
   t.true(increasing(stats.timestamps))
+
+  // takePlayStreamSnapshot: the latest picture, with the pattern's tag; refused for streams
+  // not played.
+  const snap = await play.call('takePlayStreamSnapshot', 'cam')
+  t.is(snap.errorCode, 0)
+  t.like(snap.image, { format: 'I420', width: 640, height: 360 })
+  t.is(readTestPattern({ width: 640, height: 360, data: snap.image.data }).tag, streamTag('cam'))
+  t.is((await play.call('takePlayStreamSnapshot', 'nobody')).errorCode, 1004011)
 
   await sleep(1200)
   const audio = await play.mediaStats('cam')

@@ -263,6 +263,22 @@ impl NativeEngine {
         self.call(Command::EnableCamera { enable, channel })
     }
 
+    /// The latest decoded picture of a played stream as an I420 frame, if any.
+    #[napi]
+    pub fn snapshot(&self, stream_id: String) -> Option<events::JsFrame> {
+        let p = self.engine.snapshot(&stream_id)?;
+        Some(events::JsFrame {
+            kind: "video".into(),
+            stream_id,
+            width: p.width,
+            height: p.height,
+            timestamp: 0.0,
+            sample_rate: 0,
+            channels: 0,
+            data: p.data.clone().into(),
+        })
+    }
+
     /// `{captured, remote: {streamID: level}}`, 0..100, for the sound-level monitor.
     #[napi]
     pub fn sound_levels(&self) -> serde_json::Value {

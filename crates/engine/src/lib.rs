@@ -12,7 +12,7 @@
 pub mod media;
 
 use futures_util::{SinkExt, StreamExt};
-use media::pipeline::{CustomSources, Encoded, RawFrame, Render, RenderMap, SoundLevelMap};
+use media::pipeline::{CustomSources, Encoded, MeterMap, RawFrame, Render, RenderMap};
 use media::Media;
 use std::collections::HashMap;
 use std::future::Future;
@@ -151,7 +151,7 @@ pub struct Engine {
     next_op: AtomicU64,
     render: RenderMap,
     custom: CustomSources,
-    levels: SoundLevelMap,
+    levels: MeterMap,
 }
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -166,7 +166,7 @@ impl Engine {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let render: RenderMap = Arc::new(Mutex::new(HashMap::new()));
         let custom: CustomSources = Arc::new(Mutex::new(Default::default()));
-        let levels: SoundLevelMap = Arc::new(Mutex::new(Default::default()));
+        let levels: MeterMap = Arc::new(Mutex::new(Default::default()));
         rt.spawn(drive(
             config,
             rx,
@@ -221,6 +221,16 @@ impl Engine {
         }
     }
 
+    /// The latest decoded picture of a played stream (`takePlayStreamSnapshot`).
+    pub fn snapshot(&self, stream_id: &str) -> Option<Arc<media::pattern::I420>> {
+        self.levels
+            .lock()
+            .ok()?
+            .last_picture
+            .get(stream_id)
+            .cloned()
+    }
+
     /// Which decoded media of `stream_id` the app wants as frames.
     pub fn set_render(&self, stream_id: &str, render: Render) {
         if let Ok(mut map) = self.render.lock() {
@@ -268,7 +278,7 @@ async fn drive(
     events: mpsc::UnboundedSender<EngineEvent>,
     render: RenderMap,
     custom: CustomSources,
-    levels: SoundLevelMap,
+    levels: MeterMap,
 ) {
     let (encoded_tx, mut encoded_rx) = mpsc::unbounded_channel::<Encoded>();
     let (keyframe_tx, mut keyframe_rx) = mpsc::unbounded_channel::<String>();

@@ -12,7 +12,7 @@ pub mod vp8;
 
 use crate::{EngineEvent, MediaEvent};
 use pipeline::{
-    CustomSources, Encoded, Packet, Player, Publisher, RenderMap, SoundLevelMap, VideoConfig,
+    CustomSources, Encoded, MeterMap, Packet, Player, Publisher, RenderMap, VideoConfig,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -107,7 +107,7 @@ pub struct Media {
     mutes: [(bool, bool); 4],
     pub custom_sources: CustomSources,
     pub render: RenderMap,
-    pub levels: SoundLevelMap,
+    pub levels: MeterMap,
     encoded_tx: mpsc::UnboundedSender<Encoded>,
     keyframe_tx: mpsc::UnboundedSender<String>,
     events: mpsc::UnboundedSender<EngineEvent>,
@@ -121,7 +121,7 @@ impl Media {
         keyframe_tx: mpsc::UnboundedSender<String>,
         render: RenderMap,
         custom_sources: CustomSources,
-        levels: SoundLevelMap,
+        levels: MeterMap,
     ) -> Self {
         Media {
             rtc: None,
@@ -266,6 +266,7 @@ impl Media {
                 self.players.remove(&stream_id);
                 if let Ok(mut l) = self.levels.lock() {
                     l.remote.remove(stream_id.as_str());
+                    l.last_picture.remove(stream_id.as_str());
                 }
                 self.first_seen.retain(|(s, _), _| *s != stream_id);
                 self.stop_tracks(|t| {

@@ -219,7 +219,7 @@ impl Drop for Publisher {
 pub struct Sinks {
     pub out: mpsc::UnboundedSender<Encoded>,
     pub events: mpsc::UnboundedSender<EngineEvent>,
-    pub levels: SoundLevelMap,
+    pub levels: MeterMap,
 }
 
 impl Publisher {
@@ -471,14 +471,16 @@ fn publish_loop(
     }
 }
 
-/// Latest sound levels (0..100): captured per publish channel, and per played stream.
+/// What the app can read back at any time: the latest sound levels (0..100, captured per
+/// publish channel and per played stream) and each played stream's latest picture.
 #[derive(Debug, Default)]
-pub struct SoundLevels {
+pub struct Meters {
     pub captured: [f32; 4],
     pub remote: std::collections::HashMap<String, f32>,
+    pub last_picture: std::collections::HashMap<String, Arc<I420>>,
 }
 
-pub type SoundLevelMap = Arc<Mutex<SoundLevels>>;
+pub type MeterMap = Arc<Mutex<Meters>>;
 
 /// ZEGO's 0..100 sound level of 16-bit PCM: its RMS from -60 dBFS (0) to 0 dBFS (100).
 pub fn sound_level(pcm: &[i16]) -> f32 {
@@ -519,7 +521,7 @@ impl Player {
     pub fn start(
         stream_id: String,
         render: RenderMap,
-        levels: SoundLevelMap,
+        levels: MeterMap,
         events: mpsc::UnboundedSender<EngineEvent>,
         keyframe: mpsc::UnboundedSender<String>,
     ) -> Player {
@@ -538,7 +540,7 @@ fn play_loop(
     stream_id: String,
     rx: std_mpsc::Receiver<Packet>,
     render: RenderMap,
-    levels: SoundLevelMap,
+    levels: MeterMap,
     events: mpsc::UnboundedSender<EngineEvent>,
     keyframe: mpsc::UnboundedSender<String>,
 ) {
@@ -588,13 +590,17 @@ fn play_loop(
                                 },
                             ));
                         }
+                        let picture = Arc::new(picture);
+                        if let Ok(mut m) = levels.lock() {
+                            m.last_picture.insert(stream_id.clone(), picture.clone());
+                        }
                         if wants.video {
                             let _ = events.send(EngineEvent::VideoFrame(VideoFrame {
                                 stream_id: stream_id.clone(),
                                 width: w,
                                 height: h,
                                 timestamp_ms: packet.time_ms,
-                                data: picture.data,
+                                data: picture.data.clone(),
                             }));
                         }
                     }
