@@ -72,6 +72,7 @@ class ZegoExpressEngine {
     // streamID → the view given to startPlayingStream, when it takes frames.
     this._views = new Map()
     this._playSwitches = new Map()
+    this._previews = {}
     // Streams this engine plays (from playerStateUpdate), for snapshots.
     this._playing = new Set()
     this._allAudioMuted = false
@@ -429,6 +430,27 @@ class ZegoExpressEngine {
     return { ...this._videoConfigs[ch] }
   }
 
+  /**
+   * Local pictures of `channel` to `view.onFrame({channel, format: 'I420', width, height,
+   * data})`; captures even before publishing. publisherRenderVideoFirstFrame on the first.
+   */
+  async startPreview(view, channel) {
+    const ch = channelOf(channel)
+    if (ch === null) return this._fail('startPreview', ZegoErrorCode.CommonIllegalParam)
+    if (view && typeof view.onFrame === 'function') this._previews[ch] = view
+    else delete this._previews[ch]
+    this._native.setPreview(ch, true)
+    this._report('startPreview', 0, '', false)
+  }
+
+  async stopPreview(channel) {
+    const ch = channelOf(channel)
+    if (ch === null) return this._fail('stopPreview', ZegoErrorCode.CommonIllegalParam)
+    delete this._previews[ch]
+    this._native.setPreview(ch, false)
+    this._report('stopPreview', 0, '', false)
+  }
+
   stopPublishingStream(channel) {
     const ch = channelOf(channel)
     if (ch === null) return this._fail('stopPublishingStream', ZegoErrorCode.CommonIllegalParam)
@@ -556,6 +578,17 @@ class ZegoExpressEngine {
 
   _onFrame(f) {
     if (this._destroyed || !f) return
+    if (f.kind === 'preview') {
+      const pv = this._previews[f.channel]
+      if (!pv) return
+      try {
+        const data = new Uint8Array(f.data.buffer, f.data.byteOffset, f.data.byteLength)
+        pv.onFrame({ channel: f.channel, format: 'I420', width: f.width, height: f.height, timestamp: f.timestamp, data })
+      } catch (err) {
+        console.error(`[zrooms] preview callback of channel ${f.channel} threw:`, err)
+      }
+      return
+    }
     const view = this._views.get(f.streamID)
     if (!view) return
     const sw = this._playSwitches.get(f.streamID)

@@ -21,6 +21,8 @@ pub struct JsFrame {
     pub timestamp: f64,
     pub sample_rate: u32,
     pub channels: u32,
+    /// The publish channel of a "preview" frame.
+    pub channel: u32,
     pub data: Buffer,
 }
 
@@ -35,6 +37,18 @@ pub fn frame(event: EngineEvent) -> Result<JsFrame, EngineEvent> {
             timestamp: f.timestamp_ms,
             sample_rate: 0,
             channels: 0,
+            channel: 0,
+            data: f.data.into(),
+        }),
+        EngineEvent::PreviewFrame(f, channel) => Ok(JsFrame {
+            kind: "preview".into(),
+            stream_id: String::new(),
+            width: f.width,
+            height: f.height,
+            timestamp: f.timestamp_ms,
+            sample_rate: 0,
+            channels: 0,
+            channel: channel as u32,
             data: f.data.into(),
         }),
         EngineEvent::AudioFrame(f) => Ok(JsFrame {
@@ -45,6 +59,7 @@ pub fn frame(event: EngineEvent) -> Result<JsFrame, EngineEvent> {
             timestamp: 0.0,
             sample_rate: f.sample_rate,
             channels: f.channels,
+            channel: 0,
             data: f
                 .samples
                 .iter()
@@ -60,6 +75,9 @@ fn media(event: MediaEvent) -> Vec<Value> {
     match event {
         MediaEvent::PublisherCapturedVideoFirstFrame { channel } => {
             vec![ev("publisherCapturedVideoFirstFrame", json!([channel]))]
+        }
+        MediaEvent::PublisherRenderVideoFirstFrame { channel } => {
+            vec![ev("publisherRenderVideoFirstFrame", json!([channel]))]
         }
         MediaEvent::PublisherCapturedAudioFirstFrame => {
             vec![ev("publisherCapturedAudioFirstFrame", json!([]))]
@@ -144,7 +162,9 @@ pub fn to_js(event: EngineEvent) -> Vec<Value> {
         EngineEvent::Session(e) => e,
         EngineEvent::Media(m) => return media(m),
         // Frames travel through `frame()`; nothing reaches here.
-        EngineEvent::VideoFrame(_) | EngineEvent::AudioFrame(_) => return Vec::new(),
+        EngineEvent::VideoFrame(_) | EngineEvent::AudioFrame(_) | EngineEvent::PreviewFrame(..) => {
+            return Vec::new()
+        }
     };
     match event {
         SessionEvent::Completed { op, code, value } => {

@@ -275,6 +275,7 @@ impl NativeEngine {
             timestamp: 0.0,
             sample_rate: 0,
             channels: 0,
+            channel: 0,
             data: p.data.clone().into(),
         })
     }
@@ -308,6 +309,11 @@ impl NativeEngine {
                 },
             },
         );
+    }
+
+    #[napi]
+    pub fn set_preview(&self, channel: u32, on: bool) {
+        self.engine.set_preview(channel as usize, on);
     }
 
     #[napi]

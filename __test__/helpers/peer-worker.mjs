@@ -35,6 +35,7 @@ const EVENTS = [
   'publisherQualityUpdate',
   'playerQualityUpdate',
   'capturedSoundLevelUpdate',
+  'publisherRenderVideoFirstFrame',
   'remoteSoundLevelUpdate',
 ]
 
@@ -86,6 +87,9 @@ parentPort.on('message', async ({ id, kind, name, args }) => {
     } else if (kind === 'play-with-view') {
       const [streamID, config] = args
       result = await engine.startPlayingStream(streamID, viewFor(streamID), config)
+    } else if (kind === 'preview-with-view') {
+      const [channel] = args
+      result = await engine.startPreview(viewFor(`preview:${channel}`), channel)
     } else if (kind === 'push-pattern') {
       // Custom capture: push `count` frames of the test pattern at `fps`.
       const [{ channel, format, width, height, count, fps, first, tag }] = args

@@ -64,6 +64,11 @@ export class Peer {
     return this.send('play-with-view', '', [streamID, config])
   }
 
+  /** startPreview(channel) with a recording view; its stats are under `preview:<channel>`. */
+  previewWithView(channel) {
+    return this.send('preview-with-view', '', [channel])
+  }
+
   /** Pushes custom-capture frames of the test pattern (see peer-worker.mjs). */
   pushPattern(opts) {
     return this.send('push-pattern', '', [opts])

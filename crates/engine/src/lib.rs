@@ -52,6 +52,8 @@ pub enum EngineEvent {
     VideoFrame(VideoFrame),
     /// Decoded audio of a played stream (likewise).
     AudioFrame(AudioFrame),
+    /// A captured picture for the app's preview of a publish channel.
+    PreviewFrame(VideoFrame, usize),
 }
 
 /// Media milestones, with ZEGO's event names.
@@ -61,6 +63,9 @@ pub enum MediaEvent {
         channel: usize,
     },
     PublisherCapturedAudioFirstFrame,
+    PublisherRenderVideoFirstFrame {
+        channel: usize,
+    },
     PublisherVideoSizeChanged {
         channel: usize,
         width: u32,
@@ -142,6 +147,7 @@ enum Cmd {
     Api(OpId, Command),
     VideoConfig(usize, media::pipeline::VideoConfig),
     CustomVideo(usize, bool),
+    Preview(usize, bool),
     Destroy(oneshot::Sender<()>),
 }
 
@@ -190,6 +196,11 @@ impl Engine {
     /// ZEGO's `setVideoConfig` for `channel` (0..3).
     pub fn set_video_config(&self, channel: usize, config: media::pipeline::VideoConfig) {
         let _ = self.tx.send(Cmd::VideoConfig(channel, config));
+    }
+
+    /// `startPreview` / `stopPreview` of `channel`.
+    pub fn set_preview(&self, channel: usize, on: bool) {
+        let _ = self.tx.send(Cmd::Preview(channel, on));
     }
 
     /// ZEGO's `enableCustomVideoCapture` for `channel`; applies to the next publish.
@@ -319,6 +330,7 @@ async fn drive(
                 Some(Cmd::Api(op, cmd)) => d.session.handle_command(Instant::now(), op, cmd),
                 Some(Cmd::VideoConfig(channel, config)) => d.media.set_video_config(channel, config),
                 Some(Cmd::CustomVideo(channel, enable)) => d.media.set_custom_video(channel, enable),
+                Some(Cmd::Preview(channel, on)) => d.media.set_preview(channel, on),
                 Some(Cmd::Destroy(ack)) => {
                     d.shutdown().await;
                     let _ = ack.send(());

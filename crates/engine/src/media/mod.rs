@@ -103,6 +103,9 @@ pub struct Media {
     video_configs: [VideoConfig; 4],
     /// Channels whose video comes from the app (`enableCustomVideoCapture`).
     custom_video: [bool; 4],
+    /// Channels the app previews, and their captures while nothing is published there.
+    previews: [bool; 4],
+    preview_only: HashMap<usize, Publisher>,
     /// Per channel: (silent, black), applied to the running publisher and the next one.
     mutes: [(bool, bool); 4],
     pub custom_sources: CustomSources,
@@ -137,6 +140,8 @@ impl Media {
             video_configs: [VideoConfig::default(); 4],
             custom_video: [false; 4],
             mutes: [(false, false); 4],
+            previews: [false; 4],
+            preview_only: HashMap::new(),
             custom_sources,
             render,
             levels,
@@ -186,31 +191,10 @@ impl Media {
                         Some(channel),
                     ));
                 }
-                let custom = if self.custom_video.get(channel).copied().unwrap_or(false) {
-                    let (tx, rx) = std::sync::mpsc::sync_channel(8);
-                    if let (Ok(mut map), Some(_)) =
-                        (self.custom_sources.lock(), self.custom_video.get(channel))
-                    {
-                        if let Some(slot) = map.get_mut(channel) {
-                            *slot = Some(tx);
-                        }
-                    }
-                    Some(rx)
-                } else {
-                    None
-                };
-                let publisher = Publisher::start(
-                    channel,
-                    stream_id.as_str(),
-                    self.video_configs.get(channel).copied().unwrap_or_default(),
-                    custom,
-                    self.mutes.get(channel).copied().unwrap_or_default(),
-                    pipeline::Sinks {
-                        out: self.encoded_tx.clone(),
-                        events: self.events.clone(),
-                        levels: self.levels.clone(),
-                    },
-                );
+                // A preview-only capture of this channel gives way to the publisher, which
+                // previews too.
+                self.preview_only.remove(&channel);
+                let publisher = self.spawn_capture(channel, stream_id.as_str(), true);
                 self.publishers.insert(channel, publisher);
             }
             MediaCmd::Mute {
@@ -228,6 +212,10 @@ impl Media {
             }
             MediaCmd::StopPublish { channel, stream_id } => {
                 self.publishers.remove(&channel);
+                if self.previews.get(channel).copied().unwrap_or(false) {
+                    let capture = self.spawn_capture(channel, stream_id.as_str(), false);
+                    self.preview_only.insert(channel, capture);
+                }
                 if let Ok(mut l) = self.levels.lock() {
                     if let Some(slot) = l.captured.get_mut(channel) {
                         *slot = 0.0;
@@ -273,6 +261,57 @@ impl Media {
                     t.direction == TrackDirection::Recv && t.stream_id == stream_id
                 });
             }
+        }
+    }
+
+    /// Starts the capture thread of `channel`: a publisher (`encode`), or a preview-only
+    /// capture of the synthetic source.
+    fn spawn_capture(&mut self, channel: usize, stream_id: &str, encode: bool) -> Publisher {
+        let custom = if encode && self.custom_video.get(channel).copied().unwrap_or(false) {
+            let (tx, rx) = std::sync::mpsc::sync_channel(8);
+            if let Ok(mut map) = self.custom_sources.lock() {
+                if let Some(slot) = map.get_mut(channel) {
+                    *slot = Some(tx);
+                }
+            }
+            Some(rx)
+        } else {
+            None
+        };
+        Publisher::start(
+            channel,
+            stream_id,
+            self.video_configs.get(channel).copied().unwrap_or_default(),
+            custom,
+            self.mutes.get(channel).copied().unwrap_or_default(),
+            pipeline::Sinks {
+                out: self.encoded_tx.clone(),
+                events: self.events.clone(),
+                levels: self.levels.clone(),
+            },
+            pipeline::Mode {
+                encode,
+                preview: self.previews.get(channel).copied().unwrap_or(false),
+            },
+        )
+    }
+
+    /// `startPreview` / `stopPreview`: the channel's captured pictures go to the app too; with
+    /// no publisher on the channel a capture runs for the preview alone.
+    pub fn set_preview(&mut self, channel: usize, on: bool) {
+        let Some(slot) = self.previews.get_mut(channel) else {
+            return;
+        };
+        *slot = on;
+        if let Some(p) = self.publishers.get(&channel) {
+            p.preview.store(on, Ordering::Release);
+        } else if on {
+            if !self.preview_only.contains_key(&channel) {
+                let capture = self.spawn_capture(channel, "", false);
+                self.preview_only.insert(channel, capture);
+            }
+        } else {
+            self.preview_only.remove(&channel);
         }
     }
 
@@ -656,6 +695,7 @@ impl Media {
     /// Stops every pipeline and forgets the peer (the connection to the server is gone).
     pub fn reset(&mut self) {
         self.publishers.clear();
+        self.preview_only.clear();
         if let Ok(mut map) = self.custom_sources.lock() {
             *map = Default::default();
         }

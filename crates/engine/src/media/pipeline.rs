@@ -206,12 +206,22 @@ pub struct Publisher {
     /// Mutes: silence instead of the source's audio, black instead of its video.
     pub silent: Arc<AtomicBool>,
     pub black: Arc<AtomicBool>,
+    /// Captured pictures also go to the app's preview.
+    pub preview: Arc<AtomicBool>,
 }
 
 impl Drop for Publisher {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
     }
+}
+
+/// What a capture thread does with its pictures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mode {
+    /// Encode and send (a publisher); false: capture for the preview only.
+    pub encode: bool,
+    pub preview: bool,
 }
 
 /// Where a publisher thread's output goes.
@@ -231,17 +241,21 @@ impl Publisher {
         custom: Option<std_mpsc::Receiver<RawFrame>>,
         (silent, black): (bool, bool),
         sinks: Sinks,
+        mode: Mode,
     ) -> Publisher {
         let stop = Arc::new(AtomicBool::new(false));
         let keyframe = Arc::new(AtomicBool::new(true));
         let config = Arc::new(Mutex::new(config));
         let silent = Arc::new(AtomicBool::new(silent));
         let black = Arc::new(AtomicBool::new(black));
+        let preview = Arc::new(AtomicBool::new(mode.preview));
         let flags = Flags {
             stop: stop.clone(),
             keyframe: keyframe.clone(),
             silent: silent.clone(),
             black: black.clone(),
+            preview: preview.clone(),
+            encode: mode.encode,
         };
         let c = config.clone();
         let tag = stream_tag(stream_id);
@@ -257,6 +271,7 @@ impl Publisher {
             config,
             silent,
             black,
+            preview,
         }
     }
 }
@@ -290,6 +305,32 @@ struct Flags {
     keyframe: Arc<AtomicBool>,
     silent: Arc<AtomicBool>,
     black: Arc<AtomicBool>,
+    preview: Arc<AtomicBool>,
+    encode: bool,
+}
+
+/// Hands a captured picture to the app's preview (the first one is announced).
+fn to_preview(
+    events: &mpsc::UnboundedSender<EngineEvent>,
+    channel: usize,
+    picture: &I420,
+    first: &mut bool,
+) {
+    if std::mem::take(first) {
+        let _ = events.send(EngineEvent::Media(
+            MediaEvent::PublisherRenderVideoFirstFrame { channel },
+        ));
+    }
+    let _ = events.send(EngineEvent::PreviewFrame(
+        VideoFrame {
+            stream_id: String::new(),
+            width: picture.width,
+            height: picture.height,
+            timestamp_ms: 0.0,
+            data: picture.data.clone(),
+        },
+        channel,
+    ));
 }
 
 /// A black I420 picture.
@@ -321,7 +362,10 @@ fn publish_loop(
         keyframe,
         silent,
         black,
+        preview,
+        encode,
     } = flags;
+    let mut first_preview = true;
     let current = |c: &Arc<Mutex<VideoConfig>>| c.lock().map(|g| *g).unwrap_or_default();
     let mut config = current(&shared_config);
     let Some(mut video) = VideoEncoder::new(&config) else {
@@ -369,6 +413,12 @@ fn publish_loop(
                             width: raw.width,
                             height: raw.height,
                         }));
+                }
+                if preview.load(Ordering::Acquire) {
+                    to_preview(&events, channel, &picture, &mut first_preview);
+                }
+                if !encode {
+                    continue;
                 }
                 let key = keyframe.swap(false, Ordering::AcqRel);
                 if let Some(data) = video.encode(&picture, key, &config) {
@@ -418,8 +468,16 @@ fn publish_loop(
                     height: config.height,
                 }));
             }
+            if preview.load(Ordering::Acquire) {
+                to_preview(&events, channel, &frame, &mut first_preview);
+            }
             let key = keyframe.swap(false, Ordering::AcqRel);
-            if let Some(data) = video.encode(&frame, key, &config) {
+            let encoded = if encode {
+                video.encode(&frame, key, &config)
+            } else {
+                None
+            };
+            if let Some(data) = encoded {
                 let rtp_time = (next_video - start).as_micros() as u64 * 90 / 1000;
                 let _ = out.send(Encoded {
                     channel,
@@ -433,7 +491,9 @@ fn publish_loop(
             frames = frames.wrapping_add(1);
             next_video += frame_interval;
         }
-        if now >= next_audio {
+        if now >= next_audio && !encode {
+            next_audio += audio_interval;
+        } else if now >= next_audio {
             if audio_frames == 0 {
                 let _ = events.send(EngineEvent::Media(
                     MediaEvent::PublisherCapturedAudioFirstFrame,
