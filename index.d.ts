@@ -99,8 +99,84 @@ export interface ZegoPlayerConfig {
   videoCodecID?: number
 }
 
-/** Where decoded frames go; the media pipeline defines its shape. */
-export type ZegoView = unknown
+/** A decoded or captured picture: Y, U, V planes packed (I420). */
+export interface ZegoVideoFrame {
+  streamID?: string
+  channel?: ZegoPublishChannel
+  format: 'I420'
+  width: number
+  height: number
+  timestamp: number
+  data: Uint8Array
+}
+
+/** Decoded audio: 16-bit PCM, interleaved. */
+export interface ZegoAudioFrame {
+  streamID: string
+  sampleRate: number
+  channels: number
+  data: Int16Array
+}
+
+/** In Node, a view is where decoded media goes. */
+export interface ZegoView {
+  onFrame?: (frame: ZegoVideoFrame) => void
+  onAudioFrame?: (frame: ZegoAudioFrame) => void
+}
+
+export interface ZegoVideoConfig {
+  captureWidth?: number
+  captureHeight?: number
+  encodeWidth: number
+  encodeHeight: number
+  fps: number
+  /** kbps */
+  bitrate: number
+  /** 0 H.264 (default), 2 VP8 */
+  codecID: number
+  keyFrameInterval?: number
+}
+
+export interface ZegoSoundLevelConfig {
+  /** 100..3000, default 100 */
+  millisecond?: number
+  enableVAD?: boolean
+}
+
+/** ZegoVideoFrameFormat: I420 = 1, BGRA32 = 4, RGBA32 = 5. */
+export interface ZegoVideoFrameParam {
+  format: 1 | 4 | 5
+  width: number
+  height: number
+}
+
+export interface ZegoPlayStreamQuality {
+  videoRecvFPS: number
+  videoDecodeFPS: number
+  videoRenderFPS: number
+  videoKBPS: number
+  audioRecvFPS: number
+  audioKBPS: number
+  rtt: number
+  packetLostRate: number
+  level: number
+  totalRecvBytes: number
+  [key: string]: number | boolean
+}
+
+export interface ZegoPublishStreamQuality {
+  videoCaptureFPS: number
+  videoEncodeFPS: number
+  videoSendFPS: number
+  videoKBPS: number
+  audioCaptureFPS: number
+  audioKBPS: number
+  rtt: number
+  packetLostRate: number
+  level: number
+  totalSendBytes: number
+  [key: string]: number | boolean
+}
 
 export interface ZegoStream {
   user: Required<ZegoUser>
@@ -168,6 +244,20 @@ export interface ZegoEventListener {
   IMRecvBroadcastMessage: (roomID: string, messageList: ZegoBroadcastMessageInfo[]) => void
   IMRecvBarrageMessage: (roomID: string, messageList: ZegoBarrageMessageInfo[]) => void
   IMRecvCustomCommand: (roomID: string, fromUser: Required<ZegoUser>, command: string) => void
+  publisherCapturedAudioFirstFrame: () => void
+  publisherCapturedVideoFirstFrame: (channel: ZegoPublishChannel) => void
+  publisherRenderVideoFirstFrame: (channel: ZegoPublishChannel) => void
+  publisherVideoSizeChanged: (width: number, height: number, channel: ZegoPublishChannel) => void
+  publisherQualityUpdate: (streamID: string, quality: ZegoPublishStreamQuality) => void
+  playerRecvAudioFirstFrame: (streamID: string) => void
+  playerRecvVideoFirstFrame: (streamID: string) => void
+  playerRenderVideoFirstFrame: (streamID: string) => void
+  playerVideoSizeChanged: (streamID: string, width: number, height: number) => void
+  playerQualityUpdate: (streamID: string, quality: ZegoPlayStreamQuality) => void
+  remoteCameraStateUpdate: (streamID: string, state: number) => void
+  remoteMicStateUpdate: (streamID: string, state: number) => void
+  capturedSoundLevelUpdate: (soundLevel: number) => void
+  remoteSoundLevelUpdate: (soundLevels: Record<string, number>) => void
 }
 
 export default class ZegoExpressEngine {
@@ -201,6 +291,35 @@ export default class ZegoExpressEngine {
   startPlayingStream(streamID: string, config: ZegoPlayerConfig): Promise<void>
   stopPlayingStream(streamID: string): Promise<void>
 
+  startPreview(view?: ZegoView, channel?: ZegoPublishChannel): Promise<void>
+  stopPreview(channel?: ZegoPublishChannel): Promise<void>
+  /** A ZegoVideoConfigPreset or a config; applies at once, also while publishing. */
+  setVideoConfig(config: ZegoVideoConfig | number, channel?: ZegoPublishChannel): Promise<void>
+  getVideoConfig(channel?: ZegoPublishChannel): Promise<ZegoVideoConfig>
+  enableCustomVideoCapture(enable: boolean, config?: { bufferType: number }, channel?: ZegoPublishChannel): Promise<void>
+  sendCustomVideoCaptureRawData(
+    data: Uint8Array,
+    dataLength: number,
+    params: ZegoVideoFrameParam,
+    referenceTimeMillisecond: number,
+    channel?: ZegoPublishChannel,
+  ): Promise<void>
+  mutePublishStreamAudio(mute: boolean, channel?: ZegoPublishChannel): Promise<void>
+  mutePublishStreamVideo(mute: boolean, channel?: ZegoPublishChannel): Promise<void>
+  muteMicrophone(mute: boolean): Promise<void>
+  isMicrophoneMuted(): Promise<boolean>
+  enableCamera(enable: boolean, channel?: ZegoPublishChannel): Promise<void>
+  mutePlayStreamAudio(streamID: string, mute: boolean): Promise<void>
+  mutePlayStreamVideo(streamID: string, mute: boolean): Promise<void>
+  muteAllPlayStreamAudio(mute: boolean): Promise<void>
+  muteAllPlayStreamVideo(mute: boolean): Promise<void>
+  /** 0..200 */
+  setPlayVolume(streamID: string, volume: number): Promise<void>
+  setAllPlayStreamVolume(volume: number): Promise<void>
+  takePlayStreamSnapshot(streamID: string): Promise<{ errorCode: number; image: ZegoVideoFrame | null }>
+  startSoundLevelMonitor(config?: ZegoSoundLevelConfig): Promise<void>
+  stopSoundLevelMonitor(): Promise<void>
+
   sendBroadcastMessage(roomID: string, message: string): Promise<ZegoIMSendBroadcastMessageResult>
   sendBarrageMessage(roomID: string, message: string): Promise<ZegoIMSendBarrageMessageResult>
   /** `toUserList` empty or omitted: everyone else in the room. */
@@ -232,6 +351,16 @@ export interface RunningServer {
   port: number
   close(): Promise<void>
 }
+
+/** `{counter, tag}` read from a picture of the synthetic test pattern. */
+export declare function readTestPattern(frame: { width: number; height: number; data: Uint8Array }): {
+  counter: number | null
+  tag: number | null
+}
+/** The tag the publisher of `streamID` draws into its test pattern. */
+export declare function streamTag(streamID: string): number
+/** The dominant frequency of 16-bit mono samples. */
+export declare function toneFrequency(samples: ArrayLike<number>, sampleRate: number): number | null
 
 /** Starts a room server inside this process (examples, tests). */
 export declare function startServer(options?: StartServerOptions): Promise<RunningServer>
