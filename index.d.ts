@@ -304,6 +304,14 @@ export default class ZegoExpressEngine {
     referenceTimeMillisecond: number,
     channel?: ZegoPublishChannel,
   ): Promise<void>
+  enableCustomAudioIO(enable: boolean, config?: unknown, channel?: ZegoPublishChannel): Promise<void>
+  /** 16-bit PCM at 48 kHz; `param.channel` 1 mono or 2 stereo. */
+  sendCustomAudioCapturePCMData(
+    data: Int16Array | Uint8Array,
+    dataLength: number,
+    param: { sampleRate: 48000; channel: 1 | 2 },
+    channel?: ZegoPublishChannel,
+  ): Promise<void>
   mutePublishStreamAudio(mute: boolean, channel?: ZegoPublishChannel): Promise<void>
   mutePublishStreamVideo(mute: boolean, channel?: ZegoPublishChannel): Promise<void>
   muteMicrophone(mute: boolean): Promise<void>

@@ -425,6 +425,36 @@ class ZegoExpressEngine {
     return s
   }
 
+  /**
+   * Publish PCM the app pushes (sendCustomAudioCapturePCMData) instead of the microphone or the
+   * tone. Before startPublishingStream on that channel.
+   */
+  async enableCustomAudioIO(enable, config, channel) {
+    const ch = channelOf(channel)
+    if (ch === null || typeof enable !== 'boolean') return this._fail('enableCustomAudioIO', ZegoErrorCode.CommonIllegalParam)
+    this._native.enableCustomAudioIo(enable, ch)
+    this._report('enableCustomAudioIO', 0, '', false)
+  }
+
+  /**
+   * 16-bit PCM (Int16Array, or its bytes) with `param` `{sampleRate: 48000, channel: 1 | 2}`
+   * (ZegoAudioChannel: Mono 1, Stereo 2; stereo is downmixed). Other rates are refused with
+   * 1000017 for now.
+   */
+  async sendCustomAudioCapturePCMData(data, dataLength, param, channel) {
+    const ch = channelOf(channel)
+    const p = param && typeof param === 'object' ? param : {}
+    const bytes = ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : null
+    const len = Number.isInteger(dataLength) ? Math.min(dataLength, bytes?.byteLength ?? 0) : bytes?.byteLength ?? 0
+    const channels = p.channel ?? 1
+    if (ch === null || !bytes || p.sampleRate !== 48000 || (channels !== 1 && channels !== 2)) {
+      return this._fail('sendCustomAudioCapturePCMData', ZegoErrorCode.CommonIllegalParam)
+    }
+    if (!this._native.sendCustomAudio(ch, channels, Buffer.from(bytes.buffer, bytes.byteOffset, len & ~1))) {
+      this._report('sendCustomAudioCapturePCMData', ZegoErrorCode.CommonIllegalParam, 'audio not taken: no custom-audio publisher on the channel, or it is behind', false)
+    }
+  }
+
   async getVideoConfig(channel) {
     const ch = channelOf(channel) ?? 0
     return { ...this._videoConfigs[ch] }

@@ -301,3 +301,26 @@ test.serial('startPreview shows local pictures before and while publishing; stop
   t.true((await p.mediaStats('preview:0')).frames - stopped <= 1, 'no preview after stopPreview')
   await p.call('logoutRoom')
 })
+
+test.serial('custom audio: pushed PCM arrives decoded at its frequency', async (t) => {
+  const pub = await peer('pcmPub')
+  const play = await peer('pcmPlay')
+  await pub.call('loginRoom', 'pcm', user('pcmPub'))
+  await play.call('loginRoom', 'pcm', user('pcmPlay'))
+  await pub.call('enableCustomAudioIO', true, undefined, 0)
+  await pub.call('startPublishingStream', 'pcm', 0, { roomID: 'pcm' })
+  await play.playWithView('pcm', { roomID: 'pcm' })
+  await play.waitFor('playerStateUpdate', (s, st) => s === 'pcm' && st === 2)
+  await pub.pushTone({ channel: 0, frequency: 1000, seconds: 2.5 })
+  const stats = await play.mediaStats('pcm')
+  // The last second that carried the pushed tone (the stream is silent after the push ends).
+  const samples = stats.audioSamples.filter((v) => v !== 0).slice(-48000)
+  t.true(samples.length >= 24000, `${samples.length} non-silent samples`)
+  const f = toneFrequency(samples, 48000)
+  t.true(Math.abs(f - 1000) / 1000 < 0.02, `pushed tone measured at ${f} Hz`)
+  // A rate other than 48 kHz is refused with 1000017.
+  const since = pub.mark()
+  await pub.call('sendCustomAudioCapturePCMData', new Int16Array(160), 320, { sampleRate: 16000, channel: 1 }, 0)
+  await pub.waitFor('apiCalledResult', (code, fn) => fn === 'sendCustomAudioCapturePCMData' && code === 1000017, { since })
+  for (const p of [pub, play]) await p.call('logoutRoom')
+})

@@ -312,6 +312,29 @@ impl NativeEngine {
     }
 
     #[napi]
+    pub fn enable_custom_audio_io(&self, enable: bool, channel: u32) {
+        self.engine.enable_custom_audio(channel as usize, enable);
+    }
+
+    /// 16-bit PCM at 48 kHz, mono or interleaved stereo (downmixed); false when not taken.
+    #[napi]
+    pub fn send_custom_audio(&self, channel: u32, channels: u32, data: Buffer) -> bool {
+        let samples: Vec<i16> = data
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        let mono = match channels {
+            1 => samples,
+            2 => samples
+                .chunks_exact(2)
+                .map(|lr| ((lr[0] as i32 + lr[1] as i32) / 2) as i16)
+                .collect(),
+            _ => return false,
+        };
+        self.engine.push_custom_audio(channel as usize, mono)
+    }
+
+    #[napi]
     pub fn set_preview(&self, channel: u32, on: bool) {
         self.engine.set_preview(channel as usize, on);
     }

@@ -99,6 +99,23 @@ parentPort.on('message', async ({ id, kind, name, args }) => {
         await new Promise((r) => setTimeout(r, 1000 / fps))
       }
       result = count
+    } else if (kind === 'push-tone') {
+      // Custom audio: push `seconds` of a tone at `frequency`, 20 ms at a time, in real time.
+      const [{ channel, frequency, seconds }] = args
+      const rate = 48000
+      let phase = 0
+      const start = Date.now()
+      for (let i = 0; i < seconds * 50; i++) {
+        const pcm = new Int16Array(960)
+        for (let k = 0; k < pcm.length; k++) {
+          pcm[k] = Math.round(Math.sin(phase) * 0.3 * 32767)
+          phase = (phase + (2 * Math.PI * frequency) / rate) % (2 * Math.PI)
+        }
+        await engine.sendCustomAudioCapturePCMData(pcm, pcm.byteLength, { sampleRate: rate, channel: 1 }, channel)
+        const due = start + (i + 1) * 20 - Date.now()
+        if (due > 0) await new Promise((r) => setTimeout(r, due))
+      }
+      result = seconds
     } else if (kind === 'media-stats') {
       const stats = media.get(args[0])
       result = stats ? { ...stats, tags: [...stats.tags], counters: [...stats.counters], lumaMeans: [...stats.lumaMeans], audioSamples: [...stats.audioSamples] } : null

@@ -74,6 +74,11 @@ export class Peer {
     return this.send('push-pattern', '', [opts])
   }
 
+  /** Pushes custom-audio PCM of a tone (see peer-worker.mjs). */
+  pushTone(opts) {
+    return this.send('push-tone', '', [opts])
+  }
+
   /** What the view of `streamID` has received so far. */
   mediaStats(streamID) {
     return this.send('media-stats', '', [streamID])

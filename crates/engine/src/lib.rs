@@ -12,7 +12,7 @@
 pub mod media;
 
 use futures_util::{SinkExt, StreamExt};
-use media::pipeline::{CustomSources, Encoded, MeterMap, RawFrame, Render, RenderMap};
+use media::pipeline::{CustomSources, Encoded, MeterMap, Pushed, RawFrame, Render, RenderMap};
 use media::Media;
 use std::collections::HashMap;
 use std::future::Future;
@@ -147,6 +147,7 @@ enum Cmd {
     Api(OpId, Command),
     VideoConfig(usize, media::pipeline::VideoConfig),
     CustomVideo(usize, bool),
+    CustomAudio(usize, bool),
     Preview(usize, bool),
     Destroy(oneshot::Sender<()>),
 }
@@ -211,11 +212,25 @@ impl Engine {
     /// A frame pushed by the app for `channel`. False when no custom-capture publisher runs
     /// there or it is behind (the frame is dropped).
     pub fn push_custom_frame(&self, channel: usize, frame: RawFrame) -> bool {
+        self.push(channel, Pushed::Video(frame))
+    }
+
+    /// ZEGO's `enableCustomAudioIO` for `channel`; applies to the next publish.
+    pub fn enable_custom_audio(&self, channel: usize, enable: bool) {
+        let _ = self.tx.send(Cmd::CustomAudio(channel, enable));
+    }
+
+    /// 48 kHz mono PCM pushed by the app for `channel` (same rules as frames).
+    pub fn push_custom_audio(&self, channel: usize, pcm: Vec<i16>) -> bool {
+        self.push(channel, Pushed::Audio(pcm))
+    }
+
+    fn push(&self, channel: usize, item: Pushed) -> bool {
         let Ok(map) = self.custom.lock() else {
             return false;
         };
         match map.get(channel).and_then(Option::as_ref) {
-            Some(tx) => tx.try_send(frame).is_ok(),
+            Some(tx) => tx.try_send(item).is_ok(),
             None => false,
         }
     }
@@ -330,6 +345,7 @@ async fn drive(
                 Some(Cmd::Api(op, cmd)) => d.session.handle_command(Instant::now(), op, cmd),
                 Some(Cmd::VideoConfig(channel, config)) => d.media.set_video_config(channel, config),
                 Some(Cmd::CustomVideo(channel, enable)) => d.media.set_custom_video(channel, enable),
+                Some(Cmd::CustomAudio(channel, enable)) => d.media.set_custom_audio(channel, enable),
                 Some(Cmd::Preview(channel, on)) => d.media.set_preview(channel, on),
                 Some(Cmd::Destroy(ack)) => {
                     d.shutdown().await;

@@ -103,6 +103,8 @@ pub struct Media {
     video_configs: [VideoConfig; 4],
     /// Channels whose video comes from the app (`enableCustomVideoCapture`).
     custom_video: [bool; 4],
+    /// Channels whose audio comes from the app (`enableCustomAudioIO`).
+    custom_audio: [bool; 4],
     /// Channels the app previews, and their captures while nothing is published there.
     previews: [bool; 4],
     preview_only: HashMap<usize, Publisher>,
@@ -139,6 +141,7 @@ impl Media {
             quality_seen: HashMap::new(),
             video_configs: [VideoConfig::default(); 4],
             custom_video: [false; 4],
+            custom_audio: [false; 4],
             mutes: [(false, false); 4],
             previews: [false; 4],
             preview_only: HashMap::new(),
@@ -267,8 +270,10 @@ impl Media {
     /// Starts the capture thread of `channel`: a publisher (`encode`), or a preview-only
     /// capture of the synthetic source.
     fn spawn_capture(&mut self, channel: usize, stream_id: &str, encode: bool) -> Publisher {
-        let custom = if encode && self.custom_video.get(channel).copied().unwrap_or(false) {
-            let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        let custom_video = encode && self.custom_video.get(channel).copied().unwrap_or(false);
+        let custom_audio = encode && self.custom_audio.get(channel).copied().unwrap_or(false);
+        let custom = if custom_video || custom_audio {
+            let (tx, rx) = std::sync::mpsc::sync_channel(64);
             if let Ok(mut map) = self.custom_sources.lock() {
                 if let Some(slot) = map.get_mut(channel) {
                     *slot = Some(tx);
@@ -292,6 +297,8 @@ impl Media {
             pipeline::Mode {
                 encode,
                 preview: self.previews.get(channel).copied().unwrap_or(false),
+                custom_video,
+                custom_audio,
             },
         )
     }
@@ -312,6 +319,13 @@ impl Media {
             }
         } else {
             self.preview_only.remove(&channel);
+        }
+    }
+
+    /// `enableCustomAudioIO`: applies to the next publish on `channel`.
+    pub fn set_custom_audio(&mut self, channel: usize, enable: bool) {
+        if let Some(slot) = self.custom_audio.get_mut(channel) {
+            *slot = enable;
         }
     }
 

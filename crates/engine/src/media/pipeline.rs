@@ -183,7 +183,14 @@ impl RawFrame {
 }
 
 /// Where the app's custom frames go, per channel, while a custom-capture publisher runs.
-pub type CustomSources = Arc<Mutex<[Option<std_mpsc::SyncSender<RawFrame>>; 4]>>;
+pub type CustomSources = Arc<Mutex<[Option<std_mpsc::SyncSender<Pushed>>; 4]>>;
+
+/// What the app pushes into a custom-capture publisher.
+pub enum Pushed {
+    Video(RawFrame),
+    /// 48 kHz mono PCM.
+    Audio(Vec<i16>),
+}
 
 /// What a publisher thread produces.
 pub struct Encoded {
@@ -222,6 +229,10 @@ pub struct Mode {
     /// Encode and send (a publisher); false: capture for the preview only.
     pub encode: bool,
     pub preview: bool,
+    /// Video comes from the app (`enableCustomVideoCapture`), not the pattern.
+    pub custom_video: bool,
+    /// Audio comes from the app (`enableCustomAudioIO`), not the tone.
+    pub custom_audio: bool,
 }
 
 /// Where a publisher thread's output goes.
@@ -238,7 +249,7 @@ impl Publisher {
         channel: usize,
         stream_id: &str,
         config: VideoConfig,
-        custom: Option<std_mpsc::Receiver<RawFrame>>,
+        custom: Option<std_mpsc::Receiver<Pushed>>,
         (silent, black): (bool, bool),
         sinks: Sinks,
         mode: Mode,
@@ -256,6 +267,8 @@ impl Publisher {
             black: black.clone(),
             preview: preview.clone(),
             encode: mode.encode,
+            custom_video: mode.custom_video,
+            custom_audio: mode.custom_audio,
         };
         let c = config.clone();
         let tag = stream_tag(stream_id);
@@ -307,6 +320,8 @@ struct Flags {
     black: Arc<AtomicBool>,
     preview: Arc<AtomicBool>,
     encode: bool,
+    custom_video: bool,
+    custom_audio: bool,
 }
 
 /// Hands a captured picture to the app's preview (the first one is announced).
@@ -349,7 +364,7 @@ fn publish_loop(
     channel: usize,
     tag: u32,
     shared_config: Arc<Mutex<VideoConfig>>,
-    custom: Option<std_mpsc::Receiver<RawFrame>>,
+    custom: Option<std_mpsc::Receiver<Pushed>>,
     Sinks {
         out,
         events,
@@ -364,7 +379,13 @@ fn publish_loop(
         black,
         preview,
         encode,
+        custom_video,
+        custom_audio,
     } = flags;
+    // Pushed PCM waiting to be sent, 20 ms at a time; bounded to 1 s so a fast pusher cannot
+    // grow it without limit.
+    let mut pushed_pcm: std::collections::VecDeque<i16> = std::collections::VecDeque::new();
+
     let mut first_preview = true;
     let current = |c: &Arc<Mutex<VideoConfig>>| c.lock().map(|g| *g).unwrap_or_default();
     let mut config = current(&shared_config);
@@ -391,7 +412,17 @@ fn publish_loop(
         let now = Instant::now();
         if let Some(rx) = &custom {
             // Custom capture: encode what the app pushed, when it pushed it.
-            while let Ok(raw) = rx.try_recv() {
+            while let Ok(pushed) = rx.try_recv() {
+                let raw = match pushed {
+                    Pushed::Audio(pcm) => {
+                        pushed_pcm.extend(pcm);
+                        let excess = pushed_pcm.len().saturating_sub(AUDIO_RATE as usize);
+                        pushed_pcm.drain(..excess);
+                        continue;
+                    }
+                    Pushed::Video(raw) => raw,
+                };
+
                 let picture = if black.load(Ordering::Acquire) {
                     black_frame(raw.width, raw.height)
                 } else {
@@ -432,7 +463,9 @@ fn publish_loop(
                     });
                 }
             }
-            next_video = now + Duration::from_secs(3600);
+            if custom_video {
+                next_video = now + Duration::from_secs(3600);
+            }
         }
         if now >= next_video {
             let latest = current(&shared_config);
@@ -499,7 +532,15 @@ fn publish_loop(
                     MediaEvent::PublisherCapturedAudioFirstFrame,
                 ));
             }
-            let mut pcm = tone.next_samples(AUDIO_FRAME);
+            let mut pcm = if custom_audio {
+                // Starved: silence rather than a gap.
+                let n = pushed_pcm.len().min(AUDIO_FRAME);
+                let mut pcm: Vec<i16> = pushed_pcm.drain(..n).collect();
+                pcm.resize(AUDIO_FRAME, 0);
+                pcm
+            } else {
+                tone.next_samples(AUDIO_FRAME)
+            };
             if silent.load(Ordering::Acquire) {
                 pcm.fill(0);
             }
