@@ -3,7 +3,7 @@
 // existed before keep working.
 import test from 'ava'
 import { Peer } from './helpers/peer.mjs'
-import { startServerProcess } from './helpers/server.mjs'
+import { startServerProcess, useServer } from './helpers/server.mjs'
 
 const CONFIG = `
 dev_default = true
@@ -23,23 +23,8 @@ multi_room = true
 app_sign = "${'ab'.repeat(32)}"
 `
 
-let server
-const peers = []
-
-test.before(async () => {
-  server = await startServerProcess(CONFIG)
-})
-
-test.after.always(async () => {
-  await Promise.all(peers.map((p) => p.close()))
-  await server?.stop()
-})
-
-async function peer(name, opts) {
-  const p = await Peer.create(name, server.url, opts)
-  peers.push(p)
-  return p
-}
+const ctx = useServer(test, CONFIG)
+const peer = ctx.peer
 
 const user = (id) => ({ userID: id, userName: id })
 
@@ -280,7 +265,7 @@ test.serial('wrong appSign is refused (1001005); an app unknown to the server (1
   const closed = await startServerProcess('[[app]]\napp_id = 9\nmulti_room = true\n')
   try {
     const stranger = await Peer.create('stranger', closed.url, { appID: 1 })
-    peers.push(stranger)
+    ctx.track(stranger)
     const since = stranger.mark()
     t.is((await stranger.call('loginRoom', 'z', user('stranger'))).errorCode, 1001004)
     t.deepEqual(stranger.of('roomStateChanged', () => true, since).map(([r, reason, code]) => [r, reason, code]), [
@@ -288,7 +273,7 @@ test.serial('wrong appSign is refused (1001005); an app unknown to the server (1
       ['z', 2, 1001004],
     ])
     const known = await Peer.create('known', closed.url, { appID: 9 })
-    peers.push(known)
+    ctx.track(known)
     t.is((await known.call('loginRoom', 'z', user('known'))).errorCode, 0)
     await known.call('logoutRoom')
   } finally {
@@ -298,7 +283,7 @@ test.serial('wrong appSign is refused (1001005); an app unknown to the server (1
 
 test.serial('createEngineWithProfile rejects a bad profile with ZEGO codes', async (t) => {
   const p = new Peer('profile')
-  peers.push(p)
+  ctx.track(p)
   const zero = await t.throwsAsync(p.static('createEngineWithProfile', { appID: 0, appSign: '' }))
   t.is(zero.errorCode, 1001000)
   const short = await t.throwsAsync(p.static('createEngineWithProfile', { appID: 1, appSign: 'abc' }))

@@ -2,27 +2,11 @@
 // player, with the frame counter increasing at the configured size and the tone at its
 // frequency; streams stay bound to their rooms.
 import test from 'ava'
-import { Peer } from './helpers/peer.mjs'
-import { startServerProcess } from './helpers/server.mjs'
+import { useServer } from './helpers/server.mjs'
 import { readTestPattern, streamTag, toneFrequency } from './helpers/pattern.mjs'
 
-let server
-const peers = []
-
-test.before(async () => {
-  server = await startServerProcess()
-})
-
-test.after.always(async () => {
-  await Promise.all(peers.map((p) => p.close()))
-  await server?.stop()
-})
-
-async function peer(name) {
-  const p = await Peer.create(name, server.url)
-  peers.push(p)
-  return p
-}
+const ctx = useServer(test)
+const peer = ctx.peer
 
 const user = (id) => ({ userID: id, userName: id })
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))

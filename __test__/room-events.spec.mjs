@@ -3,29 +3,13 @@
 // behaviour (listeners that throw, off(), the in-process server).
 import test from 'ava'
 import { createRequire } from 'node:module'
-import { Peer } from './helpers/peer.mjs'
-import { startServerProcess } from './helpers/server.mjs'
+import { useServer } from './helpers/server.mjs'
 
 const require = createRequire(import.meta.url)
 const Z = require('../index.js')
 
-let server
-const peers = []
-
-test.before(async () => {
-  server = await startServerProcess('dev_default = true\nonline_count_interval_ms = 300\n')
-})
-
-test.after.always(async () => {
-  await Promise.all(peers.map((p) => p.close()))
-  await server?.stop()
-})
-
-async function peer(name) {
-  const p = await Peer.create(name, server.url)
-  peers.push(p)
-  return p
-}
+const ctx = useServer(test, 'dev_default = true\nonline_count_interval_ms = 300\n')
+const peer = ctx.peer
 
 const user = (id) => ({ userID: id, userName: id })
 

@@ -153,6 +153,11 @@ fn extra(i: &RoomExtraInfo) -> Value {
     json!({"key": i.key, "value": i.value, "updateUser": user(&i.update_user), "updateTime": i.update_time_ms})
 }
 
+/// ZEGO's `ZegoBroadcastMessageInfo` / `ZegoBarrageMessageInfo`.
+fn message(text: &str, id: Value, send_time_ms: u64, from: &User) -> Value {
+    json!({"message": text, "messageID": id, "sendTime": send_time_ms, "fromUser": user(from)})
+}
+
 fn ev(name: &str, args: Value) -> Value {
     json!({"e": name, "a": args})
 }
@@ -206,7 +211,11 @@ pub fn to_js(event: EngineEvent) -> Vec<Value> {
             users,
         } => vec![ev(
             "roomUserUpdate",
-            json!([room_id, update.zego(), users.iter().map(user).collect::<Vec<_>>()]),
+            json!([
+                room_id,
+                update.zego(),
+                users.iter().map(user).collect::<Vec<_>>()
+            ]),
         )],
         SessionEvent::OnlineCount { room_id, count } => {
             vec![ev("roomOnlineUserCountUpdate", json!([room_id, count]))]
@@ -257,7 +266,7 @@ pub fn to_js(event: EngineEvent) -> Vec<Value> {
                 room_id,
                 messages
                     .iter()
-                    .map(|m| json!({"message": m.message, "messageID": m.message_id, "sendTime": m.send_time_ms, "fromUser": user(&m.from)}))
+                    .map(|m| message(&m.message, json!(m.message_id), m.send_time_ms, &m.from))
                     .collect::<Vec<_>>()
             ]),
         )],
@@ -267,7 +276,7 @@ pub fn to_js(event: EngineEvent) -> Vec<Value> {
                 room_id,
                 messages
                     .iter()
-                    .map(|m| json!({"message": m.message, "messageID": m.message_id, "sendTime": m.send_time_ms, "fromUser": user(&m.from)}))
+                    .map(|m| message(&m.message, json!(m.message_id), m.send_time_ms, &m.from))
                     .collect::<Vec<_>>()
             ]),
         )],
@@ -275,12 +284,21 @@ pub fn to_js(event: EngineEvent) -> Vec<Value> {
             room_id,
             from,
             command,
-        } => vec![ev("IMRecvCustomCommand", json!([room_id, user(&from), command]))],
+        } => vec![ev(
+            "IMRecvCustomCommand",
+            json!([room_id, user(&from), command]),
+        )],
         SessionEvent::RemoteMicState { stream_id, state } => {
-            vec![ev("remoteMicStateUpdate", json!([stream_id.as_str(), state]))]
+            vec![ev(
+                "remoteMicStateUpdate",
+                json!([stream_id.as_str(), state]),
+            )]
         }
         SessionEvent::RemoteCameraState { stream_id, state } => {
-            vec![ev("remoteCameraStateUpdate", json!([stream_id.as_str(), state]))]
+            vec![ev(
+                "remoteCameraStateUpdate",
+                json!([stream_id.as_str(), state]),
+            )]
         }
     }
 }

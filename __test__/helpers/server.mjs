@@ -1,6 +1,7 @@
 // Starts the real room server binary on 127.0.0.1, port 0, and stops it after the test file.
 import { spawn } from 'node:child_process'
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { Peer } from './peer.mjs'
 import { tmpdir } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -54,4 +55,26 @@ export function startServerProcess(configToml) {
       }
     })
   })
+}
+
+/**
+ * One real server process for a spec file (started before its tests, stopped after) and a
+ * factory of peers on it that are all closed at the end. `track(peer)` adds a peer made
+ * elsewhere to the ones closed.
+ */
+export function useServer(test, configToml) {
+  const ctx = { server: null, peers: [] }
+  test.before(async () => {
+    ctx.server = await startServerProcess(configToml)
+  })
+  test.after.always(async () => {
+    await Promise.all(ctx.peers.map((p) => p.close()))
+    await ctx.server?.stop()
+  })
+  ctx.track = (p) => {
+    ctx.peers.push(p)
+    return p
+  }
+  ctx.peer = async (name, opts) => ctx.track(await Peer.create(name, ctx.server.url, opts))
+  return ctx
 }

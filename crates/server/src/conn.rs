@@ -281,60 +281,54 @@ impl Conn {
             }
             Request::Broadcast { room_id, message } => {
                 check_message(&message)?;
-                let room = self.member_room(&room_id)?;
-                let user = self.user()?;
-                let mut st = lock(&room.state);
-                if !st.is_member(&user.user_id, self.id) {
-                    return Err(ErrorCode::IM_INCONSISTENT_ROOM_ID);
-                }
-                let message_id = st.next_message_id;
-                st.next_message_id += 1;
-                st.broadcast(
-                    &ServerMsg::Broadcast {
-                        room_id,
-                        messages: vec![BroadcastMessage {
-                            message,
-                            message_id,
-                            send_time_ms: now_ms(),
-                            from: user,
-                        }],
-                    },
-                    Some(self.id),
-                );
-                self.reply(
-                    id,
-                    ErrorCode::SUCCESS,
-                    Some(ReplyBody::Broadcast { message_id }),
-                );
+                self.in_room(&room_id, |st, user, out| {
+                    let message_id = st.next_message_id;
+                    st.next_message_id += 1;
+                    let msg = BroadcastMessage {
+                        message,
+                        message_id,
+                        send_time_ms: now_ms(),
+                        from: user,
+                    };
+                    st.broadcast(
+                        &ServerMsg::Broadcast {
+                            room_id: room_id.clone(),
+                            messages: vec![msg],
+                        },
+                        Some(out.conn),
+                    );
+                    out.send_msg(&ServerMsg::Reply {
+                        id,
+                        code: ErrorCode::SUCCESS,
+                        body: Some(ReplyBody::Broadcast { message_id }),
+                    });
+                })?;
                 Ok(None)
             }
             Request::Barrage { room_id, message } => {
                 check_message(&message)?;
-                let room = self.member_room(&room_id)?;
-                let user = self.user()?;
-                let mut st = lock(&room.state);
-                if !st.is_member(&user.user_id, self.id) {
-                    return Err(ErrorCode::IM_INCONSISTENT_ROOM_ID);
-                }
-                let message_id = format!("{}-{}", st.session_id, st.next_barrage_id);
-                st.next_barrage_id += 1;
-                st.broadcast(
-                    &ServerMsg::Barrage {
-                        room_id,
-                        messages: vec![BarrageMessage {
-                            message,
-                            message_id: message_id.clone(),
-                            send_time_ms: now_ms(),
-                            from: user,
-                        }],
-                    },
-                    Some(self.id),
-                );
-                self.reply(
-                    id,
-                    ErrorCode::SUCCESS,
-                    Some(ReplyBody::Barrage { message_id }),
-                );
+                self.in_room(&room_id, |st, user, out| {
+                    let message_id = format!("{}-{}", st.session_id, st.next_barrage_id);
+                    st.next_barrage_id += 1;
+                    let msg = BarrageMessage {
+                        message,
+                        message_id: message_id.clone(),
+                        send_time_ms: now_ms(),
+                        from: user,
+                    };
+                    st.broadcast(
+                        &ServerMsg::Barrage {
+                            room_id: room_id.clone(),
+                            messages: vec![msg],
+                        },
+                        Some(out.conn),
+                    );
+                    out.send_msg(&ServerMsg::Reply {
+                        id,
+                        code: ErrorCode::SUCCESS,
+                        body: Some(ReplyBody::Barrage { message_id }),
+                    });
+                })?;
                 Ok(None)
             }
             Request::CustomCommand {
@@ -343,38 +337,55 @@ impl Conn {
                 to,
             } => {
                 check_message(&command)?;
-                let room = self.member_room(&room_id)?;
-                let user = self.user()?;
-                let st = lock(&room.state);
-                if !st.is_member(&user.user_id, self.id) {
-                    return Err(ErrorCode::IM_INCONSISTENT_ROOM_ID);
-                }
-                let msg = ServerMsg::CustomCommand {
-                    room_id,
-                    from: user,
-                    command,
-                };
-                if to.is_empty() {
-                    st.broadcast(&msg, Some(self.id));
-                } else {
-                    let frame = crate::state::encode(&msg);
-                    let mut seen: Vec<&UserId> = Vec::with_capacity(to.len());
-                    for target in &to {
-                        if seen.contains(&target) {
-                            continue;
-                        }
-                        seen.push(target);
-                        if let Some(m) = st.members.get(target) {
-                            if m.out.conn != self.id {
-                                m.out.send(frame.clone());
+                self.in_room(&room_id, |st, user, out| {
+                    let msg = ServerMsg::CustomCommand {
+                        room_id: room_id.clone(),
+                        from: user,
+                        command,
+                    };
+                    if to.is_empty() {
+                        st.broadcast(&msg, Some(out.conn));
+                    } else {
+                        let frame = crate::state::encode(&msg);
+                        let mut seen: Vec<&UserId> = Vec::with_capacity(to.len());
+                        for target in &to {
+                            if seen.contains(&target) {
+                                continue;
+                            }
+                            seen.push(target);
+                            if let Some(m) = st.members.get(target) {
+                                if m.out.conn != out.conn {
+                                    m.out.send(frame.clone());
+                                }
                             }
                         }
                     }
-                }
-                self.reply(id, ErrorCode::SUCCESS, None);
+                    out.send_msg(&ServerMsg::Reply {
+                        id,
+                        code: ErrorCode::SUCCESS,
+                        body: None,
+                    });
+                })?;
                 Ok(None)
             }
         }
+    }
+
+    /// Runs a room message (the sender must be a member) under the room's lock, so its
+    /// delivery and its reply are ordered with everything else in the room.
+    fn in_room(
+        &self,
+        room_id: &RoomId,
+        f: impl FnOnce(&mut crate::state::RoomState, User, &Outbound),
+    ) -> Res<()> {
+        let room = self.member_room(room_id)?;
+        let user = self.user()?;
+        let mut st = lock(&room.state);
+        if !st.is_member(&user.user_id, self.id) {
+            return Err(ErrorCode::IM_INCONSISTENT_ROOM_ID);
+        }
+        f(&mut st, user, &self.out);
+        Ok(())
     }
 
     fn user(&self) -> Res<User> {

@@ -5,9 +5,9 @@ use crate::events::*;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use zrooms_proto::wire::{
-    ClientFrame, LoginConfig, ReplyBody, Request, ServerMsg, StreamDelete, StreamInfo, TrackSpec,
-    UpdateType, MAX_MESSAGE_BYTES, MAX_ROOM_EXTRA_INFO_BYTES, MAX_STREAM_EXTRA_INFO_BYTES,
-    PROTOCOL_VERSION,
+    BarrageMessage, BroadcastMessage, ClientFrame, LoginConfig, ReplyBody, Request, ServerMsg,
+    StreamDelete, StreamInfo, TrackSpec, UpdateType, MAX_MESSAGE_BYTES, MAX_ROOM_EXTRA_INFO_BYTES,
+    MAX_STREAM_EXTRA_INFO_BYTES, PROTOCOL_VERSION,
 };
 use zrooms_proto::{ErrorCode, RoomId, StreamId, User, UserId, UserName};
 
@@ -349,31 +349,19 @@ impl Session {
                 }
             }
             ServerMsg::Broadcast { room_id, messages } => {
-                if self.is_logined(&room_id) {
-                    let messages: Vec<_> = messages
-                        .into_iter()
-                        .filter(|m| !self.is_me(&m.from))
-                        .collect();
-                    if !messages.is_empty() {
-                        self.emit(SessionEvent::Broadcast {
-                            room_id: room_id.into(),
-                            messages,
-                        });
-                    }
+                if let Some(messages) = self.incoming(&room_id, messages) {
+                    self.emit(SessionEvent::Broadcast {
+                        room_id: room_id.into(),
+                        messages,
+                    });
                 }
             }
             ServerMsg::Barrage { room_id, messages } => {
-                if self.is_logined(&room_id) {
-                    let messages: Vec<_> = messages
-                        .into_iter()
-                        .filter(|m| !self.is_me(&m.from))
-                        .collect();
-                    if !messages.is_empty() {
-                        self.emit(SessionEvent::Barrage {
-                            room_id: room_id.into(),
-                            messages,
-                        });
-                    }
+                if let Some(messages) = self.incoming(&room_id, messages) {
+                    self.emit(SessionEvent::Barrage {
+                        room_id: room_id.into(),
+                        messages,
+                    });
                 }
             }
             ServerMsg::CustomCommand {
@@ -1230,6 +1218,18 @@ impl Session {
         });
     }
 
+    /// Messages of a logged-in room that others sent (nobody hears their own).
+    fn incoming<M: Sent>(&self, room_id: &RoomId, messages: Vec<M>) -> Option<Vec<M>> {
+        if !self.is_logined(room_id) {
+            return None;
+        }
+        let messages: Vec<M> = messages
+            .into_iter()
+            .filter(|m| !self.is_me(m.sender()))
+            .collect();
+        (!messages.is_empty()).then_some(messages)
+    }
+
     fn is_me(&self, user: &User) -> bool {
         self.user
             .as_ref()
@@ -1367,4 +1367,21 @@ fn channel_index(channel: u32) -> Res<usize> {
 /// A JSON string literal (for the few `extendedData` strings ZEGO defines as JSON text).
 fn json_string(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string())
+}
+
+/// A room message with a sender.
+trait Sent {
+    fn sender(&self) -> &User;
+}
+
+impl Sent for BroadcastMessage {
+    fn sender(&self) -> &User {
+        &self.from
+    }
+}
+
+impl Sent for BarrageMessage {
+    fn sender(&self) -> &User {
+        &self.from
+    }
 }
