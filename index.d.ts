@@ -296,6 +296,9 @@ export default class ZegoExpressEngine {
   /** A ZegoVideoConfigPreset or a config; applies at once, also while publishing. */
   setVideoConfig(config: ZegoVideoConfig | number, channel?: ZegoPublishChannel): Promise<void>
   getVideoConfig(channel?: ZegoPublishChannel): Promise<ZegoVideoConfig>
+  /** A ZegoAudioConfigPreset or `{bitrate (kbps, 6..510), channel (1 | 2), codecID}`. */
+  setAudioConfig(config: { bitrate: number; channel: 1 | 2; codecID?: number } | number, channel?: ZegoPublishChannel): Promise<void>
+  getAudioConfig(channel?: ZegoPublishChannel): Promise<{ bitrate: number; channel: number; codecID: number }>
   enableCustomVideoCapture(enable: boolean, config?: { bufferType: number }, channel?: ZegoPublishChannel): Promise<void>
   sendCustomVideoCaptureRawData(
     data: Uint8Array,

@@ -29,6 +29,20 @@ const VIDEO_PRESETS = [
 ]
 const SUPPORTED_VIDEO_CODECS = new Set([defines.ZegoVideoCodecID.Default, defines.ZegoVideoCodecID.Vp8])
 
+// ZegoAudioConfigPreset → [kbps, channels].
+const AUDIO_PRESETS = [
+  [16, 1],
+  [48, 1],
+  [56, 2],
+  [128, 1],
+  [192, 2],
+]
+
+function audioConfigOf(preset) {
+  const [bitrate, channel] = AUDIO_PRESETS[preset]
+  return { bitrate, channel, codecID: 0 }
+}
+
 function videoConfigOf(preset) {
   const [w, h, fps, kbps] = VIDEO_PRESETS[preset]
   return { captureWidth: w, captureHeight: h, encodeWidth: w, encodeHeight: h, fps, bitrate: kbps, codecID: 0, keyFrameInterval: 2 }
@@ -80,6 +94,7 @@ class ZegoExpressEngine {
     this._allVolume = 100
     this._micMuted = false
     this._videoConfigs = [0, 1, 2, 3].map(() => videoConfigOf(defines.ZegoVideoConfigPreset.Preset360P))
+    this._audioConfigs = [0, 1, 2, 3].map(() => audioConfigOf(defines.ZegoAudioConfigPreset.StandardQuality))
     this._keepalive = null
     this._destroyed = false
     this._profile = profile
@@ -453,6 +468,27 @@ class ZegoExpressEngine {
     if (!this._native.sendCustomAudio(ch, channels, Buffer.from(bytes.buffer, bytes.byteOffset, len & ~1))) {
       this._report('sendCustomAudioCapturePCMData', ZegoErrorCode.CommonIllegalParam, 'audio not taken: no custom-audio publisher on the channel, or it is behind', false)
     }
+  }
+
+  /** ZegoAudioConfig `{bitrate (kbps), channel (1 mono, 2 stereo), codecID}` or a preset. */
+  setAudioConfig(config, channel) {
+    const ch = channelOf(channel)
+    if (ch === null) return this._fail('setAudioConfig', ZegoErrorCode.CommonIllegalParam)
+    let c
+    if (typeof config === 'number' && AUDIO_PRESETS[config]) c = audioConfigOf(config)
+    else if (config && typeof config === 'object') c = { ...this._audioConfigs[ch], ...config }
+    else return this._fail('setAudioConfig', ZegoErrorCode.CommonIllegalParam)
+    if (!Number.isFinite(c.bitrate) || c.bitrate < 6 || c.bitrate > 510 || (c.channel !== 1 && c.channel !== 2)) {
+      return this._fail('setAudioConfig', ZegoErrorCode.CommonIllegalParam)
+    }
+    this._audioConfigs[ch] = c
+    this._native.setAudioConfig(ch, Math.round(c.bitrate), c.channel)
+    this._report('setAudioConfig', 0, '', false)
+    return Promise.resolve()
+  }
+
+  async getAudioConfig(channel) {
+    return { ...this._audioConfigs[channelOf(channel) ?? 0] }
   }
 
   async getVideoConfig(channel) {

@@ -308,3 +308,24 @@ test.serial('custom audio: pushed PCM arrives decoded at its frequency', async (
   await pub.waitFor('apiCalledResult', (code, fn) => fn === 'sendCustomAudioCapturePCMData' && code === 1000017, { since })
   for (const p of [pub, play]) await p.call('logoutRoom')
 })
+
+test.serial('setAudioConfig: the Opus bitrate follows the preset, while publishing', async (t) => {
+  const pub = await peer('audioCfg')
+  await pub.call('setAudioConfig', 0) // BasicQuality, 16 kbps
+  t.like(await pub.call('getAudioConfig', 0), { bitrate: 16, channel: 1 })
+  await pub.call('loginRoom', 'acfg', user('audioCfg'))
+  await pub.call('startPublishingStream', 'acfg', 0, { roomID: 'acfg' })
+  const [, low] = await pub.waitFor('publisherQualityUpdate', (s, q) => s === 'acfg' && q.audioKBPS > 0, { timeout: 10000 })
+  const since = pub.mark()
+  await pub.call('setAudioConfig', { bitrate: 128, channel: 2 })
+  // The report after next covers a whole interval at the new rate.
+  await pub.waitFor('publisherQualityUpdate', (s) => s === 'acfg', { since, timeout: 10000 })
+  const since2 = pub.mark()
+  const [, high] = await pub.waitFor('publisherQualityUpdate', (s) => s === 'acfg', { since: since2, timeout: 10000 })
+  t.true(low.audioKBPS > 10 && low.audioKBPS < 30, `16 kbps preset sent ${low.audioKBPS} kbps`)
+  t.true(high.audioKBPS > 100 && high.audioKBPS < 170, `128 kbps config sent ${high.audioKBPS} kbps`)
+  const bad = pub.mark()
+  await pub.call('setAudioConfig', { bitrate: 1000 })
+  await pub.waitFor('debugError', (code, fn) => code === 1000017 && fn === 'setAudioConfig', { since: bad })
+  await pub.call('logoutRoom')
+})

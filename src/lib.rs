@@ -12,7 +12,9 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use zrooms_engine::media::pipeline::{RawFormat, RawFrame, Render, VideoCodec, VideoConfig};
+use zrooms_engine::media::pipeline::{
+    AudioConfig, RawFormat, RawFrame, Render, VideoCodec, VideoConfig,
+};
 use zrooms_engine::{Command, Engine, EngineConfig, RoomConfig, SessionConfig};
 
 /// One runtime per process, shared by the engines of every JS environment and by embedded
@@ -332,6 +334,18 @@ impl NativeEngine {
             _ => return false,
         };
         self.engine.push_custom_audio(channel as usize, mono)
+    }
+
+    /// `setAudioConfig`: bitrate in kbps, 1 or 2 channels.
+    #[napi]
+    pub fn set_audio_config(&self, channel: u32, bitrate_kbps: u32, channels: u32) {
+        self.engine.set_audio_config(
+            channel as usize,
+            AudioConfig {
+                bitrate_kbps,
+                stereo: channels == 2,
+            },
+        );
     }
 
     #[napi]

@@ -148,6 +148,7 @@ enum Cmd {
     VideoConfig(usize, media::pipeline::VideoConfig),
     CustomVideo(usize, bool),
     CustomAudio(usize, bool),
+    AudioConfig(usize, media::pipeline::AudioConfig),
     Preview(usize, bool),
     Destroy(oneshot::Sender<()>),
 }
@@ -197,6 +198,11 @@ impl Engine {
     /// ZEGO's `setVideoConfig` for `channel` (0..3).
     pub fn set_video_config(&self, channel: usize, config: media::pipeline::VideoConfig) {
         let _ = self.tx.send(Cmd::VideoConfig(channel, config));
+    }
+
+    /// ZEGO's `setAudioConfig` for `channel`.
+    pub fn set_audio_config(&self, channel: usize, config: media::pipeline::AudioConfig) {
+        let _ = self.tx.send(Cmd::AudioConfig(channel, config));
     }
 
     /// `startPreview` / `stopPreview` of `channel`.
@@ -346,6 +352,7 @@ async fn drive(
                 Some(Cmd::VideoConfig(channel, config)) => d.media.set_video_config(channel, config),
                 Some(Cmd::CustomVideo(channel, enable)) => d.media.set_custom_video(channel, enable),
                 Some(Cmd::CustomAudio(channel, enable)) => d.media.set_custom_audio(channel, enable),
+                Some(Cmd::AudioConfig(channel, config)) => d.media.set_audio_config(channel, config),
                 Some(Cmd::Preview(channel, on)) => d.media.set_preview(channel, on),
                 Some(Cmd::Destroy(ack)) => {
                     d.shutdown().await;

@@ -101,6 +101,7 @@ pub struct Media {
     first_seen: HashMap<(StreamId, TrackKind), ()>,
     /// Per channel; applies to the next publish and to the one running.
     video_configs: [VideoConfig; 4],
+    audio_configs: [pipeline::AudioConfig; 4],
     /// Channels whose video comes from the app (`enableCustomVideoCapture`).
     custom_video: [bool; 4],
     /// Channels whose audio comes from the app (`enableCustomAudioIO`).
@@ -140,6 +141,7 @@ impl Media {
             quality: HashMap::new(),
             quality_seen: HashMap::new(),
             video_configs: [VideoConfig::default(); 4],
+            audio_configs: [pipeline::AudioConfig::default(); 4],
             custom_video: [false; 4],
             custom_audio: [false; 4],
             mutes: [(false, false); 4],
@@ -286,7 +288,10 @@ impl Media {
         Publisher::start(
             channel,
             stream_id,
-            self.video_configs.get(channel).copied().unwrap_or_default(),
+            (
+                self.video_configs.get(channel).copied().unwrap_or_default(),
+                self.audio_configs.get(channel).copied().unwrap_or_default(),
+            ),
             custom,
             self.mutes.get(channel).copied().unwrap_or_default(),
             pipeline::Sinks {
@@ -319,6 +324,18 @@ impl Media {
             }
         } else {
             self.preview_only.remove(&channel);
+        }
+    }
+
+    /// `setAudioConfig`: takes effect at once on a running publisher of `channel`.
+    pub fn set_audio_config(&mut self, channel: usize, config: pipeline::AudioConfig) {
+        if let Some(slot) = self.audio_configs.get_mut(channel) {
+            *slot = config;
+        }
+        if let Some(p) = self.publishers.get(&channel) {
+            if let Ok(mut c) = p.audio.lock() {
+                *c = config;
+            }
         }
     }
 

@@ -24,6 +24,48 @@ use zrooms_proto::wire::TrackKind;
 pub const AUDIO_RATE: u32 = 48_000;
 pub const AUDIO_FRAME: usize = 960;
 
+/// ZEGO's `ZegoAudioConfig`, as the Opus encoder uses it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AudioConfig {
+    pub bitrate_kbps: u32,
+    /// Stereo presets encode two channels (the mono source on both).
+    pub stereo: bool,
+}
+
+impl Default for AudioConfig {
+    /// ZEGO's default: StandardQuality, 48 kbps mono.
+    fn default() -> Self {
+        AudioConfig {
+            bitrate_kbps: 48,
+            stereo: false,
+        }
+    }
+}
+
+fn opus_encoder(config: &AudioConfig) -> Option<opus::Encoder> {
+    let channels = if config.stereo {
+        opus::Channels::Stereo
+    } else {
+        opus::Channels::Mono
+    };
+    let mut enc = match opus::Encoder::new(AUDIO_RATE, channels, opus::Application::Audio) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!("Opus encoder: {e}");
+            return None;
+        }
+    };
+    // Constant bitrate: what the app configured is what goes out.
+    if let Err(e) = enc.set_vbr(false) {
+        tracing::debug!("Opus CBR: {e}");
+    }
+    let bps = (config.bitrate_kbps.clamp(6, 510) * 1000) as i32;
+    if let Err(e) = enc.set_bitrate(opus::Bitrate::Bits(bps)) {
+        tracing::debug!("Opus bitrate: {e}");
+    }
+    Some(enc)
+}
+
 /// ZEGO's `ZegoVideoConfig`, as the encoder uses it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VideoConfig {
@@ -210,6 +252,8 @@ pub struct Publisher {
     pub keyframe: Arc<AtomicBool>,
     /// Read by the thread before every frame, so a change applies while publishing.
     pub config: Arc<Mutex<VideoConfig>>,
+    /// Likewise for audio.
+    pub audio: Arc<Mutex<AudioConfig>>,
     /// Mutes: silence instead of the source's audio, black instead of its video.
     pub silent: Arc<AtomicBool>,
     pub black: Arc<AtomicBool>,
@@ -248,7 +292,7 @@ impl Publisher {
     pub fn start(
         channel: usize,
         stream_id: &str,
-        config: VideoConfig,
+        (config, audio): (VideoConfig, AudioConfig),
         custom: Option<std_mpsc::Receiver<Pushed>>,
         (silent, black): (bool, bool),
         sinks: Sinks,
@@ -257,6 +301,8 @@ impl Publisher {
         let stop = Arc::new(AtomicBool::new(false));
         let keyframe = Arc::new(AtomicBool::new(true));
         let config = Arc::new(Mutex::new(config));
+        let audio = Arc::new(Mutex::new(audio));
+        let a = audio.clone();
         let silent = Arc::new(AtomicBool::new(silent));
         let black = Arc::new(AtomicBool::new(black));
         let preview = Arc::new(AtomicBool::new(mode.preview));
@@ -274,7 +320,7 @@ impl Publisher {
         let tag = stream_tag(stream_id);
         let spawned = std::thread::Builder::new()
             .name(format!("zrooms-pub{channel}"))
-            .spawn(move || publish_loop(channel, tag, c, custom, sinks, flags));
+            .spawn(move || publish_loop(channel, tag, (c, a), custom, sinks, flags));
         if let Err(e) = spawned {
             tracing::warn!("cannot start the publisher thread: {e}");
         }
@@ -282,6 +328,7 @@ impl Publisher {
             stop,
             keyframe,
             config,
+            audio,
             silent,
             black,
             preview,
@@ -363,7 +410,7 @@ fn black_frame(width: u32, height: u32) -> I420 {
 fn publish_loop(
     channel: usize,
     tag: u32,
-    shared_config: Arc<Mutex<VideoConfig>>,
+    (shared_config, shared_audio): (Arc<Mutex<VideoConfig>>, Arc<Mutex<AudioConfig>>),
     custom: Option<std_mpsc::Receiver<Pushed>>,
     Sinks {
         out,
@@ -392,14 +439,11 @@ fn publish_loop(
     let Some(mut video) = VideoEncoder::new(&config) else {
         return;
     };
-    let mut opus =
-        match opus::Encoder::new(AUDIO_RATE, opus::Channels::Mono, opus::Application::Audio) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!("Opus encoder: {e}");
-                return;
-            }
-        };
+    let current_audio = |c: &Arc<Mutex<AudioConfig>>| c.lock().map(|g| *g).unwrap_or_default();
+    let mut audio_config = current_audio(&shared_audio);
+    let Some(mut opus) = opus_encoder(&audio_config) else {
+        return;
+    };
     let mut tone = Tone::new(440.0, AUDIO_RATE);
     let start = Instant::now();
     let mut frame_interval = Duration::from_secs_f64(1.0 / config.fps.max(1) as f64);
@@ -549,6 +593,18 @@ fn publish_loop(
                     *slot = sound_level(&pcm);
                 }
             }
+            let latest = current_audio(&shared_audio);
+            if latest != audio_config {
+                if let Some(enc) = opus_encoder(&latest) {
+                    opus = enc;
+                    audio_config = latest;
+                }
+            }
+            let pcm = if audio_config.stereo {
+                pcm.iter().flat_map(|&s| [s, s]).collect()
+            } else {
+                pcm
+            };
             if let Ok(n) = opus.encode(&pcm, &mut opus_buf) {
                 let _ = out.send(Encoded {
                     channel,
