@@ -719,11 +719,31 @@ fn play_loop(
     let mut size = (0u32, 0u32);
     let mut rendered = false;
     let mut pcm = vec![0i16; AUDIO_FRAME * 6];
-    while let Ok(packet) = rx.recv() {
-        let wants = render
-            .lock()
-            .map(|m| m.get(&stream_id).copied().unwrap_or_default())
-            .unwrap_or_default();
+    let mut playout = Playout::default();
+    loop {
+        let wants_now = || {
+            render
+                .lock()
+                .map(|m| m.get(&stream_id).copied().unwrap_or_default())
+                .unwrap_or_default()
+        };
+        // Release the audio that is due, at a steady 20 ms pace.
+        while let Some(samples) = playout.due(Instant::now()) {
+            if wants_now().audio {
+                let _ = events.send(EngineEvent::AudioFrame(AudioFrame {
+                    stream_id: stream_id.clone(),
+                    sample_rate: AUDIO_RATE,
+                    channels: 1,
+                    samples,
+                }));
+            }
+        }
+        let packet = match rx.recv_timeout(playout.wait(Instant::now())) {
+            Ok(p) => p,
+            Err(std_mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        let wants = wants_now();
         match packet.kind {
             TrackKind::Video => {
                 match decode_video(&mut video, &mut vp8, packet.codec, &packet.data) {
@@ -776,16 +796,67 @@ fn play_loop(
                             sound_level(pcm.get(..n).unwrap_or_default()),
                         );
                     }
-                    if wants.audio {
-                        let _ = events.send(EngineEvent::AudioFrame(AudioFrame {
-                            stream_id: stream_id.clone(),
-                            sample_rate: AUDIO_RATE,
-                            channels: 1,
-                            samples: pcm.get(..n).unwrap_or_default().to_vec(),
-                        }));
-                    }
+                    playout.push(pcm.get(..n).unwrap_or_default().to_vec(), Instant::now());
                 }
             }
+        }
+    }
+}
+
+/// Frames held before audio starts flowing (60 ms): absorbs network jitter.
+const PLAYOUT_DEPTH: usize = 3;
+/// More than this (200 ms) means the app or the network stalled: the oldest go.
+const PLAYOUT_MAX: usize = 10;
+
+/// A small playout buffer: decoded 20 ms frames leave at a steady pace once
+/// [`PLAYOUT_DEPTH`] are queued; when it runs dry it refills before playing again.
+#[derive(Default)]
+struct Playout {
+    frames: std::collections::VecDeque<Vec<i16>>,
+    /// When the next frame is due; `None` while (re)filling.
+    next: Option<Instant>,
+}
+
+impl Playout {
+    fn push(&mut self, samples: Vec<i16>, now: Instant) {
+        self.frames.push_back(samples);
+        while self.frames.len() > PLAYOUT_MAX {
+            self.frames.pop_front();
+        }
+        if self.next.is_none() && self.frames.len() >= PLAYOUT_DEPTH {
+            self.next = Some(now);
+        }
+    }
+
+    /// The next frame, if one is due.
+    fn due(&mut self, now: Instant) -> Option<Vec<i16>> {
+        let next = self.next?;
+        if now < next {
+            return None;
+        }
+        match self.frames.pop_front() {
+            Some(f) => {
+                // Far behind (the thread was starved): restart the clock instead of bursting.
+                let step = Duration::from_millis(20);
+                self.next = Some(if now > next + 5 * step {
+                    now + step
+                } else {
+                    next + step
+                });
+                Some(f)
+            }
+            None => {
+                self.next = None;
+                None
+            }
+        }
+    }
+
+    /// How long the thread may wait for a packet before a frame is due.
+    fn wait(&self, now: Instant) -> Duration {
+        match self.next {
+            Some(t) => t.saturating_duration_since(now),
+            None => Duration::from_millis(500),
         }
     }
 }
@@ -851,6 +922,26 @@ fn pack_i420(yuv: &impl YUVSource, w: u32, h: u32) -> I420 {
 mod tests {
     use super::*;
     use crate::media::pattern::read_counter;
+
+    #[test]
+    fn playout_waits_for_depth_then_paces_and_refills() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut p = Playout::default();
+        p.push(vec![1], ms(0));
+        p.push(vec![2], ms(1));
+        assert_eq!(p.due(ms(2)), None, "not before the buffer holds its depth");
+        p.push(vec![3], ms(2));
+        assert_eq!(p.due(ms(2)), Some(vec![1]));
+        assert_eq!(p.due(ms(10)), None, "the next frame waits its 20 ms");
+        assert_eq!(p.due(ms(22)), Some(vec![2]));
+        assert_eq!(p.due(ms(42)), Some(vec![3]));
+        assert_eq!(p.due(ms(62)), None, "dry: it refills");
+        for i in 0..20 {
+            p.push(vec![i], ms(70));
+        }
+        assert_eq!(p.frames.len(), PLAYOUT_MAX, "bounded");
+    }
 
     #[test]
     fn counter_survives_h264() {
