@@ -290,18 +290,11 @@ impl Conn {
                         send_time_ms: now_ms(),
                         from: user,
                     };
-                    st.broadcast(
-                        &ServerMsg::Broadcast {
-                            room_id: room_id.clone(),
-                            messages: vec![msg],
-                        },
-                        Some(out.conn),
-                    );
-                    out.send_msg(&ServerMsg::Reply {
-                        id,
-                        code: ErrorCode::SUCCESS,
-                        body: Some(ReplyBody::Broadcast { message_id }),
-                    });
+                    let push = ServerMsg::Broadcast {
+                        room_id: room_id.clone(),
+                        messages: vec![msg],
+                    };
+                    deliver(st, &push, out, id, ReplyBody::Broadcast { message_id });
                 })?;
                 Ok(None)
             }
@@ -316,18 +309,11 @@ impl Conn {
                         send_time_ms: now_ms(),
                         from: user,
                     };
-                    st.broadcast(
-                        &ServerMsg::Barrage {
-                            room_id: room_id.clone(),
-                            messages: vec![msg],
-                        },
-                        Some(out.conn),
-                    );
-                    out.send_msg(&ServerMsg::Reply {
-                        id,
-                        code: ErrorCode::SUCCESS,
-                        body: Some(ReplyBody::Barrage { message_id }),
-                    });
+                    let push = ServerMsg::Barrage {
+                        room_id: room_id.clone(),
+                        messages: vec![msg],
+                    };
+                    deliver(st, &push, out, id, ReplyBody::Barrage { message_id });
                 })?;
                 Ok(None)
             }
@@ -776,6 +762,23 @@ impl Conn {
         );
         Ok(())
     }
+}
+
+/// A room message goes to everyone but its sender, then the sender gets its reply (both
+/// under the room lock held by the caller).
+fn deliver(
+    st: &crate::state::RoomState,
+    push: &ServerMsg,
+    out: &Outbound,
+    id: u64,
+    body: ReplyBody,
+) {
+    st.broadcast(push, Some(out.conn));
+    out.send_msg(&ServerMsg::Reply {
+        id,
+        code: ErrorCode::SUCCESS,
+        body: Some(body),
+    });
 }
 
 fn check_message(message: &str) -> Res<()> {
