@@ -236,6 +236,8 @@ export interface ZegoEventListener {
   roomStateChanged: (roomID: string, reason: ZegoRoomStateChangedReason, errorCode: number, extendedData: string) => void
   roomUserUpdate: (roomID: string, updateType: ZegoUpdateType, userList: Required<ZegoUser>[]) => void
   roomOnlineUserCountUpdate: (roomID: string, count: number) => void
+  /** The room's token expires in `remainTimeInSecond` seconds (30 s before): call renewToken. */
+  roomTokenWillExpire: (roomID: string, remainTimeInSecond: number) => void
   roomStreamUpdate: (roomID: string, updateType: ZegoUpdateType, streamList: ZegoStream[], extendedData: string) => void
   roomStreamExtraInfoUpdate: (roomID: string, streamList: ZegoStream[]) => void
   roomExtraInfoUpdate: (roomID: string, roomExtraInfoList: ZegoRoomExtraInfo[]) => void
@@ -375,3 +377,32 @@ export declare function toneFrequency(samples: ArrayLike<number>, sampleRate: nu
 
 /** Starts a room server inside this process (examples, tests). */
 export declare function startServer(options?: StartServerOptions): Promise<RunningServer>
+
+/** Room privileges carried by a token's payload (docs/tokens.md). */
+export interface PrivilegeOptions {
+  /** '' (default): any room. */
+  roomID?: string
+  /** May log into the room (default true). */
+  login?: boolean
+  /** May publish (default true). */
+  publish?: boolean
+  /** Only these streamIDs may be published; null or [] (default): any. */
+  streamIDList?: string[] | null
+}
+
+/**
+ * Makes a ZEGO token04 for an app server (ZEGO's published algorithm): `secret` is the app's
+ * 32-character ServerSecret, `payload` '' or `makePrivilegePayload(...)`. Layout 'gcm' (default)
+ * or 'cbc'. Throws on bad arguments.
+ */
+export declare function generateToken04(
+  appID: number,
+  userID: string,
+  secret: string,
+  effectiveTimeInSeconds: number,
+  payload?: string,
+  options?: { mode?: 'gcm' | 'cbc' },
+): string
+
+/** The privilege payload string of a room token. */
+export declare function makePrivilegePayload(options?: PrivilegeOptions): string

@@ -13,6 +13,7 @@ const native = require('./binding.js')
 const defines = require('./lib/defines.js')
 const { ZegoErrorCode } = require('./lib/error-codes.js')
 const pattern = require('./lib/pattern.js')
+const token = require('./lib/token.js')
 
 const { ZegoRoomMode, ZegoRoomStateChangedReason: Reason, ZegoPublishChannel } = defines
 
@@ -748,6 +749,8 @@ module.exports.default = ZegoExpressEngine
 module.exports.ZegoExpressEngine = ZegoExpressEngine
 module.exports.ZegoErrorCode = ZegoErrorCode
 module.exports.startServer = startServer
+module.exports.generateToken04 = token.generateToken04
+module.exports.makePrivilegePayload = token.makePrivilegePayload
 module.exports.readTestPattern = pattern.readTestPattern
 module.exports.streamTag = pattern.streamTag
 module.exports.toneFrequency = pattern.toneFrequency

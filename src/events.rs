@@ -220,6 +220,9 @@ pub fn to_js(event: EngineEvent) -> Vec<Value> {
         SessionEvent::OnlineCount { room_id, count } => {
             vec![ev("roomOnlineUserCountUpdate", json!([room_id, count]))]
         }
+        SessionEvent::TokenWillExpire { room_id, remain_s } => {
+            vec![ev("roomTokenWillExpire", json!([room_id, remain_s]))]
+        }
         SessionEvent::StreamUpdate {
             room_id,
             update,

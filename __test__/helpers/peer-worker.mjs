@@ -15,6 +15,7 @@ const EVENTS = [
   'roomStateChanged',
   'roomUserUpdate',
   'roomOnlineUserCountUpdate',
+  'roomTokenWillExpire',
   'roomStreamUpdate',
   'roomStreamExtraInfoUpdate',
   'roomExtraInfoUpdate',

@@ -8,7 +8,8 @@
 //! It starts the server binary on 127.0.0.1:0 (or uses `--url`), then runs:
 //! 1. **login**: new connections log into one room at `--login-rate` per second; the latency of
 //!    each `login` request (sent → reply) is recorded.
-//! 2. **fan-out**: `--receivers` clients sit in one room; one sender sends `--messages`
+//! 2. **fan-out**: `--receivers` clients sit in one room; senders (in turn, 2 msg/s each as ZEGO
+//!    allows one user) send `--messages`
 //!    broadcasts at `--message-rate` per second; the latency from send to each receipt is
 //!    recorded.
 //!
@@ -266,8 +267,13 @@ async fn bench_fanout(
         c.login("bench-fanout", &format!("r{i}")).await?;
         readers.push(c);
     }
-    let mut sender = Client::connect(url).await?;
-    sender.login("bench-fanout", "sender").await?;
+    // ZEGO allows one user 2 broadcasts per second: enough senders to carry `rate`, in turn.
+    let mut senders = Vec::new();
+    for i in 0..rate.div_ceil(2).max(1) {
+        let mut sender = Client::connect(url).await?;
+        sender.login("bench-fanout", &format!("sender{i}")).await?;
+        senders.push(sender);
+    }
     let lat = Arc::new(Mutex::new(Vec::with_capacity(
         (receivers * messages) as usize,
     )));
@@ -300,10 +306,11 @@ async fn bench_fanout(
         }));
     }
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
-    for _ in 0..messages {
+    for n in 0..messages {
         tick.tick().await;
         let sent = base.elapsed().as_secs_f64() * 1e3;
-        sender
+        let k = n as usize % senders.len();
+        senders[k]
             .request(Request::Broadcast {
                 room_id: RoomId::new("bench-fanout").map_err(|e| e.to_string())?,
                 message: format!("{sent:.3}"),

@@ -115,14 +115,38 @@ codes! {
     ROOM_MANUAL_KICKED_OUT = 1002055;
     /// The app calls room APIs too often.
     ROOM_ERROR_REQUEST_FREQUENCY_LIMIT = 1002071;
+    /// One room's calls of this kind are too frequent (its configured rate).
+    ROOM_ROOM_CALL_API_TOO_FREQUENT = 1002072;
     /// Room signalling calls too often.
     ROOM_ERROR_SIGNALLING_FREQUENCY_LIMIT = 1002073;
+    /// Kicked because the room's token expired.
+    ROOM_TOKEN_EXPIRED_KICKED_OUT = 1002056;
+    /// The app needs a token (no appSign was given, or the app requires tokens) and none came.
+    ROOM_NO_TOKEN = 1002067;
+    /// The server cannot check the token.
+    ROOM_TOKEN_INNER_ERROR = 1002074;
+    /// The token is malformed or its payload is not the documented JSON.
+    ROOM_TOKEN_FORMAT_ERROR = 1002075;
+    /// The token is for another app.
+    ROOM_TOKEN_APPID_ERROR = 1002076;
+    /// The token is for another user.
+    ROOM_TOKEN_USERID_ERROR = 1002077;
+    /// The token has expired.
+    ROOM_TOKEN_EXPIRE_ERROR = 1002078;
+    /// Not a token04.
+    ROOM_TOKEN_VERSION_ERROR = 1002079;
+    /// The token's nonce is not an integer.
+    ROOM_TOKEN_NONCETYPE_ERROR = 1002080;
+    /// The renewed token does not allow a stream this user is publishing.
+    ROOM_RENEW_TOKEN_NO_PUBLISH_AUTH_ERROR = 1002082;
     /// Internal room error.
     ROOM_INNER_ERROR = 1002099;
     /// The channel is already publishing another stream.
     PUBLISHER_BUSY_CHANNEL = 1003023;
     /// The server refuses this publish (the stream is not this engine's).
     PUBLISHER_FORBIDDEN = 1003025;
+    /// The room's token does not allow publishing this stream.
+    PUBLISHER_ERROR_DISPATCH_AUTH_ERROR = 1003072;
     /// The streamID is already published in this app.
     PUBLISHER_ERROR_REPETITIVE_PUBLISH_STREAM = 1003028;
     /// Stream extra info is null.

@@ -290,6 +290,11 @@ pub enum ServerMsg {
         room_id: RoomId,
         count: u32,
     },
+    /// The room's token expires in `remain_s` seconds (sent 30 s before): renew it.
+    TokenWillExpire {
+        room_id: RoomId,
+        remain_s: u32,
+    },
     /// The server removed this engine's user from the room.
     Kicked {
         room_id: RoomId,

@@ -12,14 +12,27 @@
 //! multi_room = true
 //! max_rooms_per_user = 5
 //! max_members = 0              # 0 = unlimited
+//! server_secret = "…32 chars…"  # optional; token04 verification (docs/tokens.md)
+//! require_token = false        # true: a token is needed even with the right appSign
+//! privilege_check = true       # apply a token's room and publish privileges
+//! token_expire_action = "kick" # or "keep": what happens to a session whose token expired
+//!
+//! [app.limits]                 # ZEGO's limits, per app (docs/limits.md); these are defaults
+//! broadcast_per_room = 10      # messages per second
+//! broadcast_per_user = 2
 //! ```
+//!
+//! Server-wide: `max_connections_per_ip` (0 = unlimited), `max_frame_bytes`.
 
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::time::Duration;
+use zrooms_proto::wire::{
+    MAX_MESSAGE_BYTES, MAX_ROOM_EXTRA_INFO_BYTES, MAX_STREAM_EXTRA_INFO_BYTES,
+};
 
 /// What one app may do.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
     pub app_id: u32,
@@ -34,6 +47,81 @@ pub struct AppConfig {
     /// Members per room; 0 = unlimited.
     #[serde(default)]
     pub max_members: u32,
+    /// The app's 32-character ServerSecret: when set, token04s are verified with it.
+    #[serde(default)]
+    pub server_secret: Option<String>,
+    /// A token is needed to log in even when the engine presented the right appSign.
+    #[serde(default)]
+    pub require_token: bool,
+    /// Apply a token's privilege payload (room, login and publish privileges, stream list).
+    #[serde(default = "yes")]
+    pub privilege_check: bool,
+    /// What happens when a room's token expires.
+    #[serde(default)]
+    pub token_expire_action: ExpireAction,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// What the server does when a logged-in room's token expires (ZEGO lets the app choose).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpireAction {
+    /// Remove the user from the room with 1002056.
+    #[default]
+    Kick,
+    /// Keep the session; only new logins and publishes need a valid token.
+    Keep,
+}
+
+/// Rates are per second, sizes in bytes; ZEGO's published limits are the defaults.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Broadcast messages per room (1009015 beyond).
+    pub broadcast_per_room: f64,
+    /// Broadcast messages per user in one room (1009015 beyond).
+    pub broadcast_per_user: f64,
+    /// Barrage messages per room (1002072 beyond).
+    pub barrage_per_room: f64,
+    /// Custom commands from one user to a single user (1002072 beyond).
+    pub custom_command_single: f64,
+    /// Custom commands from one user to several users or everyone (1002072 beyond).
+    pub custom_command_multi: f64,
+    /// Logins per room, all users together (1002072 beyond).
+    pub logins_per_room: f64,
+    /// setRoomExtraInfo calls per room (1002072 beyond).
+    pub room_extra_info_per_room: f64,
+    /// Requests of any kind per connection (1002073 beyond): a flood guard above every other rate.
+    pub requests_per_connection: f64,
+    /// Message bodies (broadcast, barrage, custom command): at most this many bytes.
+    pub message_bytes: usize,
+    /// Stream extra info: shorter than this.
+    pub stream_extra_info_bytes: usize,
+    /// Room extra info key and value: shorter than this.
+    pub room_extra_info_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            broadcast_per_room: 10.0,
+            broadcast_per_user: 2.0,
+            barrage_per_room: 20.0,
+            custom_command_single: 200.0,
+            custom_command_multi: 10.0,
+            logins_per_room: 200.0,
+            room_extra_info_per_room: 10.0,
+            requests_per_connection: 1000.0,
+            message_bytes: MAX_MESSAGE_BYTES,
+            stream_extra_info_bytes: MAX_STREAM_EXTRA_INFO_BYTES,
+            room_extra_info_bytes: MAX_ROOM_EXTRA_INFO_BYTES,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_max_rooms() -> u32 {
@@ -49,6 +137,11 @@ impl AppConfig {
             multi_room: true,
             max_rooms_per_user: default_max_rooms(),
             max_members: 0,
+            server_secret: None,
+            require_token: false,
+            privilege_check: true,
+            token_expire_action: ExpireAction::Kick,
+            limits: Limits::default(),
         }
     }
 }
@@ -62,8 +155,10 @@ pub struct ServerConfig {
     pub online_count_interval: Duration,
     /// Frames waiting for one connection before it counts as stuck and is closed.
     pub outbound_queue: usize,
-    /// Largest WebSocket message accepted, in bytes.
+    /// Largest WebSocket message (and frame) accepted, in bytes; larger closes the connection.
     pub max_message_bytes: usize,
+    /// Open connections from one IP address; 0 = unlimited. Beyond it the handshake is refused.
+    pub max_connections_per_ip: u32,
     /// The SFU's UDP address; `None`: the signaling listener's IP (127.0.0.1 when that is
     /// unspecified) and a free port. It is the host candidate peers connect to.
     pub media_addr: Option<std::net::SocketAddr>,
@@ -77,6 +172,7 @@ impl Default for ServerConfig {
             online_count_interval: Duration::from_secs(30),
             outbound_queue: 1024,
             max_message_bytes: 64 * 1024,
+            max_connections_per_ip: 0,
             media_addr: None,
         }
     }
@@ -89,6 +185,12 @@ struct ConfigFile {
     dev_default: bool,
     #[serde(default)]
     online_count_interval_ms: Option<u64>,
+    #[serde(default)]
+    max_connections_per_ip: u32,
+    #[serde(default)]
+    max_frame_bytes: Option<usize>,
+    #[serde(default)]
+    outbound_queue: Option<usize>,
     #[serde(default)]
     app: Vec<AppConfig>,
 }
@@ -104,6 +206,14 @@ impl ServerConfig {
         if let Some(ms) = file.online_count_interval_ms {
             config.online_count_interval = Duration::from_millis(ms.max(100));
         }
+        config.max_connections_per_ip = file.max_connections_per_ip;
+        if let Some(n) = file.max_frame_bytes {
+            // Big enough for a media offer with a few dozen tracks.
+            config.max_message_bytes = n.max(16 * 1024);
+        }
+        if let Some(n) = file.outbound_queue {
+            config.outbound_queue = n.max(16);
+        }
         for app in file.app {
             if let Some(sign) = &app.app_sign {
                 if sign.len() != 64 || !sign.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -112,6 +222,34 @@ impl ServerConfig {
                         app.app_id
                     ));
                 }
+            }
+            if let Some(secret) = &app.server_secret {
+                if secret.len() != zrooms_token::SECRET_LEN || !secret.is_ascii() {
+                    return Err(format!(
+                        "app {}: server_secret must be 32 ASCII characters",
+                        app.app_id
+                    ));
+                }
+            }
+            if app.require_token && app.server_secret.is_none() {
+                return Err(format!(
+                    "app {}: require_token needs a server_secret",
+                    app.app_id
+                ));
+            }
+            let l = &app.limits;
+            let rates = [
+                l.broadcast_per_room,
+                l.broadcast_per_user,
+                l.barrage_per_room,
+                l.custom_command_single,
+                l.custom_command_multi,
+                l.logins_per_room,
+                l.room_extra_info_per_room,
+                l.requests_per_connection,
+            ];
+            if rates.iter().any(|r| !r.is_finite() || *r <= 0.0) {
+                return Err(format!("app {}: limits must be positive", app.app_id));
             }
             if app.app_id == 0 {
                 return Err("app_id 0 is not valid".into());
@@ -151,6 +289,14 @@ mod tests {
     fn rejects_bad_files() {
         assert!(ServerConfig::from_toml("[[app]]\napp_id = 1\napp_sign = \"xyz\"\n").is_err());
         assert!(ServerConfig::from_toml("bogus = 1\n").is_err());
+        assert!(
+            ServerConfig::from_toml("[[app]]\napp_id = 1\nserver_secret = \"short\"\n").is_err()
+        );
+        assert!(ServerConfig::from_toml(
+            "[[app]]\napp_id = 1\n[app.limits]\nbroadcast_per_room = 0\n"
+        )
+        .is_err());
+        assert!(ServerConfig::from_toml("[[app]]\napp_id = 1\n[app.limits]\nbogus = 1\n").is_err());
         let closed = ServerConfig::from_toml("[[app]]\napp_id = 1\n").unwrap();
         assert!(closed.app(2).is_none());
     }

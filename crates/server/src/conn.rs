@@ -5,24 +5,29 @@
 //! flag raised when this connection's outbound queue overflows. A separate writer task drains
 //! the outbound queue into the socket, so a slow reader only ever fills its own queue.
 
+use crate::config::ExpireAction;
+use crate::limits::Bucket;
 use crate::sfu::SfuCmd;
-use crate::state::{lock, App, ConnId, Outbound, PublishedStream};
+use crate::state::{lock, App, ConnId, Outbound, PublishedStream, RoomState};
 use crate::Shared;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use zrooms_proto::wire::{
     BarrageMessage, BroadcastMessage, ClientFrame, DeleteReason, LoginConfig, ReplyBody, Request,
-    RoomExtraInfo, ServerMsg, StreamInfo, TrackDirection, TrackSpec, UpdateType, MAX_MESSAGE_BYTES,
-    MAX_ROOM_EXTRA_INFO_BYTES, MAX_STREAM_EXTRA_INFO_BYTES, PROTOCOL_VERSION,
+    RoomExtraInfo, ServerMsg, StreamInfo, TrackDirection, TrackSpec, UpdateType, PROTOCOL_VERSION,
 };
 use zrooms_proto::{ErrorCode, RoomId, StreamId, User, UserId};
+use zrooms_token::Privileges;
+
+/// `roomTokenWillExpire` goes out this long before a room's token expires (ZEGO: 30 s).
+const TOKEN_WARNING_S: i64 = 30;
 
 type Res<T> = Result<T, ErrorCode>;
 
@@ -36,8 +41,36 @@ struct Conn {
     rooms: HashMap<RoomId, Arc<crate::state::Room>>,
     /// Streams this connection plays, and through which room.
     playing: HashMap<StreamId, RoomId>,
+    /// The hello carried the app's appSign.
+    signed: bool,
+    /// What each logged-in room's token (or appSign) allows.
+    grants: HashMap<RoomId, Grant>,
+    /// Requests of any kind from this connection.
+    requests: Bucket,
 }
 
+/// The authority a room was logged into with.
+struct Grant {
+    privileges: Privileges,
+    /// Unix seconds; `None` for appSign or open apps.
+    expire_s: Option<i64>,
+    /// `TokenWillExpire` was sent for this token.
+    warned: bool,
+}
+
+impl Grant {
+    fn unlimited() -> Self {
+        Grant {
+            privileges: Privileges::ALL,
+            expire_s: None,
+            warned: false,
+        }
+    }
+
+    fn expired(&self, now_s: i64) -> bool {
+        self.expire_s.is_some_and(|e| e <= now_s)
+    }
+}
 pub(crate) async fn serve(
     stream: TcpStream,
     shared: Arc<Shared>,
@@ -72,8 +105,12 @@ pub(crate) async fn serve(
         user: None,
         rooms: HashMap::new(),
         playing: HashMap::new(),
+        signed: false,
+        grants: HashMap::new(),
+        requests: Bucket::default(),
     };
     loop {
+        let token_deadline = conn.token_deadline();
         tokio::select! {
             msg = source.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
@@ -85,6 +122,7 @@ pub(crate) async fn serve(
                 // Binary frames are not part of the protocol.
                 Some(Ok(Message::Binary(_))) | Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
             },
+            _ = sleep_until(token_deadline) => conn.token_timer(),
             _ = stuck.wait() => {
                 tracing::warn!(conn = id, "outbound queue full: closing a connection that does not read");
                 break;
@@ -97,6 +135,17 @@ pub(crate) async fn serve(
     // Dropping the last sender ends the writer once it has flushed what is queued.
     drop(conn);
     let _ = writer.await;
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn now_s() -> i64 {
+    (now_ms() / 1000) as i64
 }
 
 fn now_ms() -> u64 {
@@ -154,6 +203,13 @@ impl Conn {
             self.reply(id, ErrorCode::COMMON_ENGINE_NOT_CREATE, None);
             return false;
         };
+        if !self
+            .requests
+            .take(app.config.limits.requests_per_connection, Instant::now())
+        {
+            self.reply(id, ErrorCode::ROOM_ERROR_SIGNALLING_FREQUENCY_LIMIT, None);
+            return true;
+        }
         // Requests that reply under a room lock (to order the reply with room events) return
         // `Ok(None)`; the others reply here.
         match self.request(&app, id, frame.req) {
@@ -177,9 +233,13 @@ impl Conn {
             .config
             .app(app_id)
             .ok_or(ErrorCode::ENGINE_APP_ID_INCORRECT_OR_NOT_ONLINE)?;
+        // No appSign is allowed (ZEGO 2.17+): the logins then need tokens.
         if let Some(sign) = &config.app_sign {
-            if !sign.eq_ignore_ascii_case(app_sign) {
-                return Err(ErrorCode::ENGINE_APP_SIGN_INCORRECT);
+            if !app_sign.is_empty() {
+                if !sign.eq_ignore_ascii_case(app_sign) {
+                    return Err(ErrorCode::ENGINE_APP_SIGN_INCORRECT);
+                }
+                self.signed = true;
             }
         }
         let app = {
@@ -212,8 +272,8 @@ impl Conn {
                 self.leave(app, &room_id, DeleteReason::STOPPED);
                 Ok(Some(None))
             }
-            Request::RenewToken { room_id, .. } => {
-                self.member_room(&room_id)?;
+            Request::RenewToken { room_id, token } => {
+                self.renew_token(app, room_id, &token)?;
                 Ok(Some(None))
             }
             Request::SetRoomExtraInfo {
@@ -221,7 +281,7 @@ impl Conn {
                 key,
                 value,
             } => self
-                .set_room_extra_info(id, room_id, key, value)
+                .set_room_extra_info(app, id, room_id, key, value)
                 .map(|()| None),
             Request::Publish {
                 room_id,
@@ -239,7 +299,7 @@ impl Conn {
                 stream_id,
                 extra_info,
             } => self
-                .set_stream_extra_info(id, room_id, stream_id, extra_info)
+                .set_stream_extra_info(app, id, room_id, stream_id, extra_info)
                 .map(|()| None),
             Request::Play { room_id, stream_id } => {
                 self.member_room(&room_id)?;
@@ -280,8 +340,20 @@ impl Conn {
                 Ok(Some(None))
             }
             Request::Broadcast { room_id, message } => {
-                check_message(&message)?;
+                let limits = &app.config.limits;
+                check_message(&message, limits.message_bytes)?;
                 self.in_room(&room_id, |st, user, out| {
+                    let RoomState { rates, members, .. } = &mut *st;
+                    let member = members
+                        .get_mut(&user.user_id)
+                        .ok_or(ErrorCode::IM_INCONSISTENT_ROOM_ID)?;
+                    if !Bucket::take_both(
+                        (&mut rates.broadcast, limits.broadcast_per_room),
+                        (&mut member.rates.broadcast, limits.broadcast_per_user),
+                        Instant::now(),
+                    ) {
+                        return Err(ErrorCode::IM_BROADCAST_MESSAGE_QPS_OVERRATE);
+                    }
                     let message_id = st.next_message_id;
                     st.next_message_id += 1;
                     let msg = BroadcastMessage {
@@ -295,12 +367,21 @@ impl Conn {
                         messages: vec![msg],
                     };
                     deliver(st, &push, out, id, ReplyBody::Broadcast { message_id });
+                    Ok(())
                 })?;
                 Ok(None)
             }
             Request::Barrage { room_id, message } => {
-                check_message(&message)?;
+                let limits = &app.config.limits;
+                check_message(&message, limits.message_bytes)?;
                 self.in_room(&room_id, |st, user, out| {
+                    if !st
+                        .rates
+                        .barrage
+                        .take(limits.barrage_per_room, Instant::now())
+                    {
+                        return Err(ErrorCode::ROOM_ROOM_CALL_API_TOO_FREQUENT);
+                    }
                     let message_id = format!("{}-{}", st.session_id, st.next_barrage_id);
                     st.next_barrage_id += 1;
                     let msg = BarrageMessage {
@@ -314,6 +395,7 @@ impl Conn {
                         messages: vec![msg],
                     };
                     deliver(st, &push, out, id, ReplyBody::Barrage { message_id });
+                    Ok(())
                 })?;
                 Ok(None)
             }
@@ -322,8 +404,26 @@ impl Conn {
                 command,
                 to,
             } => {
-                check_message(&command)?;
+                let limits = &app.config.limits;
+                check_message(&command, limits.message_bytes)?;
                 self.in_room(&room_id, |st, user, out| {
+                    let rates = &mut st
+                        .members
+                        .get_mut(&user.user_id)
+                        .ok_or(ErrorCode::IM_INCONSISTENT_ROOM_ID)?
+                        .rates;
+                    let allowed = if to.len() == 1 {
+                        rates
+                            .command_single
+                            .take(limits.custom_command_single, Instant::now())
+                    } else {
+                        rates
+                            .command_multi
+                            .take(limits.custom_command_multi, Instant::now())
+                    };
+                    if !allowed {
+                        return Err(ErrorCode::ROOM_ROOM_CALL_API_TOO_FREQUENT);
+                    }
                     let msg = ServerMsg::CustomCommand {
                         room_id: room_id.clone(),
                         from: user,
@@ -351,6 +451,7 @@ impl Conn {
                         code: ErrorCode::SUCCESS,
                         body: None,
                     });
+                    Ok(())
                 })?;
                 Ok(None)
             }
@@ -362,7 +463,7 @@ impl Conn {
     fn in_room(
         &self,
         room_id: &RoomId,
-        f: impl FnOnce(&mut crate::state::RoomState, User, &Outbound),
+        f: impl FnOnce(&mut RoomState, User, &Outbound) -> Res<()>,
     ) -> Res<()> {
         let room = self.member_room(room_id)?;
         let user = self.user()?;
@@ -370,8 +471,7 @@ impl Conn {
         if !st.is_member(&user.user_id, self.id) {
             return Err(ErrorCode::IM_INCONSISTENT_ROOM_ID);
         }
-        f(&mut st, user, &self.out);
-        Ok(())
+        f(&mut st, user, &self.out)
     }
 
     fn user(&self) -> Res<User> {
@@ -413,6 +513,7 @@ impl Conn {
                 return Err(ErrorCode::ROOM_MULTI_ROOM_USER_INFO_DIFFERENT);
             }
         }
+        let grant = self.authorize(app, &user.user_id, &room_id, &config.token)?;
         let shared = self.shared.clone();
         let next_session = || shared.next_session.fetch_add(1, Ordering::Relaxed);
         let room = loop {
@@ -438,6 +539,14 @@ impl Conn {
                 if limit.is_some_and(|n| st.members.len() >= n as usize) {
                     return Err(ErrorCode::ROOM_ERROR_EXCEED_MAXIMUM_MEMBER);
                 }
+            }
+            // Only admissible logins count against the room's rate.
+            if !st
+                .rates
+                .logins
+                .take(policy.limits.logins_per_room, Instant::now())
+            {
+                return Err(ErrorCode::ROOM_ROOM_CALL_API_TOO_FREQUENT);
             }
             if st.members.is_empty() {
                 st.max_members = config.max_member_count;
@@ -468,6 +577,7 @@ impl Conn {
                     user: user.clone(),
                     out: self.out.clone(),
                     notify: config.user_status_notify,
+                    rates: Default::default(),
                 },
             );
             let users: Vec<User> = st
@@ -494,12 +604,136 @@ impl Conn {
             app.notify_players(s, Some(DeleteReason::REPEATED_LOGIN));
         }
         self.user = Some(user);
+        self.grants.insert(room_id.clone(), grant);
         self.rooms.insert(room_id, room);
         Ok(())
     }
 
+    /// Who may log into `room_id`: an open app (no appSign, no secret) admits anyone; an engine
+    /// that presented the appSign needs no token unless the app requires one; otherwise the
+    /// token must verify with the app's secret and its privileges must allow this room.
+    fn authorize(&self, app: &App, user_id: &UserId, room_id: &RoomId, token: &str) -> Res<Grant> {
+        let policy = &app.config;
+        let open = policy.app_sign.is_none() && policy.server_secret.is_none();
+        let by_sign = open || (self.signed && !policy.require_token);
+        if token.is_empty() {
+            return if by_sign {
+                Ok(Grant::unlimited())
+            } else {
+                Err(ErrorCode::ROOM_NO_TOKEN)
+            };
+        }
+        let Some(secret) = &policy.server_secret else {
+            // A token nobody here can check: what the appSign allows, or nothing.
+            return if by_sign {
+                Ok(Grant::unlimited())
+            } else {
+                Err(ErrorCode::ROOM_TOKEN_INNER_ERROR)
+            };
+        };
+        let verified = zrooms_token::verify(
+            token,
+            secret.as_bytes(),
+            policy.app_id,
+            user_id.as_str(),
+            now_s(),
+        )
+        .map_err(|e| ErrorCode(e.code()))?;
+        let privileges = if policy.privilege_check {
+            verified.privileges
+        } else {
+            Privileges::ALL
+        };
+        let other_room = !privileges.room_id.is_empty() && privileges.room_id != room_id.as_str();
+        if other_room || !privileges.login {
+            return Err(ErrorCode::ROOM_ERROR_AUTHENTICATION_FAILED);
+        }
+        Ok(Grant {
+            privileges,
+            expire_s: Some(verified.claims.expire),
+            warned: false,
+        })
+    }
+
+    /// A new token for a logged-in room. Refused (and the old one kept) when it does not verify,
+    /// or when it would not allow a stream this user is publishing there (1002082).
+    fn renew_token(&mut self, app: &Arc<App>, room_id: RoomId, token: &str) -> Res<()> {
+        let room = self.member_room(&room_id)?;
+        let user = self.user()?;
+        let grant = self.authorize(app, &user.user_id, &room_id, token)?;
+        {
+            let st = lock(&room.state);
+            let denied = st.streams.iter().any(|(stream_id, s)| {
+                s.conn == self.id && !grant.privileges.may_publish(stream_id.as_str())
+            });
+            if denied {
+                return Err(ErrorCode::ROOM_RENEW_TOKEN_NO_PUBLISH_AUTH_ERROR);
+            }
+        }
+        self.grants.insert(room_id, grant);
+        Ok(())
+    }
+
+    /// When the connection must next look at its tokens: a warning or an expiry.
+    fn token_deadline(&self) -> Option<tokio::time::Instant> {
+        let kick = self
+            .app
+            .as_ref()
+            .is_some_and(|a| a.config.token_expire_action == ExpireAction::Kick);
+        let next_s = self
+            .grants
+            .values()
+            .filter_map(|g| {
+                let expire = g.expire_s?;
+                if !g.warned {
+                    Some(expire - TOKEN_WARNING_S)
+                } else if kick {
+                    Some(expire)
+                } else {
+                    None
+                }
+            })
+            .min()?;
+        let wait_ms = (next_s * 1000).saturating_sub(now_ms() as i64).max(0) as u64;
+        Some(tokio::time::Instant::now() + Duration::from_millis(wait_ms))
+    }
+
+    /// Sends due `TokenWillExpire` warnings, and kicks out of rooms whose token expired (when
+    /// the app chose to).
+    fn token_timer(&mut self) {
+        let Some(app) = self.app.clone() else {
+            return;
+        };
+        let now = now_s();
+        let mut expired = Vec::new();
+        for (room_id, g) in &mut self.grants {
+            let Some(expire) = g.expire_s else {
+                continue;
+            };
+            if !g.warned && now >= expire - TOKEN_WARNING_S {
+                g.warned = true;
+                self.out.send_msg(&ServerMsg::TokenWillExpire {
+                    room_id: room_id.clone(),
+                    remain_s: (expire - now).max(0) as u32,
+                });
+            }
+            if now >= expire && app.config.token_expire_action == ExpireAction::Kick {
+                expired.push(room_id.clone());
+            }
+        }
+        for room_id in expired {
+            tracing::debug!(conn = self.id, room = %room_id, "token expired: kicked out");
+            self.out.send_msg(&ServerMsg::Kicked {
+                room_id: room_id.clone(),
+                code: ErrorCode::ROOM_TOKEN_EXPIRED_KICKED_OUT,
+            });
+            self.leave(&app, &room_id, DeleteReason::KICKED_OUT);
+        }
+    }
+
     /// Leaves one room: its streams go with `reason`, the others are told.
     fn leave(&mut self, app: &Arc<App>, room_id: &RoomId, reason: DeleteReason) {
+        self.grants.remove(room_id);
         let Some(room) = self.rooms.remove(room_id) else {
             return;
         };
@@ -566,11 +800,18 @@ impl Conn {
         stream_id: StreamId,
         extra_info: String,
     ) -> Res<()> {
-        if extra_info.len() >= MAX_STREAM_EXTRA_INFO_BYTES {
+        if extra_info.len() >= app.config.limits.stream_extra_info_bytes {
             return Err(ErrorCode::PUBLISHER_EXTRA_INFO_TOO_LONG);
         }
         let room = self.member_room(&room_id)?;
         let user = self.user()?;
+        // The room's token must allow this stream, and must not have expired (an app that keeps
+        // sessions past expiry still needs a valid token for new publishes).
+        if let Some(g) = self.grants.get(&room_id) {
+            if !g.privileges.may_publish(stream_id.as_str()) || g.expired(now_s()) {
+                return Err(ErrorCode::PUBLISHER_ERROR_DISPATCH_AUTH_ERROR);
+            }
+        }
         {
             let mut st = lock(&room.state);
             if !st.is_member(&user.user_id, self.id) {
@@ -691,12 +932,13 @@ impl Conn {
 
     fn set_stream_extra_info(
         &mut self,
+        app: &App,
         id: u64,
         room_id: RoomId,
         stream_id: StreamId,
         extra_info: String,
     ) -> Res<()> {
-        if extra_info.len() >= MAX_STREAM_EXTRA_INFO_BYTES {
+        if extra_info.len() >= app.config.limits.stream_extra_info_bytes {
             return Err(ErrorCode::PUBLISHER_EXTRA_INFO_TOO_LONG);
         }
         let room = self.member_room(&room_id)?;
@@ -719,6 +961,7 @@ impl Conn {
 
     fn set_room_extra_info(
         &mut self,
+        app: &App,
         id: u64,
         room_id: RoomId,
         key: String,
@@ -727,10 +970,11 @@ impl Conn {
         if key.is_empty() {
             return Err(ErrorCode::ROOM_ROOM_EXTRA_INFO_KEY_EMPTY);
         }
-        if key.len() >= MAX_ROOM_EXTRA_INFO_BYTES {
+        let limits = &app.config.limits;
+        if key.len() >= limits.room_extra_info_bytes {
             return Err(ErrorCode::ROOM_ROOM_EXTRA_INFO_KEY_TOO_LONG);
         }
-        if value.len() >= MAX_ROOM_EXTRA_INFO_BYTES {
+        if value.len() >= limits.room_extra_info_bytes {
             return Err(ErrorCode::ROOM_ROOM_EXTRA_INFO_VALUE_TOO_LONG);
         }
         let room = self
@@ -744,6 +988,13 @@ impl Conn {
         // ZEGO keeps one key per room.
         if st.extra_info.as_ref().is_some_and(|e| e.key != key) {
             return Err(ErrorCode::ROOM_ROOM_EXTRA_INFO_EXCEED_KEYS);
+        }
+        if !st
+            .rates
+            .extra_info
+            .take(limits.room_extra_info_per_room, Instant::now())
+        {
+            return Err(ErrorCode::ROOM_ROOM_CALL_API_TOO_FREQUENT);
         }
         let info = RoomExtraInfo {
             key,
@@ -781,11 +1032,11 @@ fn deliver(
     });
 }
 
-fn check_message(message: &str) -> Res<()> {
+fn check_message(message: &str, max_bytes: usize) -> Res<()> {
     if message.is_empty() {
         return Err(ErrorCode::IM_CONTENT_NULL);
     }
-    if message.len() > MAX_MESSAGE_BYTES {
+    if message.len() > max_bytes {
         return Err(ErrorCode::IM_CONTENT_TOO_LONG);
     }
     Ok(())

@@ -10,6 +10,7 @@
 
 pub mod config;
 mod conn;
+pub mod limits;
 pub mod sfu;
 pub mod state;
 
@@ -35,6 +36,7 @@ pub(crate) struct Shared {
     pub apps: Mutex<HashMap<u32, Arc<App>>>,
     pub next_conn: AtomicU64,
     pub next_session: AtomicU64,
+    pub per_ip: limits::PerIp,
 }
 
 /// A running server.
@@ -108,6 +110,7 @@ pub async fn run(
         apps: Mutex::new(HashMap::new()),
         next_conn: AtomicU64::new(1),
         next_session: AtomicU64::new(1),
+        per_ip: limits::PerIp::default(),
     });
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut tasks = JoinSet::new();
@@ -125,12 +128,21 @@ pub async fn run(
             _ = shutdown.changed() => break,
         };
         match accepted {
-            Ok((stream, _peer)) => {
+            Ok((stream, peer)) => {
+                let ip = peer.ip();
+                if !shared
+                    .per_ip
+                    .admit(ip, shared.config.max_connections_per_ip)
+                {
+                    tracing::debug!(%ip, "too many connections from one address: refused");
+                    continue;
+                }
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
                 let rx = shutdown.clone();
                 tasks.spawn(async move {
-                    conn::serve(stream, shared, rx).await;
+                    conn::serve(stream, shared.clone(), rx).await;
+                    shared.per_ip.release(ip);
                     drop(permit);
                 });
             }

@@ -6,6 +6,7 @@
 //! `.await`; frames are handed to connections with `try_send`, never waited on.
 
 use crate::config::AppConfig;
+use crate::limits::Bucket;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -251,6 +252,25 @@ pub struct Member {
     pub out: Outbound,
     /// The member asked for `roomUserUpdate` (`isUserStatusNotify`).
     pub notify: bool,
+    /// This member's message rates in this room.
+    pub rates: MemberRates,
+}
+
+/// Per-member rate buckets (see [`crate::limits`]).
+#[derive(Default)]
+pub struct MemberRates {
+    pub broadcast: Bucket,
+    pub command_single: Bucket,
+    pub command_multi: Bucket,
+}
+
+/// Per-room rate buckets.
+#[derive(Default)]
+pub struct RoomRates {
+    pub broadcast: Bucket,
+    pub barrage: Bucket,
+    pub logins: Bucket,
+    pub extra_info: Bucket,
 }
 
 pub struct PublishedStream {
@@ -268,6 +288,7 @@ pub struct RoomState {
     pub extra_info: Option<RoomExtraInfo>,
     pub next_message_id: u64,
     pub next_barrage_id: u64,
+    pub rates: RoomRates,
 }
 
 impl RoomState {
@@ -281,6 +302,7 @@ impl RoomState {
             extra_info: None,
             next_message_id: 1,
             next_barrage_id: 1,
+            rates: RoomRates::default(),
         }
     }
 

@@ -1,139 +1,7 @@
 //! The server's room state, observed through real WebSocket clients on 127.0.0.1:0.
 
-use futures_util::{SinkExt, StreamExt};
-use std::net::SocketAddr;
-use std::time::Duration;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use zrooms_proto::wire::*;
-use zrooms_proto::*;
-use zrooms_server::{AppConfig, Server, ServerConfig};
-
-struct Client {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    next: u64,
-    /// Pushes received while waiting for a reply.
-    pushes: Vec<ServerMsg>,
-}
-
-fn user(id: &str) -> User {
-    User {
-        user_id: UserId::new(id).unwrap(),
-        user_name: UserName::new(id).unwrap(),
-    }
-}
-
-fn room(id: &str) -> RoomId {
-    RoomId::new(id).unwrap()
-}
-
-fn sid(id: &str) -> StreamId {
-    StreamId::new(id).unwrap()
-}
-
-impl Client {
-    async fn connect(server: &Server, app_id: u32) -> Client {
-        let (ws, _) = tokio_tungstenite::connect_async(server.url())
-            .await
-            .unwrap();
-        let mut c = Client {
-            ws,
-            next: 1,
-            pushes: Vec::new(),
-        };
-        let (code, _) = c
-            .request(Request::Hello {
-                version: PROTOCOL_VERSION,
-                app_id,
-                app_sign: String::new(),
-                sdk_version: "test".into(),
-            })
-            .await;
-        assert_eq!(code, ErrorCode::SUCCESS);
-        c
-    }
-
-    async fn recv(&mut self) -> Option<ServerMsg> {
-        loop {
-            match tokio::time::timeout(Duration::from_secs(5), self.ws.next()).await {
-                Ok(Some(Ok(Message::Text(t)))) => {
-                    return Some(serde_json::from_str(t.as_str()).unwrap())
-                }
-                Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => return None,
-                Ok(Some(Ok(_))) => continue,
-                Err(_) => panic!("no frame within 5 s"),
-            }
-        }
-    }
-
-    async fn send_raw(&mut self, text: &str) {
-        self.ws.send(Message::text(text.to_string())).await.unwrap();
-    }
-
-    async fn request(&mut self, req: Request) -> (ErrorCode, Option<ReplyBody>) {
-        let id = self.next;
-        self.next += 1;
-        let text = serde_json::to_string(&ClientFrame { id, req }).unwrap();
-        self.send_raw(&text).await;
-        loop {
-            match self
-                .recv()
-                .await
-                .expect("connection closed while waiting for a reply")
-            {
-                ServerMsg::Reply {
-                    id: rid,
-                    code,
-                    body,
-                } if rid == id => return (code, body),
-                other => self.pushes.push(other),
-            }
-        }
-    }
-
-    async fn login(
-        &mut self,
-        room_id: &str,
-        uid: &str,
-        multi_room: bool,
-    ) -> (ErrorCode, Option<ReplyBody>) {
-        self.request(Request::Login {
-            room_id: room(room_id),
-            user: user(uid),
-            config: LoginConfig {
-                user_status_notify: true,
-                multi_room,
-                ..LoginConfig::default()
-            },
-        })
-        .await
-    }
-
-    /// The next push, from those already received or the socket.
-    async fn push(&mut self) -> ServerMsg {
-        if !self.pushes.is_empty() {
-            return self.pushes.remove(0);
-        }
-        self.recv().await.expect("closed")
-    }
-
-    /// The next push that `pick` accepts, skipping others.
-    async fn push_where<T>(&mut self, mut pick: impl FnMut(&ServerMsg) -> Option<T>) -> T {
-        loop {
-            let m = self.push().await;
-            if let Some(v) = pick(&m) {
-                return v;
-            }
-        }
-    }
-}
-
-async fn server(config: ServerConfig) -> Server {
-    Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config)
-        .await
-        .unwrap()
-}
+mod common;
+use common::*;
 
 #[tokio::test]
 async fn login_delivers_members_and_streams_already_there() {
@@ -178,7 +46,7 @@ async fn login_delivers_members_and_streams_already_there() {
 
 #[tokio::test]
 async fn broadcast_ids_increase_per_room_and_arrive_in_send_order() {
-    let s = server(ServerConfig::default()).await;
+    let s = server(unlimited()).await;
     let mut a = Client::connect(&s, 1).await;
     let mut b = Client::connect(&s, 1).await;
     for r in ["r1", "r2"] {

@@ -103,6 +103,11 @@ pub enum SessionEvent {
         room_id: String,
         count: u32,
     },
+    /// `roomTokenWillExpire`: the room's token expires in `remain_s` seconds.
+    TokenWillExpire {
+        room_id: String,
+        remain_s: u32,
+    },
     StreamUpdate {
         room_id: String,
         update: UpdateType,

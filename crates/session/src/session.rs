@@ -150,6 +150,8 @@ enum Pending {
     },
     /// A media offer waiting for its answer.
     MediaOffer,
+    /// A renewed token: a refusal is reported as `debugError` (the old token stays).
+    Renew,
     /// Nobody waits for the reply.
     Ignore,
 }
@@ -385,6 +387,14 @@ impl Session {
                     });
                 }
             }
+            ServerMsg::TokenWillExpire { room_id, remain_s } => {
+                if self.is_logined(&room_id) {
+                    self.emit(SessionEvent::TokenWillExpire {
+                        room_id: room_id.into(),
+                        remain_s,
+                    });
+                }
+            }
             ServerMsg::Kicked { room_id, code } => {
                 if self.rooms.contains_key(&room_id) {
                     self.leave_room(&room_id, RoomReason::KickOut, code);
@@ -546,7 +556,7 @@ impl Session {
             }
             Command::RenewToken { room_id, token } => {
                 let room_id = self.logged_room(&room_id, ErrorCode::ROOM_ROOMID_INCORRECT)?;
-                self.send(Pending::Ignore, Request::RenewToken { room_id, token });
+                self.send(Pending::Renew, Request::RenewToken { room_id, token });
                 Ok(Some(OpValue::None))
             }
             Command::SetRoomExtraInfo {
@@ -998,6 +1008,15 @@ impl Session {
                     _ => OpValue::None,
                 };
                 self.complete(op, code, value);
+            }
+            Pending::Renew => {
+                if !code.is_success() {
+                    self.emit(SessionEvent::ApiCalled {
+                        func: "renewToken",
+                        code,
+                        info: "the server refused the renewed token".into(),
+                    });
+                }
             }
             Pending::Ignore => {}
         }
