@@ -22,7 +22,9 @@
 //! broadcast_per_user = 2
 //! ```
 //!
-//! Server-wide: `max_connections_per_ip` (0 = unlimited), `max_frame_bytes`.
+//! Server-wide: `max_connections_per_ip` (0 = unlimited), `max_frame_bytes` (64 KiB),
+//! `outbound_queue` (frames waiting for one slow reader before it is closed, 1024),
+//! `hello_timeout_ms` (handshake and hello, each, 10000).
 
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -159,6 +161,8 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// Open connections from one IP address; 0 = unlimited. Beyond it the handshake is refused.
     pub max_connections_per_ip: u32,
+    /// A connection must finish the WebSocket handshake and say hello within this time.
+    pub hello_timeout: Duration,
     /// The SFU's UDP address; `None`: the signaling listener's IP (127.0.0.1 when that is
     /// unspecified) and a free port. It is the host candidate peers connect to.
     pub media_addr: Option<std::net::SocketAddr>,
@@ -173,6 +177,7 @@ impl Default for ServerConfig {
             outbound_queue: 1024,
             max_message_bytes: 64 * 1024,
             max_connections_per_ip: 0,
+            hello_timeout: Duration::from_secs(10),
             media_addr: None,
         }
     }
@@ -192,6 +197,8 @@ struct ConfigFile {
     #[serde(default)]
     outbound_queue: Option<usize>,
     #[serde(default)]
+    hello_timeout_ms: Option<u64>,
+    #[serde(default)]
     app: Vec<AppConfig>,
 }
 
@@ -210,6 +217,9 @@ impl ServerConfig {
         if let Some(n) = file.max_frame_bytes {
             // Big enough for a media offer with a few dozen tracks.
             config.max_message_bytes = n.max(16 * 1024);
+        }
+        if let Some(ms) = file.hello_timeout_ms {
+            config.hello_timeout = Duration::from_millis(ms.max(100));
         }
         if let Some(n) = file.outbound_queue {
             config.outbound_queue = n.max(16);

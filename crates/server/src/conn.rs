@@ -79,13 +79,22 @@ pub(crate) async fn serve(
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(shared.config.max_message_bytes))
         .max_frame_size(Some(shared.config.max_message_bytes));
-    let ws = match tokio_tungstenite::accept_async_with_config(stream, Some(ws_config)).await {
-        Ok(ws) => ws,
-        Err(e) => {
+    // A peer that connects and then says nothing holds a task and a connection slot: it gets
+    // `hello_timeout` for the handshake, and as long again for its hello.
+    let hello_deadline = tokio::time::Instant::now() + shared.config.hello_timeout;
+    let handshake = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config));
+    let ws = match tokio::time::timeout_at(hello_deadline, handshake).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
             tracing::debug!("handshake failed: {e}");
             return;
         }
+        Err(_) => {
+            tracing::debug!("no handshake in time: closed");
+            return;
+        }
     };
+    let hello_deadline = tokio::time::Instant::now() + shared.config.hello_timeout;
     let (mut sink, mut source) = ws.split();
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let (out, mut rx, stuck) = Outbound::new(id, shared.config.outbound_queue);
@@ -123,6 +132,10 @@ pub(crate) async fn serve(
                 Some(Ok(Message::Binary(_))) | Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
             },
             _ = sleep_until(token_deadline) => conn.token_timer(),
+            _ = tokio::time::sleep_until(hello_deadline), if conn.app.is_none() => {
+                tracing::debug!(conn = id, "no hello in time: closed");
+                break;
+            }
             _ = stuck.wait() => {
                 tracing::warn!(conn = id, "outbound queue full: closing a connection that does not read");
                 break;
