@@ -106,18 +106,7 @@ pub(crate) async fn serve(
         }
         let _ = sink.close().await;
     });
-    let mut conn = Conn {
-        id,
-        out,
-        shared,
-        app: None,
-        user: None,
-        rooms: HashMap::new(),
-        playing: HashMap::new(),
-        signed: false,
-        grants: HashMap::new(),
-        requests: Bucket::default(),
-    };
+    let mut conn = Conn::new(id, out, shared);
     loop {
         let token_deadline = conn.token_deadline();
         tokio::select! {
@@ -143,11 +132,45 @@ pub(crate) async fn serve(
             _ = shutdown.changed() => break,
         }
     }
-    conn.leave_all(DeleteReason::DISCONNECTED);
-    conn.shared.sfu.send(SfuCmd::Close { conn: id });
-    // Dropping the last sender ends the writer once it has flushed what is queued.
-    drop(conn);
+    conn.close();
+    // Dropping the last sender (in close) ends the writer once it has flushed what is queued.
     let _ = writer.await;
+}
+
+/// Runs text frames through connections of an in-memory server (no sockets), for the fuzz
+/// targets: each frame goes to connection `i % conns`, which says hello to app 1 first unless
+/// the frame is a hello itself; a frame that would close its connection closes it and a new
+/// one takes its place. Returns how many frames were queued to the peers.
+pub(crate) fn run_frames(shared: &Arc<Shared>, conns: usize, frames: &[&str]) -> usize {
+    let hello = r#"{"id":0,"type":"hello","version":1,"app_id":1}"#;
+    let open = |receivers: &mut Vec<tokio::sync::mpsc::Receiver<_>>| {
+        let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (out, rx, _stuck) = Outbound::new(id, shared.config.outbound_queue);
+        receivers.push(rx);
+        Conn::new(id, out, shared.clone())
+    };
+    let mut receivers = Vec::new();
+    let mut live: Vec<Conn> = (0..conns.max(1)).map(|_| open(&mut receivers)).collect();
+    for (i, frame) in frames.iter().enumerate() {
+        let k = i % live.len();
+        if live[k].app.is_none() && !frame.contains("hello") && !live[k].on_text(hello) {
+            continue;
+        }
+        if !live[k].on_text(frame) {
+            let fresh = open(&mut receivers);
+            std::mem::replace(&mut live[k], fresh).close();
+        }
+        if live[k].token_deadline().is_some() {
+            live[k].token_timer();
+        }
+    }
+    for c in live {
+        c.close();
+    }
+    receivers
+        .iter_mut()
+        .map(|rx| std::iter::from_fn(|| rx.try_recv().ok()).count())
+        .sum()
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -178,6 +201,27 @@ fn frame_id(text: &str) -> Option<u64> {
 }
 
 impl Conn {
+    fn new(id: ConnId, out: Outbound, shared: Arc<Shared>) -> Self {
+        Conn {
+            id,
+            out,
+            shared,
+            app: None,
+            user: None,
+            rooms: HashMap::new(),
+            playing: HashMap::new(),
+            signed: false,
+            grants: HashMap::new(),
+            requests: Bucket::default(),
+        }
+    }
+
+    /// The connection is gone: its user leaves every room and its media peer is dropped.
+    fn close(mut self) {
+        self.leave_all(DeleteReason::DISCONNECTED);
+        self.shared.sfu.send(SfuCmd::Close { conn: self.id });
+    }
+
     /// Handles one text frame; false closes the connection.
     fn on_text(&mut self, text: &str) -> bool {
         let frame: ClientFrame = match serde_json::from_str(text) {

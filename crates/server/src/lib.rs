@@ -10,6 +10,8 @@
 
 pub mod config;
 mod conn;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub mod sfu;
 pub mod state;

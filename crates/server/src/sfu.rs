@@ -58,6 +58,69 @@ impl SfuHandle {
     }
 }
 
+impl SfuHandle {
+    /// A handle whose commands are read from the returned receiver instead of an SFU task.
+    pub(crate) fn detached(addr: SocketAddr) -> (SfuHandle, mpsc::UnboundedReceiver<SfuCmd>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (SfuHandle { tx, addr }, rx)
+    }
+}
+
+/// The SFU without its socket and task: commands, datagrams and time go in, datagrams come out.
+/// The fuzz targets drive it (`fuzz/`); the server runs the same code inside [`start`].
+#[doc(hidden)]
+pub struct SfuCore(Sfu);
+
+#[doc(hidden)]
+impl SfuCore {
+    pub fn new(addr: SocketAddr) -> Self {
+        SfuCore(Sfu {
+            addr,
+            peers: HashMap::new(),
+            queue: VecDeque::new(),
+            outgoing: Vec::new(),
+        })
+    }
+
+    pub fn command(&mut self, cmd: SfuCmd) {
+        self.0.command(cmd);
+    }
+
+    /// An offer from connection `conn`; the answer SDP or the refusal.
+    pub fn offer(
+        &mut self,
+        conn: ConnId,
+        sdp: &str,
+        tracks: Vec<TrackSpec>,
+    ) -> Result<String, ErrorCode> {
+        let (reply, mut rx) = oneshot::channel();
+        self.0.command(SfuCmd::Offer {
+            conn,
+            sdp: sdp.to_owned(),
+            tracks,
+            reply,
+        });
+        rx.try_recv()
+            .unwrap_or(Err(ErrorCode::PUBLISHER_INNER_ERROR))
+    }
+
+    pub fn datagram(&mut self, source: SocketAddr, data: &[u8]) {
+        self.0.datagram(source, data);
+    }
+
+    pub fn tick(&mut self, now: Instant) {
+        self.0.tick(now);
+    }
+
+    pub fn take_outgoing(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
+        std::mem::take(&mut self.0.outgoing)
+    }
+
+    pub fn peers(&self) -> usize {
+        self.0.peers.len()
+    }
+}
+
 /// Binds the SFU's UDP socket and starts its task.
 pub async fn start(addr: SocketAddr) -> std::io::Result<(SfuHandle, tokio::task::JoinHandle<()>)> {
     let socket = UdpSocket::bind(addr).await?;
