@@ -13,7 +13,8 @@ let server
 let watcher
 
 test.before(async () => {
-  server = await startServerProcess()
+  // A dropped session is kept 1 s for the engine to resume it (docs/reconnection.md).
+  server = await startServerProcess('dev_default = true\nreconnect_grace_ms = 1000\n')
   watcher = await Peer.create('watcher', server.url)
   await watcher.call('loginRoom', 'script-room1', { userID: 'watcher' }, { isUserStatusNotify: true })
 })
@@ -72,14 +73,16 @@ test.serial('a script exits by itself once every room is logged out', async (t) 
   t.true(exit.at - out.at < 3000, `exited ${exit.at - out.at} ms after logoutRoom()`)
 })
 
-test.serial('a killed process leaves its rooms: user and stream deleted with reason 5', async (t) => {
+test.serial('a killed process leaves its rooms after the grace period: user and stream deleted with reason 5', async (t) => {
   const since = watcher.mark()
   const p = run('hold', 'victim')
   await p.line('ready')
   await watcher.waitFor('roomStreamUpdate', (r, ty, list) => ty === 0 && list[0].streamID === 'victim-stream', { since })
   const since2 = watcher.mark()
   p.child.kill('SIGKILL')
+  const killedAt = Date.now()
   const [, , streams, extended] = await watcher.waitFor('roomStreamUpdate', (r, ty) => ty === 1, { since: since2 })
+  t.true(Date.now() - killedAt >= 900, 'kept for the grace period first')
   t.deepEqual(streams.map((s) => s.streamID), ['victim-stream'])
   t.deepEqual(JSON.parse(extended), { stream_delete_reason: [{ stream_id: 'victim-stream', code: 5 }] })
   const [, , users] = await watcher.waitFor('roomUserUpdate', (r, ty) => ty === 1, { since: since2 })

@@ -45,6 +45,11 @@ pub struct EngineOptions {
     pub server: String,
     pub multi_room: bool,
     pub login_timeout_ms: Option<u32>,
+    pub heartbeat_interval_ms: Option<u32>,
+    pub heartbeat_timeout_ms: Option<u32>,
+    /// ZEGO's `room_retry_time`: how long a dropped connection is retried, in seconds.
+    pub room_retry_time_s: Option<u32>,
+    pub reconnect_delay_ms: Option<u32>,
 }
 
 #[napi(object)]
@@ -110,6 +115,20 @@ impl NativeEngine {
                 login_timeout: Duration::from_millis(
                     options.login_timeout_ms.unwrap_or(30_000) as u64
                 ),
+                heartbeat_interval: Duration::from_millis(
+                    options.heartbeat_interval_ms.unwrap_or(5_000).max(50) as u64,
+                ),
+                heartbeat_timeout: Duration::from_millis(
+                    options.heartbeat_timeout_ms.unwrap_or(15_000).max(100) as u64,
+                ),
+                reconnect_horizon: Duration::from_secs(
+                    options.room_retry_time_s.unwrap_or(20 * 60) as u64,
+                ),
+                reconnect_delay: Duration::from_millis(
+                    options.reconnect_delay_ms.unwrap_or(250).max(10) as u64,
+                ),
+                reconnect_max_delay: Duration::from_secs(8),
+                jitter_seed: jitter_seed(),
             },
         };
         let rt = runtime();
@@ -401,4 +420,17 @@ impl NativeEngine {
 #[napi]
 pub fn native_version() -> String {
     env!("CARGO_PKG_VERSION").to_string()
+}
+
+/// Spreads engines' reconnection attempts: differs per process and per engine.
+fn jitter_seed() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos
+        ^ (u64::from(std::process::id()) << 32)
+        ^ COUNTER.fetch_add(0x9e37_79b9, Ordering::Relaxed)
 }

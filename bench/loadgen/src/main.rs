@@ -90,6 +90,7 @@ impl Client {
             app_id: 1,
             app_sign: String::new(),
             sdk_version: "loadgen".into(),
+            resume: None,
         })
         .await?;
         Ok(c)

@@ -430,6 +430,11 @@ impl Driver {
                     }
                 }
                 Output::MediaAnswer(answer) => self.media.on_answer(answer),
+                Output::MediaReset => {
+                    self.media.reset();
+                    self.udp = None;
+                }
+                Output::Disconnect => self.lost(),
                 Output::Connect => {
                     let url = self.url.clone();
                     self.connecting = Some(Box::pin(async move {
@@ -496,11 +501,13 @@ impl Driver {
         }
     }
 
+    /// The signaling connection is gone. The media peer stays: the server keeps the session
+    /// (and its media peer) for a while, and a resumed session goes on with it. The session
+    /// says when it must go ([`Output::MediaReset`]).
     fn lost(&mut self) {
         self.sink = None;
         self.source = None;
-        self.media.reset();
-        self.udp = None;
+        self.connecting = None;
         self.session.handle_disconnected(Instant::now());
     }
 
@@ -518,7 +525,12 @@ impl Driver {
                     }
                 }
                 Output::Idle(_) => break,
-                Output::Connect | Output::Event(_) | Output::Media(_) | Output::MediaAnswer(_) => {}
+                Output::Connect
+                | Output::Event(_)
+                | Output::Media(_)
+                | Output::MediaAnswer(_)
+                | Output::MediaReset
+                | Output::Disconnect => {}
             }
         }
         if let Some(mut sink) = self.sink.take() {

@@ -28,7 +28,8 @@ pub struct ClientFrame {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Request {
-    /// First frame of a connection.
+    /// First frame of a connection. With `resume`, the engine asks to continue a session whose
+    /// connection dropped (see [`Resume`]).
     Hello {
         version: u32,
         app_id: u32,
@@ -36,6 +37,8 @@ pub enum Request {
         app_sign: String,
         #[serde(default)]
         sdk_version: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<Resume>,
     },
     Login {
         room_id: RoomId,
@@ -107,7 +110,23 @@ pub enum Request {
         sdp: String,
         tracks: Vec<TrackSpec>,
     },
-    Ping,
+    /// Heartbeat. `received` acknowledges the frames of this session received so far (every
+    /// frame after the hello's reply, across connections), so the server can forget them.
+    Ping {
+        #[serde(default)]
+        received: u64,
+    },
+}
+
+/// What an engine presents to continue a session after its connection dropped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    /// The `session_id` of the hello's reply.
+    pub session_id: String,
+    /// The `resume_key` of the hello's reply.
+    pub key: String,
+    /// Frames of the session received so far; the server replays those after them.
+    pub received: u64,
 }
 
 /// What one m-line of an engine's peer connection carries.
@@ -139,7 +158,7 @@ impl Request {
     /// The room a request is about, if any.
     pub fn room_id(&self) -> Option<&RoomId> {
         match self {
-            Request::Hello { .. } | Request::Ping | Request::MediaOffer { .. } => None,
+            Request::Hello { .. } | Request::Ping { .. } | Request::MediaOffer { .. } => None,
             Request::Login { room_id, .. }
             | Request::Logout { room_id }
             | Request::RenewToken { room_id, .. }
@@ -327,6 +346,13 @@ pub enum ReplyBody {
     Hello {
         session_id: String,
         server_version: String,
+        /// Presented with `session_id` to resume this session on a new connection.
+        #[serde(default)]
+        resume_key: String,
+        /// The session of the hello's `resume` continues: rooms, streams and requests as they
+        /// were, missed frames replayed next. False: a new session (log into the rooms again).
+        #[serde(default)]
+        resumed: bool,
     },
     Login {
         room_session_id: String,

@@ -49,6 +49,7 @@ fn client_frames() {
                 app_id: 1234,
                 app_sign: "ab".repeat(32),
                 sdk_version: "0.1.0".into(),
+                resume: None,
             },
         },
     );
@@ -94,7 +95,7 @@ fn client_frames() {
         "client_ping",
         &ClientFrame {
             id: 5,
-            req: Request::Ping,
+            req: Request::Ping { received: 0 },
         },
     );
 }

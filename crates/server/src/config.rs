@@ -24,7 +24,8 @@
 //!
 //! Server-wide: `max_connections_per_ip` (0 = unlimited), `max_frame_bytes` (64 KiB),
 //! `outbound_queue` (frames waiting for one slow reader before it is closed, 1024),
-//! `hello_timeout_ms` (handshake and hello, each, 10000).
+//! `hello_timeout_ms` (handshake and hello, each, 10000), `heartbeat_timeout_ms` (30000),
+//! `reconnect_grace_ms` (30000; 0 = none), `replay_window` (frames, 4096).
 
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -163,6 +164,13 @@ pub struct ServerConfig {
     pub max_connections_per_ip: u32,
     /// A connection must finish the WebSocket handshake and say hello within this time.
     pub hello_timeout: Duration,
+    /// A connection that sends nothing (not even its heartbeat) for this long is dead.
+    pub heartbeat_timeout: Duration,
+    /// How long a session whose connection dropped keeps its rooms and streams for the engine
+    /// to resume it; zero ends sessions with their connection.
+    pub reconnect_grace: Duration,
+    /// Frames kept per session until the engine acknowledges them, for resuming.
+    pub replay_window: usize,
     /// The SFU's UDP address; `None`: the signaling listener's IP (127.0.0.1 when that is
     /// unspecified) and a free port. It is the host candidate peers connect to.
     pub media_addr: Option<std::net::SocketAddr>,
@@ -178,6 +186,9 @@ impl Default for ServerConfig {
             max_message_bytes: 64 * 1024,
             max_connections_per_ip: 0,
             hello_timeout: Duration::from_secs(10),
+            heartbeat_timeout: Duration::from_secs(30),
+            reconnect_grace: Duration::from_secs(30),
+            replay_window: 4096,
             media_addr: None,
         }
     }
@@ -198,6 +209,12 @@ struct ConfigFile {
     outbound_queue: Option<usize>,
     #[serde(default)]
     hello_timeout_ms: Option<u64>,
+    #[serde(default)]
+    heartbeat_timeout_ms: Option<u64>,
+    #[serde(default)]
+    reconnect_grace_ms: Option<u64>,
+    #[serde(default)]
+    replay_window: Option<usize>,
     #[serde(default)]
     app: Vec<AppConfig>,
 }
@@ -220,6 +237,15 @@ impl ServerConfig {
         }
         if let Some(ms) = file.hello_timeout_ms {
             config.hello_timeout = Duration::from_millis(ms.max(100));
+        }
+        if let Some(ms) = file.heartbeat_timeout_ms {
+            config.heartbeat_timeout = Duration::from_millis(ms.max(100));
+        }
+        if let Some(ms) = file.reconnect_grace_ms {
+            config.reconnect_grace = Duration::from_millis(ms);
+        }
+        if let Some(n) = file.replay_window {
+            config.replay_window = n.max(16);
         }
         if let Some(n) = file.outbound_queue {
             config.outbound_queue = n.max(16);

@@ -7,21 +7,23 @@
 
 use crate::config::ExpireAction;
 use crate::limits::Bucket;
+use crate::resume::{self, Attach, Handoff, Replay, WsSink, WsSource};
 use crate::sfu::SfuCmd;
 use crate::state::{lock, App, ConnId, Outbound, PublishedStream, RoomState};
 use crate::Shared;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use zrooms_proto::wire::{
     BarrageMessage, BroadcastMessage, ClientFrame, DeleteReason, LoginConfig, ReplyBody, Request,
-    RoomExtraInfo, ServerMsg, StreamInfo, TrackDirection, TrackSpec, UpdateType, PROTOCOL_VERSION,
+    Resume, RoomExtraInfo, ServerMsg, StreamInfo, TrackDirection, TrackSpec, UpdateType,
+    PROTOCOL_VERSION,
 };
 use zrooms_proto::{ErrorCode, RoomId, StreamId, User, UserId};
 use zrooms_token::Privileges;
@@ -47,6 +49,13 @@ struct Conn {
     grants: HashMap<RoomId, Grant>,
     /// Requests of any kind from this connection.
     requests: Bucket,
+    /// Presented with the session id to resume this session after a drop.
+    resume_key: String,
+    /// The session's unacknowledged frames (none in the fuzzing harness).
+    replay: Option<Arc<std::sync::Mutex<Replay>>>,
+    /// The highest request id processed: a resumed engine sends again what it had in flight,
+    /// and what was already done is skipped (its reply is among the replayed frames).
+    last_request: u64,
 }
 
 /// The authority a room was logged into with.
@@ -95,44 +104,148 @@ pub(crate) async fn serve(
         }
     };
     let hello_deadline = tokio::time::Instant::now() + shared.config.hello_timeout;
-    let (mut sink, mut source) = ws.split();
-    let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-    let (out, mut rx, stuck) = Outbound::new(id, shared.config.outbound_queue);
-    let writer = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            if sink.send(Message::Text(frame)).await.is_err() {
-                break;
+    let (sink, mut source) = ws.split();
+    // The first frame is the hello. One that resumes a parked session hands the socket over.
+    let first = loop {
+        match tokio::time::timeout_at(hello_deadline, source.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => break text,
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => {}
+            _ => return,
+        }
+    };
+    let (sink, source) = match resume_hello(first.as_str()) {
+        Some((id, app_id, resume)) => {
+            match resume::handoff(&shared, app_id, &resume, id, sink, source) {
+                Ok(()) => return,
+                // Not resumable: the hello starts a new session.
+                Err(socket) => socket,
             }
         }
-        let _ = sink.close().await;
-    });
-    let mut conn = Conn::new(id, out, shared);
-    loop {
-        let token_deadline = conn.token_deadline();
-        tokio::select! {
-            msg = source.next() => match msg {
-                Some(Ok(Message::Text(text))) => {
-                    if !conn.on_text(text.as_str()) {
-                        break;
-                    }
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                // Binary frames are not part of the protocol.
-                Some(Ok(Message::Binary(_))) | Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
-            },
-            _ = sleep_until(token_deadline) => conn.token_timer(),
-            _ = tokio::time::sleep_until(hello_deadline), if conn.app.is_none() => {
-                tracing::debug!(conn = id, "no hello in time: closed");
-                break;
-            }
-            _ = stuck.wait() => {
-                tracing::warn!(conn = id, "outbound queue full: closing a connection that does not read");
-                break;
-            }
-            _ = shutdown.changed() => break,
+        None => (sink, source),
+    };
+    run_session(shared, sink, source, first.as_str(), &mut shutdown).await;
+}
+
+/// The request id, app and resume of a hello that asks to resume.
+fn resume_hello(text: &str) -> Option<(u64, u32, Resume)> {
+    let frame: ClientFrame = serde_json::from_str(text).ok()?;
+    match frame.req {
+        Request::Hello {
+            app_id,
+            resume: Some(resume),
+            ..
+        } => Some((frame.id, app_id, resume)),
+        _ => None,
+    }
+}
+
+/// Why a session's connection is no longer read.
+enum Lost {
+    /// Closed by the peer, broken, or silent past the heartbeat timeout: park if possible.
+    Dropped,
+    /// Ended on purpose (protocol violation, stuck reader, shutdown): the session ends.
+    Ended,
+}
+
+async fn run_session(
+    shared: Arc<Shared>,
+    sink: WsSink,
+    source: WsSource,
+    hello: &str,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let (out, rx, stuck) = Outbound::new(id, shared.config.outbound_queue);
+    let replay = Arc::new(std::sync::Mutex::new(Replay::new(
+        shared.config.replay_window,
+    )));
+    let (attach_tx, attach_rx) = mpsc::channel::<Attach>(1);
+    let (handoff_tx, mut handoff_rx) = mpsc::channel::<Handoff>(1);
+    let writer = tokio::spawn(resume::writer(rx, replay.clone(), attach_rx, Some(sink)));
+    let mut conn = Conn::new(id, out, shared.clone());
+    conn.replay = Some(replay.clone());
+    let hello_ok = conn.on_text(hello) && conn.app.is_some();
+    let session_id = id.to_string();
+    if hello_ok {
+        if let Some(app) = &conn.app {
+            lock(&shared.sessions).insert(
+                session_id.clone(),
+                resume::Entry {
+                    key: conn.resume_key.clone(),
+                    app_id: app.config.app_id,
+                    replay: replay.clone(),
+                    handoff: handoff_tx,
+                },
+            );
         }
     }
+    let heartbeat = shared.config.heartbeat_timeout;
+    let grace = shared.config.reconnect_grace;
+    let mut source = hello_ok.then_some(source);
+    let mut last_rx = tokio::time::Instant::now();
+    let mut grace_until: Option<tokio::time::Instant> = None;
+    // A refused hello ends the connection at once (its reply is already queued).
+    loop {
+        if !hello_ok {
+            break;
+        }
+        let token_deadline = conn.token_deadline();
+        let lost = tokio::select! {
+            msg = async { match source.as_mut() { Some(s) => s.next().await, None => std::future::pending().await } }, if source.is_some() => {
+                last_rx = tokio::time::Instant::now();
+                match msg {
+                    Some(Ok(Message::Text(text))) => {
+                        if conn.on_text(text.as_str()) { None } else { Some(Lost::Ended) }
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => None,
+                    // Binary frames are not part of the protocol.
+                    Some(Ok(Message::Binary(_))) => Some(Lost::Ended),
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => Some(Lost::Dropped),
+                }
+            }
+            _ = tokio::time::sleep_until(last_rx + heartbeat), if source.is_some() => {
+                tracing::debug!(conn = id, "no heartbeat: connection dead");
+                Some(Lost::Dropped)
+            }
+            h = handoff_rx.recv() => {
+                if let Some(h) = h {
+                    tracing::debug!(conn = id, "session resumed on a new connection");
+                    let hello = crate::state::encode(&ServerMsg::Reply {
+                        id: h.id,
+                        code: ErrorCode::SUCCESS,
+                        body: Some(conn.hello_body(true)),
+                    });
+                    source = Some(h.source);
+                    grace_until = None;
+                    last_rx = tokio::time::Instant::now();
+                    let _ = attach_tx.send(Attach { sink: h.sink, hello, received: h.received }).await;
+                }
+                None
+            }
+            _ = async { match grace_until { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } }, if grace_until.is_some() => {
+                tracing::debug!(conn = id, "not resumed within the grace period");
+                Some(Lost::Ended)
+            }
+            _ = sleep_until(token_deadline) => { conn.token_timer(); None }
+            _ = stuck.wait() => {
+                tracing::warn!(conn = id, "outbound queue full: closing a connection that does not read");
+                Some(Lost::Ended)
+            }
+            _ = shutdown.changed() => Some(Lost::Ended),
+        };
+        match lost {
+            None => {}
+            Some(Lost::Dropped) if !grace.is_zero() && !conn.rooms.is_empty() => {
+                // Keep the rooms and streams for the engine to come back.
+                source = None;
+                grace_until = Some(tokio::time::Instant::now() + grace);
+            }
+            Some(_) => break,
+        }
+    }
+    lock(&shared.sessions).remove(&session_id);
     conn.close();
+    drop(attach_tx);
     // Dropping the last sender (in close) ends the writer once it has flushed what is queued.
     let _ = writer.await;
 }
@@ -213,6 +326,9 @@ impl Conn {
             signed: false,
             grants: HashMap::new(),
             requests: Bucket::default(),
+            resume_key: resume::new_key(),
+            replay: None,
+            last_request: 0,
         }
     }
 
@@ -260,6 +376,11 @@ impl Conn {
             self.reply(id, ErrorCode::COMMON_ENGINE_NOT_CREATE, None);
             return false;
         };
+        // Sent again after a resume, and already done: skipped.
+        if id <= self.last_request {
+            return true;
+        }
+        self.last_request = id;
         if !self
             .requests
             .take(app.config.limits.requests_per_connection, Instant::now())
@@ -306,17 +427,28 @@ impl Conn {
                 .clone()
         };
         self.app = Some(app);
-        Ok(ReplyBody::Hello {
+        Ok(self.hello_body(false))
+    }
+
+    fn hello_body(&self, resumed: bool) -> ReplyBody {
+        ReplyBody::Hello {
             session_id: self.id.to_string(),
             server_version: env!("CARGO_PKG_VERSION").to_string(),
-        })
+            resume_key: self.resume_key.clone(),
+            resumed,
+        }
     }
 
     /// `Ok(Some(body))`: reply success with `body`; `Ok(None)`: already replied.
     fn request(&mut self, app: &Arc<App>, id: u64, req: Request) -> Res<Option<Option<ReplyBody>>> {
         match req {
             Request::Hello { .. } => Err(ErrorCode::COMMON_ILLEGAL_PARAM),
-            Request::Ping => Ok(Some(None)),
+            Request::Ping { received } => {
+                if let Some(replay) = &self.replay {
+                    lock(replay).ack(received);
+                }
+                Ok(Some(None))
+            }
             Request::MediaOffer { sdp, tracks } => {
                 self.media_offer(app, id, sdp, tracks).map(|()| None)
             }

@@ -51,6 +51,7 @@ pub fn signaling(frames: &[&str]) -> usize {
             next_conn: AtomicU64::new(1),
             next_session: AtomicU64::new(1),
             per_ip: Default::default(),
+            sessions: Mutex::new(HashMap::new()),
         });
         let queued = crate::conn::run_frames(&shared, 2, frames);
         let mut core = SfuCore::new(addr);

@@ -13,6 +13,7 @@ mod conn;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod limits;
+mod resume;
 pub mod sfu;
 pub mod state;
 
@@ -39,6 +40,8 @@ pub(crate) struct Shared {
     pub next_conn: AtomicU64,
     pub next_session: AtomicU64,
     pub per_ip: limits::PerIp,
+    /// Live sessions by id, for engines that resume them.
+    pub sessions: Mutex<HashMap<String, resume::Entry>>,
 }
 
 /// A running server.
@@ -113,6 +116,7 @@ pub async fn run(
         next_conn: AtomicU64::new(1),
         next_session: AtomicU64::new(1),
         per_ip: limits::PerIp::default(),
+        sessions: Mutex::new(HashMap::new()),
     });
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut tasks = JoinSet::new();

@@ -168,12 +168,8 @@ async fn malformed_and_out_of_order_frames_get_an_error_or_a_close() {
     }
     // Requests before the hello are refused, and the connection closed.
     let (ws, _) = tokio_tungstenite::connect_async(s.url()).await.unwrap();
-    let mut early = Client {
-        ws,
-        next: 1,
-        pushes: vec![],
-    };
-    let (code, _) = early.request(Request::Ping).await;
+    let mut early = Client::raw(ws);
+    let (code, _) = early.request(Request::Ping { received: 0 }).await;
     assert_eq!(code, ErrorCode::COMMON_ENGINE_NOT_CREATE);
     assert!(early.recv().await.is_none());
     // The room and its member were never disturbed.
@@ -224,7 +220,10 @@ async fn a_silent_peer_is_closed_after_the_hello_timeout() {
     // Those that do say hello are not affected by the timeout.
     let mut c = Client::connect(&s, 1).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(c.request(Request::Ping).await.0, ErrorCode::SUCCESS);
+    assert_eq!(
+        c.request(Request::Ping { received: 0 }).await.0,
+        ErrorCode::SUCCESS
+    );
     assert_eq!(PANICS.load(Ordering::SeqCst), 0);
     s.shutdown().await;
 }

@@ -143,7 +143,11 @@ async fn barrage_commands_and_room_extra_info_rates() {
 
 #[tokio::test]
 async fn configured_limits_logins_members_sizes_and_request_flood() {
-    let mut config = ServerConfig::default();
+    // A dropped connection leaves at once (no grace), for the member count below.
+    let mut config = ServerConfig {
+        reconnect_grace: Duration::ZERO,
+        ..ServerConfig::default()
+    };
     let mut app = AppConfig::dev(5);
     app.max_members = 3;
     app.limits.message_bytes = 16;
@@ -224,14 +228,19 @@ async fn configured_limits_logins_members_sizes_and_request_flood() {
     assert_eq!(code, ErrorCode::ROOM_ROOM_EXTRA_INFO_VALUE_TOO_LONG);
 
     // A connection that floods requests gets 1002073; others are served.
-    let (codes, t) = e.burst((0..60).map(|_| Request::Ping).collect()).await;
+    let (codes, t) = e
+        .burst((0..60).map(|_| Request::Ping { received: 0 }).collect())
+        .await;
     assert_rate(
         &codes,
         t,
         30.0,
         ErrorCode::ROOM_ERROR_SIGNALLING_FREQUENCY_LIMIT,
     );
-    assert_eq!(a.request(Request::Ping).await.0, ErrorCode::SUCCESS);
+    assert_eq!(
+        a.request(Request::Ping { received: 0 }).await.0,
+        ErrorCode::SUCCESS
+    );
     s.shutdown().await;
 }
 
@@ -261,6 +270,9 @@ async fn connections_per_ip() {
         }
     }
     assert!(admitted);
-    assert_eq!(open[0].request(Request::Ping).await.0, ErrorCode::SUCCESS);
+    assert_eq!(
+        open[0].request(Request::Ping { received: 0 }).await.0,
+        ErrorCode::SUCCESS
+    );
     s.shutdown().await;
 }

@@ -2,6 +2,7 @@
 
 mod common;
 use common::*;
+use std::time::Duration;
 
 #[tokio::test]
 async fn login_delivers_members_and_streams_already_there() {
@@ -101,7 +102,12 @@ async fn broadcast_ids_increase_per_room_and_arrive_in_send_order() {
 
 #[tokio::test]
 async fn a_dropped_connection_leaves_with_reason_disconnected() {
-    let s = server(ServerConfig::default()).await;
+    // After the grace period for a resume (see tests/resume.rs), the normal leave.
+    let s = server(ServerConfig {
+        reconnect_grace: Duration::from_millis(300),
+        ..ServerConfig::default()
+    })
+    .await;
     let mut a = Client::connect(&s, 1).await;
     let mut b = Client::connect(&s, 1).await;
     a.login("r", "a", true).await;

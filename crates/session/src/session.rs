@@ -4,6 +4,7 @@ use crate::commands::{Command, ConfigRoom, RoomConfig};
 use crate::events::*;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
+use zrooms_proto::wire::Resume;
 use zrooms_proto::wire::{
     BarrageMessage, BroadcastMessage, ClientFrame, LoginConfig, ReplyBody, Request, ServerMsg,
     StreamDelete, StreamInfo, TrackSpec, UpdateType, MAX_MESSAGE_BYTES, MAX_ROOM_EXTRA_INFO_BYTES,
@@ -22,6 +23,19 @@ pub struct SessionConfig {
     pub sdk_version: String,
     /// A login without an answer for this long fails with 1002031.
     pub login_timeout: Duration,
+    /// A heartbeat goes to the server this often while connected.
+    pub heartbeat_interval: Duration,
+    /// Nothing from the server for this long: the connection is dead.
+    pub heartbeat_timeout: Duration,
+    /// After a drop, reconnection is tried for this long (ZEGO: 20 minutes), then the rooms
+    /// end with ReconnectFailed.
+    pub reconnect_horizon: Duration,
+    /// The first retry's delay; each next one doubles, up to `reconnect_max_delay`, with ±25 %
+    /// jitter.
+    pub reconnect_delay: Duration,
+    pub reconnect_max_delay: Duration,
+    /// Seeds the jitter.
+    pub jitter_seed: u64,
 }
 
 impl Default for SessionConfig {
@@ -32,6 +46,12 @@ impl Default for SessionConfig {
             multi_room: false,
             sdk_version: String::new(),
             login_timeout: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_timeout: Duration::from_secs(15),
+            reconnect_horizon: Duration::from_secs(20 * 60),
+            reconnect_delay: Duration::from_millis(250),
+            reconnect_max_delay: Duration::from_secs(8),
+            jitter_seed: 0x9e37_79b9_7f4a_7c15,
         }
     }
 }
@@ -50,6 +70,11 @@ pub enum Output {
     Media(MediaCmd),
     /// The server answered the last media offer (`Err` with its code when it refused it).
     MediaAnswer(Result<String, ErrorCode>),
+    /// Close the connection (it is dead), then call [`Session::handle_disconnected`].
+    Disconnect,
+    /// The server started a new session: its media peer is gone. Drop the local one; the
+    /// streams are published and played again through new offers.
+    MediaReset,
     /// Nothing more now; call [`Session::handle_timeout`] at the deadline, if any.
     Idle(Option<Instant>),
 }
@@ -111,6 +136,21 @@ enum Phase {
 struct Room {
     phase: Phase,
     notify: bool,
+    /// What the login sent (the token is replaced by renewToken), for logging in again.
+    login: LoginConfig,
+    /// Others' streams and users as last reported, to tell the app what changed while a
+    /// reconnection had to log in again.
+    streams: BTreeMap<StreamId, StreamInfo>,
+    users: BTreeMap<UserId, User>,
+}
+
+/// A broken connection being retried.
+#[derive(Debug)]
+struct Reconnect {
+    since: Instant,
+    attempt: u32,
+    /// The next attempt; `None` while one is under way.
+    next_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -152,6 +192,10 @@ enum Pending {
     MediaOffer,
     /// A renewed token: a refusal is reported as `debugError` (the old token stays).
     Renew,
+    /// Logging into a room again after the server lost the session.
+    Relogin {
+        room_id: RoomId,
+    },
     /// Nobody waits for the reply.
     Ignore,
 }
@@ -173,6 +217,16 @@ pub struct Session {
     devices: [Devices; CHANNELS],
     microphone_muted: bool,
     players: BTreeMap<StreamId, Player>,
+    /// The server session (id, resume key) of the last hello.
+    server_session: Option<(String, String)>,
+    /// Frames of the server session received (every frame but a resume's hello reply).
+    received: u64,
+    /// Requests transmitted and not answered, sent again when a session resumes.
+    inflight: BTreeMap<u64, ClientFrame>,
+    last_rx: Option<Instant>,
+    next_ping: Option<Instant>,
+    reconnect: Option<Reconnect>,
+    jitter: u64,
 }
 
 type Res<T> = Result<T, ErrorCode>;
@@ -180,7 +234,6 @@ type Res<T> = Result<T, ErrorCode>;
 impl Session {
     pub fn new(config: SessionConfig) -> Self {
         Session {
-            config,
             conn: Conn::Closed,
             next_req: 1,
             outbox: Vec::new(),
@@ -193,6 +246,14 @@ impl Session {
             devices: Default::default(),
             microphone_muted: false,
             players: BTreeMap::new(),
+            server_session: None,
+            received: 0,
+            inflight: BTreeMap::new(),
+            last_rx: None,
+            next_ping: None,
+            reconnect: None,
+            jitter: config.jitter_seed | 1,
+            config,
         }
     }
 
@@ -203,6 +264,11 @@ impl Session {
     /// Rooms that are logged in or logging in.
     pub fn room_ids(&self) -> impl Iterator<Item = &str> {
         self.rooms.keys().map(RoomId::as_str)
+    }
+
+    /// True while a dropped connection is being retried.
+    pub fn is_reconnecting(&self) -> bool {
+        self.reconnect.is_some()
     }
 
     /// True while the app has something that can still produce events: a room (streams only
@@ -254,6 +320,15 @@ impl Session {
             return;
         }
         self.conn = Conn::Handshaking;
+        self.last_rx = Some(_now);
+        let resume = match (&self.reconnect, &self.server_session) {
+            (Some(_), Some((session_id, key))) => Some(Resume {
+                session_id: session_id.clone(),
+                key: key.clone(),
+                received: self.received,
+            }),
+            _ => None,
+        };
         let id = self.alloc_req(Pending::Hello);
         self.out.push_back(Output::Transmit(ClientFrame {
             id,
@@ -262,16 +337,127 @@ impl Session {
                 app_id: self.config.app_id,
                 app_sign: self.config.app_sign.clone(),
                 sdk_version: self.config.sdk_version.clone(),
+                resume,
             },
         }));
     }
 
-    /// The connection failed to open or broke. Reconnection is not attempted yet: every room
-    /// ends (LoginFailed while logging in, ReconnectFailed once logged in) and its streams stop.
-    pub fn handle_disconnected(&mut self, _now: Instant) {
+    /// The connection failed to open or broke. With rooms logged in, every such room reports
+    /// Reconnecting (its publishers and players go back to requesting) and the connection is
+    /// retried with backoff until the horizon; the server keeps the session meanwhile, so a quick
+    /// return resumes it. Rooms still logging in fail. Without logged-in rooms, everything
+    /// waiting on the connection fails.
+    pub fn handle_disconnected(&mut self, now: Instant) {
         let was_open = matches!(self.conn, Conn::Open | Conn::Handshaking);
         self.conn = Conn::Closed;
+        self.last_rx = None;
+        self.next_ping = None;
+        let logining: Vec<RoomId> = self
+            .rooms
+            .iter()
+            .filter(|(_, r)| matches!(r.phase, Phase::Logining { .. }))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for room_id in logining {
+            self.pending
+                .retain(|_, p| !matches!(p, Pending::Login { room_id: r } if *r == room_id));
+            self.fail_login(&room_id, ErrorCode::ROOM_ERROR_CONNECT_FAILED);
+        }
+        let has_rooms = !self.rooms.is_empty();
+        let within_horizon = self
+            .reconnect
+            .as_ref()
+            .is_none_or(|r| now < r.since + self.config.reconnect_horizon);
+        if has_rooms && within_horizon && (was_open || self.reconnect.is_some()) {
+            if self.reconnect.is_none() {
+                self.reconnect = Some(Reconnect {
+                    since: now,
+                    attempt: 0,
+                    next_at: None,
+                });
+                self.enter_reconnecting();
+            }
+            self.schedule_reconnect(now);
+            return;
+        }
+        let code = if self.reconnect.is_some() {
+            ErrorCode::ROOM_RETRY_TIMEOUT
+        } else if was_open {
+            ErrorCode::ROOM_DISCONNECT
+        } else {
+            ErrorCode::ROOM_ERROR_CONNECT_FAILED
+        };
+        self.give_up(code);
+    }
+
+    /// The rooms report Reconnecting; publishers and players go back to requesting.
+    fn enter_reconnecting(&mut self) {
+        let rooms: Vec<RoomId> = self.rooms.keys().cloned().collect();
+        for room_id in &rooms {
+            self.emit_room(
+                room_id,
+                RoomReason::Reconnecting,
+                ErrorCode::ROOM_CONNECT_TEMPORARY_BROKEN,
+                "",
+            );
+        }
+        for ch in 0..CHANNELS {
+            let Some(p) = self.publishers[ch].as_mut() else {
+                continue;
+            };
+            if p.state == PublisherState::Publishing {
+                p.state = PublisherState::PublishRequesting;
+                let stream_id = p.stream_id.clone();
+                self.emit_publisher(stream_id, PublisherState::PublishRequesting);
+            }
+        }
+        let playing: Vec<(StreamId, RoomId)> = self
+            .players
+            .iter()
+            .filter(|(_, p)| p.state == PlayerState::Playing)
+            .map(|(s, p)| (s.clone(), p.room_id.clone()))
+            .collect();
+        for (stream_id, room_id) in playing {
+            self.set_player(
+                &room_id,
+                &stream_id,
+                PlayerState::PlayRequesting,
+                ErrorCode::SUCCESS,
+            );
+        }
+    }
+
+    fn schedule_reconnect(&mut self, now: Instant) {
+        let base = self.config.reconnect_delay;
+        let max = self.config.reconnect_max_delay;
+        let jitter = self.next_jitter();
+        let Some(r) = self.reconnect.as_mut() else {
+            return;
+        };
+        let exp = base.saturating_mul(1u32 << r.attempt.min(16)).min(max);
+        // ±25 %.
+        let factor = 0.75 + 0.5 * jitter;
+        r.next_at = Some(now + exp.mul_f64(factor));
+        r.attempt = r.attempt.saturating_add(1);
+    }
+
+    fn next_jitter(&mut self) -> f64 {
+        // xorshift64*: deterministic per seed, enough to spread clients' retries.
+        let mut x = self.jitter;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.jitter = x;
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Reconnection is over without success (or was not possible): every room ends with
+    /// ReconnectFailed and `code`, and everything waiting on the connection fails.
+    fn give_up(&mut self, code: ErrorCode) {
+        self.reconnect = None;
+        self.server_session = None;
         self.outbox.clear();
+        self.inflight.clear();
         let pending = std::mem::take(&mut self.pending);
         for (_, p) in pending {
             match p {
@@ -284,25 +470,229 @@ impl Session {
         }
         let rooms: Vec<RoomId> = self.rooms.keys().cloned().collect();
         for room_id in rooms {
-            let logining = matches!(
-                self.rooms.get(&room_id).map(|r| &r.phase),
-                Some(Phase::Logining { .. })
-            );
-            if logining {
-                self.fail_login(&room_id, ErrorCode::ROOM_ERROR_CONNECT_FAILED);
-            } else {
-                let code = if was_open {
-                    ErrorCode::ROOM_DISCONNECT
-                } else {
-                    ErrorCode::ROOM_ERROR_CONNECT_FAILED
-                };
-                self.leave_room(&room_id, RoomReason::ReconnectFailed, code);
+            self.leave_room(&room_id, RoomReason::ReconnectFailed, code);
+        }
+        self.out.push_back(Output::MediaReset);
+    }
+
+    /// The hello of a reconnection was answered.
+    fn on_reconnected(&mut self, resumed: bool) {
+        self.reconnect = None;
+        if resumed {
+            // Everything as it was: send again what was in flight (the server skips what it
+            // already did), then what was written meanwhile.
+            let inflight: Vec<ClientFrame> =
+                std::mem::take(&mut self.inflight).into_values().collect();
+            for frame in inflight {
+                self.transmit(frame);
             }
+            for frame in std::mem::take(&mut self.outbox) {
+                self.transmit(frame);
+            }
+            let rooms: Vec<RoomId> = self.rooms.keys().cloned().collect();
+            for room_id in &rooms {
+                self.emit_room(room_id, RoomReason::Reconnected, ErrorCode::SUCCESS, "");
+            }
+            for ch in 0..CHANNELS {
+                let Some(p) = self.publishers[ch].as_mut() else {
+                    continue;
+                };
+                if p.state == PublisherState::PublishRequesting
+                    && !self
+                        .pending
+                        .values()
+                        .any(|q| matches!(q, Pending::Publish { channel, .. } if *channel == ch))
+                {
+                    p.state = PublisherState::Publishing;
+                    let stream_id = p.stream_id.clone();
+                    self.emit_publisher(stream_id, PublisherState::Publishing);
+                }
+            }
+            let receiving: Vec<(StreamId, RoomId)> = self
+                .players
+                .iter()
+                .filter(|(_, p)| p.receiving && p.state == PlayerState::PlayRequesting)
+                .map(|(s, p)| (s.clone(), p.room_id.clone()))
+                .collect();
+            for (stream_id, room_id) in receiving {
+                self.set_player(
+                    &room_id,
+                    &stream_id,
+                    PlayerState::Playing,
+                    ErrorCode::SUCCESS,
+                );
+            }
+            return;
+        }
+        // A new server session (the old one expired, or the server restarted): what was in
+        // flight or queued cannot be known to have happened, so it fails with a code; the media
+        // peer is rebuilt; every room logs in again, then its streams are published and played
+        // again.
+        self.inflight.clear();
+        self.outbox.clear();
+        let stale: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| !matches!(p, Pending::Hello))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            match self.pending.remove(&id) {
+                Some(Pending::Op { op }) => {
+                    self.complete(op, ErrorCode::IM_SEND_FAILED, OpValue::None)
+                }
+                Some(Pending::MediaOffer) => self
+                    .out
+                    .push_back(Output::MediaAnswer(Err(ErrorCode::ROOM_DISCONNECT))),
+                _ => {}
+            }
+        }
+        self.out.push_back(Output::MediaReset);
+        for p in self.players.values_mut() {
+            p.receiving = false;
+        }
+        let rooms: Vec<(RoomId, LoginConfig)> = self
+            .rooms
+            .iter()
+            .map(|(id, r)| (id.clone(), r.login.clone()))
+            .collect();
+        let Some(user) = self.user.clone() else {
+            return;
+        };
+        for (room_id, login) in rooms {
+            self.send(
+                Pending::Relogin {
+                    room_id: room_id.clone(),
+                },
+                Request::Login {
+                    room_id,
+                    user: user.clone(),
+                    config: login,
+                },
+            );
+        }
+    }
+
+    /// A room logged in again after the server lost the session: what changed meanwhile is
+    /// reported, then its streams are published and played again.
+    fn on_relogin_reply(&mut self, room_id: RoomId, code: ErrorCode, body: Option<ReplyBody>) {
+        if !self.rooms.contains_key(&room_id) {
+            return;
+        }
+        let Some(ReplyBody::Login {
+            room_session_id,
+            users,
+            streams,
+            online_count,
+            ..
+        }) = body.filter(|_| code.is_success())
+        else {
+            let code = if code.is_success() {
+                ErrorCode::ROOM_INNER_ERROR
+            } else {
+                code
+            };
+            self.leave_room(&room_id, RoomReason::ReconnectFailed, code);
+            return;
+        };
+        let extended = format!("{{\"room_session_id\":{}}}", json_string(&room_session_id));
+        self.emit_room(
+            &room_id,
+            RoomReason::Reconnected,
+            ErrorCode::SUCCESS,
+            &extended,
+        );
+        let users = self.others(users);
+        let streams = self.other_streams(streams);
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return;
+        };
+        let now_streams: BTreeMap<StreamId, StreamInfo> = streams
+            .into_iter()
+            .map(|s| (s.stream_id.clone(), s))
+            .collect();
+        let now_users: BTreeMap<UserId, User> =
+            users.into_iter().map(|u| (u.user_id.clone(), u)).collect();
+        let (gone_streams, new_streams) = diff(&room.streams, &now_streams);
+        let (gone_users, new_users) = diff(&room.users, &now_users);
+        let notify = room.notify;
+        room.streams = now_streams;
+        room.users = now_users;
+        if notify {
+            for (update, list) in [
+                (UpdateType::Delete, gone_users),
+                (UpdateType::Add, new_users),
+            ] {
+                if !list.is_empty() {
+                    self.emit(SessionEvent::UserUpdate {
+                        room_id: room_id.to_string(),
+                        update,
+                        users: list,
+                    });
+                }
+            }
+        }
+        for (update, list) in [
+            (UpdateType::Delete, gone_streams),
+            (UpdateType::Add, new_streams),
+        ] {
+            if !list.is_empty() {
+                self.emit(SessionEvent::StreamUpdate {
+                    room_id: room_id.to_string(),
+                    update,
+                    streams: list,
+                    extended: String::new(),
+                });
+            }
+        }
+        self.emit(SessionEvent::OnlineCount {
+            room_id: room_id.to_string(),
+            count: online_count,
+        });
+        for ch in 0..CHANNELS {
+            let Some(p) = self.publishers[ch]
+                .as_ref()
+                .filter(|p| p.room_id == room_id)
+            else {
+                continue;
+            };
+            let stream_id = p.stream_id.clone();
+            let extra_info = self.extra_info[ch].clone();
+            self.send(
+                Pending::Publish {
+                    channel: ch,
+                    stream_id: stream_id.clone(),
+                },
+                Request::Publish {
+                    room_id: room_id.clone(),
+                    stream_id,
+                    extra_info,
+                },
+            );
+        }
+        let players: Vec<StreamId> = self
+            .players
+            .iter()
+            .filter(|(_, p)| p.room_id == room_id)
+            .map(|(s, _)| s.clone())
+            .collect();
+        for stream_id in players {
+            self.send(
+                Pending::Play {
+                    stream_id: stream_id.clone(),
+                },
+                Request::Play {
+                    room_id: room_id.clone(),
+                    stream_id,
+                },
+            );
         }
     }
 
     /// A frame from the server.
     pub fn handle_server(&mut self, now: Instant, msg: ServerMsg) {
+        self.received += 1;
+        self.last_rx = Some(now);
         match msg {
             ServerMsg::Reply { id, code, body } => self.on_reply(now, id, code, body),
             ServerMsg::UserUpdate {
@@ -312,6 +702,18 @@ impl Session {
             } => {
                 if self.rooms.get(&room_id).is_some_and(|r| r.notify) {
                     let users = self.others(users);
+                    if let Some(room) = self.rooms.get_mut(&room_id) {
+                        for u in &users {
+                            match update {
+                                UpdateType::Add => {
+                                    room.users.insert(u.user_id.clone(), u.clone());
+                                }
+                                UpdateType::Delete => {
+                                    room.users.remove(&u.user_id);
+                                }
+                            }
+                        }
+                    }
                     if !users.is_empty() {
                         self.emit(SessionEvent::UserUpdate {
                             room_id: room_id.into(),
@@ -328,6 +730,18 @@ impl Session {
                 deleted,
             } => {
                 if self.is_logined(&room_id) {
+                    if let Some(room) = self.rooms.get_mut(&room_id) {
+                        for st in &streams {
+                            match update {
+                                UpdateType::Add => {
+                                    room.streams.insert(st.stream_id.clone(), st.clone());
+                                }
+                                UpdateType::Delete => {
+                                    room.streams.remove(&st.stream_id);
+                                }
+                            }
+                        }
+                    }
                     self.emit_streams(room_id, update, streams, &deleted);
                 }
             }
@@ -457,6 +871,37 @@ impl Session {
 
     /// Time passed: logins that got no answer fail.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(r) = &self.reconnect {
+            if now >= r.since + self.config.reconnect_horizon {
+                // Gave up: any attempt under way is dropped with it.
+                self.conn = Conn::Closed;
+                self.out.push_back(Output::Disconnect);
+                self.give_up(ErrorCode::ROOM_RETRY_TIMEOUT);
+                return;
+            }
+            if self.conn == Conn::Closed && r.next_at.is_some_and(|t| t <= now) {
+                if let Some(r) = self.reconnect.as_mut() {
+                    r.next_at = None;
+                }
+                self.conn = Conn::Connecting;
+                self.out.push_back(Output::Connect);
+            }
+        }
+        let alive = matches!(self.conn, Conn::Open | Conn::Handshaking);
+        let silent = alive
+            && self
+                .last_rx
+                .is_some_and(|t| now >= t + self.config.heartbeat_timeout);
+        if silent {
+            // Silent for too long: the connection is dead even if the socket does not know.
+            // The driver closes it and reports the disconnection.
+            self.last_rx = None;
+            self.out.push_back(Output::Disconnect);
+        } else if self.conn == Conn::Open && self.next_ping.is_some_and(|t| now >= t) {
+            self.next_ping = Some(now + self.config.heartbeat_interval);
+            let received = self.received;
+            self.send(Pending::Ignore, Request::Ping { received });
+        }
         let expired: Vec<RoomId> = self
             .rooms
             .iter()
@@ -513,13 +958,24 @@ impl Session {
         if let Some(o) = self.out.pop_front() {
             return o;
         }
-        let deadline = self
-            .rooms
-            .values()
-            .filter_map(|r| match r.phase {
-                Phase::Logining { deadline, .. } => Some(deadline),
-                Phase::Logined => None,
-            })
+        let logins = self.rooms.values().filter_map(|r| match r.phase {
+            Phase::Logining { deadline, .. } => Some(deadline),
+            Phase::Logined => None,
+        });
+        let open = self.conn == Conn::Open;
+        let heartbeat = [
+            self.next_ping.filter(|_| open),
+            self.last_rx
+                .filter(|_| matches!(self.conn, Conn::Open | Conn::Handshaking))
+                .map(|t| t + self.config.heartbeat_timeout),
+        ];
+        let reconnect = self.reconnect.as_ref().map(|r| {
+            let horizon = r.since + self.config.reconnect_horizon;
+            r.next_at.map_or(horizon, |t| t.min(horizon))
+        });
+        let deadline = logins
+            .chain(heartbeat.into_iter().flatten())
+            .chain(reconnect)
             .min();
         Output::Idle(deadline)
     }
@@ -556,6 +1012,9 @@ impl Session {
             }
             Command::RenewToken { room_id, token } => {
                 let room_id = self.logged_room(&room_id, ErrorCode::ROOM_ROOMID_INCORRECT)?;
+                if let Some(room) = self.rooms.get_mut(&room_id) {
+                    room.login.token = token.clone();
+                }
                 self.send(Pending::Renew, Request::RenewToken { room_id, token });
                 Ok(Some(OpValue::None))
             }
@@ -819,7 +1278,7 @@ impl Session {
             Request::Login {
                 room_id: room_id.clone(),
                 user,
-                config: login,
+                config: login.clone(),
             },
         );
         self.rooms.insert(
@@ -831,6 +1290,9 @@ impl Session {
                     deadline: now + self.config.login_timeout,
                 },
                 notify,
+                login,
+                streams: BTreeMap::new(),
+                users: BTreeMap::new(),
             },
         );
     }
@@ -941,20 +1403,43 @@ impl Session {
     // ---- replies ------------------------------------------------------------------------
 
     fn on_reply(&mut self, _now: Instant, id: u64, code: ErrorCode, body: Option<ReplyBody>) {
+        self.inflight.remove(&id);
         let Some(pending) = self.pending.remove(&id) else {
             return;
         };
         match pending {
             Pending::Hello => {
-                if code.is_success() {
-                    self.conn = Conn::Open;
-                    for frame in std::mem::take(&mut self.outbox) {
-                        self.out.push_back(Output::Transmit(frame));
-                    }
-                } else {
+                if !code.is_success() {
+                    self.reconnect = None;
                     self.reject_connection(code);
+                    return;
+                }
+                let (resumed, session) = match body {
+                    Some(ReplyBody::Hello {
+                        session_id,
+                        resume_key,
+                        resumed,
+                        ..
+                    }) => (resumed, Some((session_id, resume_key))),
+                    _ => (false, None),
+                };
+                self.conn = Conn::Open;
+                self.next_ping = Some(_now + self.config.heartbeat_interval);
+                if resumed {
+                    // A resume's reply is not one of the session's frames.
+                    self.received -= 1;
+                } else {
+                    self.received = 1;
+                }
+                self.server_session = session;
+                if self.reconnect.is_some() {
+                    self.on_reconnected(resumed);
+                }
+                for frame in std::mem::take(&mut self.outbox) {
+                    self.transmit(frame);
                 }
             }
+            Pending::Relogin { room_id } => self.on_relogin_reply(room_id, code, body),
             Pending::Login { room_id } => self.on_login_reply(id, room_id, code, body),
             Pending::Publish { channel, stream_id } => {
                 let Some(p) = &mut self.publishers[channel] else {
@@ -1061,6 +1546,17 @@ impl Session {
         };
         self.emit_room(&room_id, RoomReason::Logined, ErrorCode::SUCCESS, &extended);
         let users = self.others(users);
+        let known_streams = self.other_streams(streams.clone());
+        if let Some(room) = self.rooms.get_mut(&room_id) {
+            room.users = users
+                .iter()
+                .map(|u| (u.user_id.clone(), u.clone()))
+                .collect();
+            room.streams = known_streams
+                .into_iter()
+                .map(|s| (s.stream_id.clone(), s))
+                .collect();
+        }
         if notify && !users.is_empty() {
             self.emit(SessionEvent::UserUpdate {
                 room_id: room_id.to_string(),
@@ -1327,8 +1823,10 @@ impl Session {
         let id = self.alloc_req(pending);
         let frame = ClientFrame { id, req };
         match self.conn {
-            Conn::Open => self.out.push_back(Output::Transmit(frame)),
+            Conn::Open => self.transmit(frame),
             Conn::Handshaking | Conn::Connecting => self.outbox.push(frame),
+            // While reconnecting, the backoff decides when to connect.
+            Conn::Closed if self.reconnect.is_some() => self.outbox.push(frame),
             Conn::Closed => {
                 self.outbox.push(frame);
                 self.conn = Conn::Connecting;
@@ -1336,6 +1834,14 @@ impl Session {
             }
         }
         id
+    }
+
+    /// Writes a frame on the open connection, remembering it until its reply.
+    fn transmit(&mut self, frame: ClientFrame) {
+        if !matches!(frame.req, Request::Hello { .. } | Request::Ping { .. }) {
+            self.inflight.insert(frame.id, frame.clone());
+        }
+        self.out.push_back(Output::Transmit(frame));
     }
 
     fn emit(&mut self, ev: SessionEvent) {
@@ -1403,4 +1909,19 @@ impl Sent for BarrageMessage {
     fn sender(&self) -> &User {
         &self.from
     }
+}
+
+/// What left `old` and what is new in `now`.
+fn diff<K: Ord, V: Clone>(old: &BTreeMap<K, V>, now: &BTreeMap<K, V>) -> (Vec<V>, Vec<V>) {
+    let gone = old
+        .iter()
+        .filter(|(k, _)| !now.contains_key(*k))
+        .map(|(_, v)| v.clone())
+        .collect();
+    let added = now
+        .iter()
+        .filter(|(k, _)| !old.contains_key(*k))
+        .map(|(_, v)| v.clone())
+        .collect();
+    (gone, added)
 }

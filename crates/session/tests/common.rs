@@ -15,6 +15,8 @@ pub struct Harness {
     pub media: Vec<MediaCmd>,
     pub answers: Vec<Result<String, ErrorCode>>,
     pub deadline: Option<Instant>,
+    pub disconnects: usize,
+    pub media_resets: usize,
     next_op: OpId,
 }
 
@@ -48,6 +50,8 @@ impl Harness {
             media: Vec::new(),
             answers: Vec::new(),
             deadline: None,
+            disconnects: 0,
+            media_resets: 0,
             next_op: 1,
         }
     }
@@ -60,6 +64,8 @@ impl Harness {
                 Output::Event(e) => self.events.push(e),
                 Output::Media(m) => self.media.push(m),
                 Output::MediaAnswer(a) => self.answers.push(a),
+                Output::Disconnect => self.disconnects += 1,
+                Output::MediaReset => self.media_resets += 1,
                 Output::Idle(d) => {
                     self.deadline = d;
                     return;
@@ -78,18 +84,29 @@ impl Harness {
 
     /// Opens the connection and answers the hello.
     pub fn connect(&mut self) {
+        self.connect_as("1", false);
+    }
+
+    /// Opens the connection and answers the hello with server session `session_id`, resumed or
+    /// not; returns the hello's `resume`.
+    pub fn connect_as(&mut self, session_id: &str, resumed: bool) -> Option<Resume> {
         self.s.handle_connected(self.now);
         self.drain();
         let hello = self.sent.remove(0);
-        assert!(matches!(hello.req, Request::Hello { .. }));
+        let Request::Hello { resume, .. } = hello.req else {
+            panic!("expected a hello, got {:?}", hello.req);
+        };
         self.reply(
             hello.id,
             ErrorCode::SUCCESS,
             Some(ReplyBody::Hello {
-                session_id: "1".into(),
+                session_id: session_id.into(),
                 server_version: "test".into(),
+                resume_key: format!("key-{session_id}"),
+                resumed,
             }),
         );
+        resume
     }
 
     pub fn server(&mut self, msg: ServerMsg) {

@@ -16,6 +16,10 @@ pub struct Client {
     pub next: u64,
     /// Pushes received while waiting for a reply.
     pub pushes: Vec<ServerMsg>,
+    /// Frames of the session received (what a resume presents).
+    pub received: u64,
+    /// The hello's session id and resume key.
+    pub session: (String, String),
 }
 
 pub fn user(id: &str) -> User {
@@ -44,7 +48,8 @@ impl Client {
         loop {
             match tokio::time::timeout(Duration::from_secs(5), self.ws.next()).await {
                 Ok(Some(Ok(Message::Text(t)))) => {
-                    return Some(serde_json::from_str(t.as_str()).unwrap())
+                    self.received += 1;
+                    return Some(serde_json::from_str(t.as_str()).unwrap());
                 }
                 Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => return None,
                 Ok(Some(Ok(_))) => continue,
@@ -155,23 +160,92 @@ pub async fn connect_signed(
     let (ws, _) = tokio_tungstenite::connect_async(server.url())
         .await
         .unwrap();
-    let mut c = Client {
-        ws,
-        next: 1,
-        pushes: Vec::new(),
-    };
-    let (code, _) = c
+    let mut c = Client::raw(ws);
+    let (code, body) = c
         .request(Request::Hello {
             version: PROTOCOL_VERSION,
             app_id,
             app_sign: app_sign.into(),
             sdk_version: "test".into(),
+            resume: None,
         })
         .await;
+    if let Some(ReplyBody::Hello {
+        session_id,
+        resume_key,
+        ..
+    }) = body
+    {
+        c.session = (session_id, resume_key);
+    }
     if code == ErrorCode::SUCCESS {
         Ok(c)
     } else {
         Err(code)
+    }
+}
+
+impl Client {
+    pub fn raw(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Client {
+        Client {
+            ws,
+            next: 1,
+            pushes: Vec::new(),
+            received: 0,
+            session: (String::new(), String::new()),
+        }
+    }
+
+    /// Continues this client's session on a new connection: whether the server resumed it.
+    /// Request ids go on from where they were; `received` is presented and kept.
+    pub async fn reconnect(&mut self, server: &Server, app_id: u32) -> bool {
+        let (ws, _) = tokio_tungstenite::connect_async(server.url())
+            .await
+            .unwrap();
+        self.ws = ws;
+        self.pushes.clear();
+        let id = self.next;
+        self.next += 1;
+        let hello = ClientFrame {
+            id,
+            req: Request::Hello {
+                version: PROTOCOL_VERSION,
+                app_id,
+                app_sign: String::new(),
+                sdk_version: "test".into(),
+                resume: Some(Resume {
+                    session_id: self.session.0.clone(),
+                    key: self.session.1.clone(),
+                    received: self.received,
+                }),
+            },
+        };
+        self.send_raw(&serde_json::to_string(&hello).unwrap()).await;
+        let before = self.received;
+        match self.recv().await {
+            Some(ServerMsg::Reply {
+                id: rid,
+                code,
+                body:
+                    Some(ReplyBody::Hello {
+                        session_id,
+                        resume_key,
+                        resumed,
+                        ..
+                    }),
+            }) if rid == id && code == ErrorCode::SUCCESS => {
+                if resumed {
+                    // The resume's reply is not one of the session's frames.
+                    self.received = before;
+                } else {
+                    // A new session: its frames count from its hello's reply.
+                    self.received = 1;
+                }
+                self.session = (session_id, resume_key);
+                resumed
+            }
+            other => panic!("hello: {other:?}"),
+        }
     }
 }
 
@@ -208,6 +282,7 @@ impl Client {
         let deadline = tokio::time::Instant::now() + wait;
         while let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, self.ws.next()).await {
             if let Message::Text(t) = m {
+                self.received += 1;
                 got.push(serde_json::from_str(t.as_str()).unwrap());
             }
         }

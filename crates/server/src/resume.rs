@@ -1,0 +1,231 @@
+//! Sessions that outlive their connection.
+//!
+//! Every frame the server sends to a session goes through its outbound queue to a writer task,
+//! which keeps it in a replay window until the engine acknowledges it (`ping.received`). When
+//! the connection drops, the session parks for the app's grace period: its user stays in its
+//! rooms, its streams stay published, frames keep collecting. An engine that reconnects within
+//! the grace period says hello with `resume {session_id, key, received}`; its new socket is
+//! handed to the parked session's task, the writer sends the hello's reply and then every frame
+//! after `received`, and the session goes on as if nothing happened. Requests the engine sends
+//! again (it cannot know which were processed) are recognized by their ids and skipped; their
+//! replies were among the replayed frames.
+
+use crate::state::lock;
+use crate::Shared;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::SinkExt;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+use zrooms_proto::wire::Resume;
+
+pub(crate) type WsSink = SplitSink<WebSocketStream<TcpStream>, Message>;
+pub(crate) type WsSource = SplitStream<WebSocketStream<TcpStream>>;
+
+/// The frames of one session not yet acknowledged, with their position in the session.
+pub(crate) struct Replay {
+    frames: VecDeque<Utf8Bytes>,
+    /// Position of `frames[0]` among all frames of the session.
+    start: u64,
+    cap: usize,
+}
+
+impl Replay {
+    pub fn new(cap: usize) -> Self {
+        Replay {
+            frames: VecDeque::new(),
+            start: 0,
+            cap: cap.max(1),
+        }
+    }
+
+    fn push(&mut self, frame: Utf8Bytes) {
+        if self.frames.len() >= self.cap {
+            // The engine is far behind: what it has not acknowledged is forgotten, and a
+            // resume from before this point is no longer possible.
+            self.frames.pop_front();
+            self.start += 1;
+        }
+        self.frames.push_back(frame);
+    }
+
+    /// The engine has received the first `received` frames.
+    pub fn ack(&mut self, received: u64) {
+        while self.start < received && self.frames.pop_front().is_some() {
+            self.start += 1;
+        }
+    }
+
+    /// Whether an engine that received `received` frames can be given the rest.
+    pub fn can_resume(&self, received: u64) -> bool {
+        received >= self.start && received <= self.start + self.frames.len() as u64
+    }
+
+    fn since(&self, received: u64) -> Option<Vec<Utf8Bytes>> {
+        if !self.can_resume(received) {
+            return None;
+        }
+        let skip = usize::try_from(received - self.start).ok()?;
+        Some(self.frames.iter().skip(skip).cloned().collect())
+    }
+}
+
+/// A new socket for the writer: first `hello` (the resume's reply), then every frame after
+/// `received`.
+pub(crate) struct Attach {
+    pub sink: WsSink,
+    pub hello: Utf8Bytes,
+    pub received: u64,
+}
+
+/// Drains a session's outbound queue into the replay window and, while a socket is attached,
+/// into the socket. Ends when the queue's senders are all gone.
+pub(crate) async fn writer(
+    mut rx: mpsc::Receiver<Utf8Bytes>,
+    replay: Arc<Mutex<Replay>>,
+    mut attach: mpsc::Receiver<Attach>,
+    mut sink: Option<WsSink>,
+) {
+    let mut attachable = true;
+    loop {
+        tokio::select! {
+            biased;
+            a = attach.recv(), if attachable => {
+                let Some(a) = a else {
+                    attachable = false;
+                    continue;
+                };
+                if let Some(mut old) = sink.take() {
+                    let _ = old.close().await;
+                }
+                let missed = lock(&replay).since(a.received);
+                let mut s = a.sink;
+                // The window moved past `received` since the handoff was accepted: close, and the
+                // engine's next attempt starts a new session.
+                let Some(missed) = missed else {
+                    let _ = s.close().await;
+                    continue;
+                };
+                let mut ok = s.send(Message::Text(a.hello)).await.is_ok();
+                for f in missed {
+                    if !ok {
+                        break;
+                    }
+                    ok = s.send(Message::Text(f)).await.is_ok();
+                }
+                sink = ok.then_some(s);
+            }
+            f = rx.recv() => {
+                let Some(f) = f else { break };
+                lock(&replay).push(f.clone());
+                if let Some(s) = &mut sink {
+                    if s.send(Message::Text(f)).await.is_err() {
+                        // The session's task sees the socket end on its side.
+                        sink = None;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(mut s) = sink {
+        let _ = s.close().await;
+    }
+}
+
+/// A reconnecting engine's socket, for the session it resumes.
+pub(crate) struct Handoff {
+    pub sink: WsSink,
+    pub source: WsSource,
+    /// The resume hello's request id.
+    pub id: u64,
+    pub received: u64,
+}
+
+/// What the registry knows of a live session.
+pub(crate) struct Entry {
+    pub key: String,
+    pub app_id: u32,
+    pub replay: Arc<Mutex<Replay>>,
+    pub handoff: mpsc::Sender<Handoff>,
+}
+
+/// Hands a reconnecting socket to the session it names, if that session is alive, the key
+/// matches and the frames it missed are still in the window. Gives the socket back otherwise.
+pub(crate) fn handoff(
+    shared: &Shared,
+    app_id: u32,
+    resume: &Resume,
+    id: u64,
+    sink: WsSink,
+    source: WsSource,
+) -> Result<(), (WsSink, WsSource)> {
+    let sessions = lock(&shared.sessions);
+    let Some(entry) = sessions
+        .get(&resume.session_id)
+        .filter(|e| !e.key.is_empty())
+    else {
+        return Err((sink, source));
+    };
+    let same_key = entry.key.len() == resume.key.len()
+        && entry
+            .key
+            .bytes()
+            .zip(resume.key.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !same_key || entry.app_id != app_id || !lock(&entry.replay).can_resume(resume.received) {
+        return Err((sink, source));
+    }
+    entry
+        .handoff
+        .try_send(Handoff {
+            sink,
+            source,
+            id,
+            received: resume.received,
+        })
+        .map_err(|e| {
+            let h = e.into_inner();
+            (h.sink, h.source)
+        })
+}
+
+/// A random resume key (128 bits, hex).
+pub(crate) fn new_key() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness: no key anyone could present (resume is then impossible).
+        return String::new();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_window() {
+        let mut r = Replay::new(3);
+        for i in 0..3 {
+            r.push(Utf8Bytes::from(i.to_string()));
+        }
+        assert_eq!(
+            r.since(1).unwrap(),
+            vec![Utf8Bytes::from("1"), Utf8Bytes::from("2")]
+        );
+        assert!(
+            r.since(4).is_none(),
+            "cannot have received more than was sent"
+        );
+        r.push(Utf8Bytes::from("3"));
+        assert!(!r.can_resume(0), "frame 0 fell out of the window");
+        assert_eq!(r.since(4).unwrap().len(), 0);
+        r.ack(3);
+        assert_eq!(r.since(3).unwrap(), vec![Utf8Bytes::from("3")]);
+        assert!(!r.can_resume(2));
+    }
+}
