@@ -16,9 +16,9 @@ export class Peer {
   }
 
   /** Creates a peer whose engine is configured for `server` and created in `mode`. */
-  static async create(name, server, { mode = 1, appID = 1, appSign = '' } = {}) {
+  static async create(name, server, { mode = 1, appID = 1, appSign = '', advanced = {} } = {}) {
     const p = new Peer(name)
-    await p.static('setEngineConfig', { advancedConfig: { server } })
+    await p.static('setEngineConfig', { advancedConfig: { ...advanced, server } })
     await p.static('setRoomMode', mode)
     await p.static('createEngineWithProfile', { appID, appSign, scenario: 3 })
     return p

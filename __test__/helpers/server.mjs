@@ -18,11 +18,12 @@ export function serverBinary() {
 }
 
 /**
- * Spawns `zrooms-server --port 0` with an optional TOML config text; resolves
+ * Spawns `zrooms-server --port 0` (or `port`, to restart on the same address) with an
+ * optional TOML config text; resolves
  * `{url, proc, stop()}` once it prints its address.
  */
-export function startServerProcess(configToml) {
-  const args = ['--host', '127.0.0.1', '--port', '0']
+export function startServerProcess(configToml, { port = 0 } = {}) {
+  const args = ['--host', '127.0.0.1', '--port', String(port)]
   if (configToml) {
     const dir = mkdtempSync(join(tmpdir(), 'zrooms-'))
     const file = join(dir, 'apps.toml')
