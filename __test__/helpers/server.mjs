@@ -39,11 +39,12 @@ export function startServerProcess(configToml, { port = 0 } = {}) {
     proc.once('exit', (code) => reject(new Error(`server exited with ${code}: ${stderr}`)))
     proc.stdout.on('data', (d) => {
       out += d
-      const m = out.match(/listening on (ws:\/\/\S+)/)
+      const m = out.match(/listening on (ws:\/\/\S+)(?: \(media udp (\S+)\))?/)
       if (m) {
         clearTimeout(timer)
         resolve({
           url: m[1],
+          media: m[2],
           proc,
           stderr: () => stderr,
           stop: () =>

@@ -174,6 +174,9 @@ pub struct ServerConfig {
     /// The SFU's UDP address; `None`: the signaling listener's IP (127.0.0.1 when that is
     /// unspecified) and a free port. It is the host candidate peers connect to.
     pub media_addr: Option<std::net::SocketAddr>,
+    /// The address peers are told to send media to, when it is not `media_addr` (a NAT's or a
+    /// relay's public address, or a test's impairment proxy).
+    pub media_advertise: Option<std::net::SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -190,6 +193,7 @@ impl Default for ServerConfig {
             reconnect_grace: Duration::from_secs(30),
             replay_window: 4096,
             media_addr: None,
+            media_advertise: None,
         }
     }
 }
@@ -209,6 +213,8 @@ struct ConfigFile {
     outbound_queue: Option<usize>,
     #[serde(default)]
     hello_timeout_ms: Option<u64>,
+    #[serde(default)]
+    media_advertise: Option<std::net::SocketAddr>,
     #[serde(default)]
     heartbeat_timeout_ms: Option<u64>,
     #[serde(default)]
@@ -235,6 +241,7 @@ impl ServerConfig {
             // Big enough for a media offer with a few dozen tracks.
             config.max_message_bytes = n.max(16 * 1024);
         }
+        config.media_advertise = file.media_advertise;
         if let Some(ms) = file.hello_timeout_ms {
             config.hello_timeout = Duration::from_millis(ms.max(100));
         }

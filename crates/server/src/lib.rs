@@ -66,7 +66,7 @@ impl Server {
             };
             SocketAddr::new(ip, 0)
         });
-        let (sfu, sfu_task) = sfu::start(media_addr).await?;
+        let (sfu, sfu_task) = sfu::start(media_addr, config.media_advertise).await?;
         let media_addr = sfu.addr;
         let (tx, rx) = watch::channel(false);
         let task = tokio::spawn(async move {

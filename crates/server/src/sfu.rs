@@ -121,12 +121,16 @@ impl SfuCore {
     }
 }
 
-/// Binds the SFU's UDP socket and starts its task.
-pub async fn start(addr: SocketAddr) -> std::io::Result<(SfuHandle, tokio::task::JoinHandle<()>)> {
+/// Binds the SFU's UDP socket and starts its task. Peers are given `advertise` as the SFU's
+/// candidate when set (a NAT's or a relay's address in front of it), else the bound address.
+pub async fn start(
+    addr: SocketAddr,
+    advertise: Option<SocketAddr>,
+) -> std::io::Result<(SfuHandle, tokio::task::JoinHandle<()>)> {
     let socket = UdpSocket::bind(addr).await?;
     let addr = socket.local_addr()?;
     let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run(socket, addr, rx));
+    let task = tokio::spawn(run(socket, advertise.unwrap_or(addr), rx));
     Ok((SfuHandle { tx, addr }, task))
 }
 

@@ -727,14 +727,26 @@ fn play_loop(
                 .map(|m| m.get(&stream_id).copied().unwrap_or_default())
                 .unwrap_or_default()
         };
-        // Release the audio that is due, at a steady 20 ms pace.
-        while let Some(samples) = playout.due(Instant::now()) {
+        // Release the audio that is due, at a steady 20 ms pace: each slot's packet decoded, or
+        // the decoder's concealment for a packet that was lost or is too late.
+        while let Some(slot) = playout.due(Instant::now()) {
+            let input: &[u8] = match &slot {
+                Slot::Packet(data) => data,
+                Slot::Lost => &[],
+            };
+            let Ok(n) = opus.decode(input, &mut pcm, false) else {
+                continue;
+            };
+            let samples = pcm.get(..n).unwrap_or_default();
+            if let Ok(mut l) = levels.lock() {
+                l.remote.insert(stream_id.clone(), sound_level(samples));
+            }
             if wants_now().audio {
                 let _ = events.send(EngineEvent::AudioFrame(AudioFrame {
                     stream_id: stream_id.clone(),
                     sample_rate: AUDIO_RATE,
                     channels: 1,
-                    samples,
+                    samples: samples.to_vec(),
                 }));
             }
         }
@@ -788,74 +800,100 @@ fn play_loop(
                     }
                 }
             }
-            TrackKind::Audio => {
-                if let Ok(n) = opus.decode(&packet.data, &mut pcm, false) {
-                    if let Ok(mut l) = levels.lock() {
-                        l.remote.insert(
-                            stream_id.clone(),
-                            sound_level(pcm.get(..n).unwrap_or_default()),
-                        );
-                    }
-                    playout.push(pcm.get(..n).unwrap_or_default().to_vec(), Instant::now());
-                }
-            }
+            TrackKind::Audio => playout.push(packet.time_ms, packet.data.to_vec(), Instant::now()),
         }
     }
 }
 
-/// Frames held before audio starts flowing (60 ms): absorbs network jitter.
+/// Packets held before audio starts flowing (60 ms): absorbs network jitter.
 const PLAYOUT_DEPTH: usize = 3;
-/// More than this (200 ms) means the app or the network stalled: the oldest go.
+/// More than this (200 ms) waiting means the app or the network stalled: the oldest go.
 const PLAYOUT_MAX: usize = 10;
+/// After this many slots concealed with nothing left to play (200 ms), playback stops and
+/// waits to refill (the stream paused or ended).
+const STALL_SLOTS: u32 = 10;
+/// One Opus packet's duration.
+const SLOT: Duration = Duration::from_millis(20);
 
-/// A small playout buffer: decoded 20 ms frames leave at a steady pace once
-/// [`PLAYOUT_DEPTH`] are queued; when it runs dry it refills before playing again.
+/// What plays in one 20 ms slot.
+#[derive(Debug, PartialEq)]
+enum Slot {
+    Packet(Vec<u8>),
+    /// Lost or too late: the decoder conceals it.
+    Lost,
+}
+
+/// A jitter buffer of 20 ms audio packets ordered by media time. Playback starts once
+/// [`PLAYOUT_DEPTH`] packets are held, then takes one slot every 20 ms: its packet, or
+/// concealment when it is missing, so the output stays continuous under loss and jitter.
+/// Packets for slots already played are late and dropped.
 #[derive(Default)]
 struct Playout {
-    frames: std::collections::VecDeque<Vec<i16>>,
-    /// When the next frame is due; `None` while (re)filling.
-    next: Option<Instant>,
+    packets: std::collections::BTreeMap<i64, Vec<u8>>,
+    /// The next slot to play and when; `None` while (re)filling.
+    clock: Option<(i64, Instant)>,
+    /// Slots concealed in a row.
+    missing: u32,
 }
 
 impl Playout {
-    fn push(&mut self, samples: Vec<i16>, now: Instant) {
-        self.frames.push_back(samples);
-        while self.frames.len() > PLAYOUT_MAX {
-            self.frames.pop_front();
+    fn push(&mut self, time_ms: f64, data: Vec<u8>, now: Instant) {
+        let slot = (time_ms / SLOT.as_millis() as f64).round() as i64;
+        if self.clock.is_some_and(|(next, _)| slot < next) {
+            return;
         }
-        if self.next.is_none() && self.frames.len() >= PLAYOUT_DEPTH {
-            self.next = Some(now);
+        self.packets.insert(slot, data);
+        while self.packets.len() > PLAYOUT_MAX {
+            self.packets.pop_first();
+            // Skip the clock ahead of what was dropped.
+            if let (Some((next, at)), Some((&first, _))) =
+                (self.clock, self.packets.first_key_value())
+            {
+                self.clock = Some((next.max(first), at));
+            }
+        }
+        if self.clock.is_none() && self.packets.len() >= PLAYOUT_DEPTH {
+            if let Some((&first, _)) = self.packets.first_key_value() {
+                self.clock = Some((first, now));
+            }
         }
     }
 
-    /// The next frame, if one is due.
-    fn due(&mut self, now: Instant) -> Option<Vec<i16>> {
-        let next = self.next?;
-        if now < next {
+    /// What plays in the slot that is due, if one is.
+    fn due(&mut self, now: Instant) -> Option<Slot> {
+        let (slot, at) = self.clock?;
+        if now < at {
             return None;
         }
-        match self.frames.pop_front() {
-            Some(f) => {
-                // Far behind (the thread was starved): restart the clock instead of bursting.
-                let step = Duration::from_millis(20);
-                self.next = Some(if now > next + 5 * step {
-                    now + step
-                } else {
-                    next + step
-                });
-                Some(f)
+        // Far behind (the thread was starved): restart the pace instead of bursting.
+        let next_at = if now > at + 5 * SLOT {
+            now + SLOT
+        } else {
+            at + SLOT
+        };
+        match self.packets.remove(&slot) {
+            Some(p) => {
+                self.missing = 0;
+                self.clock = Some((slot + 1, next_at));
+                Some(Slot::Packet(p))
+            }
+            None if self.packets.is_empty() && self.missing >= STALL_SLOTS => {
+                self.clock = None;
+                self.missing = 0;
+                None
             }
             None => {
-                self.next = None;
-                None
+                self.missing += 1;
+                self.clock = Some((slot + 1, next_at));
+                Some(Slot::Lost)
             }
         }
     }
 
-    /// How long the thread may wait for a packet before a frame is due.
+    /// How long the thread may wait for a packet before a slot is due.
     fn wait(&self, now: Instant) -> Duration {
-        match self.next {
-            Some(t) => t.saturating_duration_since(now),
+        match self.clock {
+            Some((_, t)) => t.saturating_duration_since(now),
             None => Duration::from_millis(500),
         }
     }
@@ -924,23 +962,45 @@ mod tests {
     use crate::media::pattern::read_counter;
 
     #[test]
-    fn playout_waits_for_depth_then_paces_and_refills() {
+    fn playout_waits_for_depth_paces_conceals_and_refills() {
         let t0 = Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
+        let pkt = |n: u8| vec![n];
         let mut p = Playout::default();
-        p.push(vec![1], ms(0));
-        p.push(vec![2], ms(1));
+        p.push(1000.0, pkt(1), ms(0));
+        p.push(1020.0, pkt(2), ms(1));
         assert_eq!(p.due(ms(2)), None, "not before the buffer holds its depth");
-        p.push(vec![3], ms(2));
-        assert_eq!(p.due(ms(2)), Some(vec![1]));
-        assert_eq!(p.due(ms(10)), None, "the next frame waits its 20 ms");
-        assert_eq!(p.due(ms(22)), Some(vec![2]));
-        assert_eq!(p.due(ms(42)), Some(vec![3]));
-        assert_eq!(p.due(ms(62)), None, "dry: it refills");
-        for i in 0..20 {
-            p.push(vec![i], ms(70));
+        // Slot 1040 is lost; 1060 arrives.
+        p.push(1060.0, pkt(4), ms(2));
+        assert_eq!(p.due(ms(2)), Some(Slot::Packet(pkt(1))));
+        assert_eq!(p.due(ms(10)), None, "the next slot waits its 20 ms");
+        assert_eq!(p.due(ms(22)), Some(Slot::Packet(pkt(2))));
+        assert_eq!(
+            p.due(ms(42)),
+            Some(Slot::Lost),
+            "a lost packet is concealed in its slot"
+        );
+        // Too late for its slot: dropped.
+        p.push(1040.0, pkt(3), ms(50));
+        assert_eq!(p.due(ms(62)), Some(Slot::Packet(pkt(4))));
+        // Nothing more: concealment for 200 ms, then it stops and refills.
+        let mut concealed = 0;
+        for k in 0..20 {
+            if p.due(ms(82 + 20 * k)) == Some(Slot::Lost) {
+                concealed += 1;
+            }
         }
-        assert_eq!(p.frames.len(), PLAYOUT_MAX, "bounded");
+        assert_eq!(concealed, STALL_SLOTS);
+        assert!(p.clock.is_none());
+        for i in 0..20 {
+            p.push(2000.0 + 20.0 * f64::from(i), pkt(i as u8), ms(600));
+        }
+        assert_eq!(p.packets.len(), PLAYOUT_MAX, "bounded");
+        assert_eq!(
+            p.due(ms(600)),
+            Some(Slot::Packet(pkt(10))),
+            "the oldest went"
+        );
     }
 
     #[test]
