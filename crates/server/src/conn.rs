@@ -340,6 +340,7 @@ impl Conn {
 
     /// Handles one text frame; false closes the connection.
     fn on_text(&mut self, text: &str) -> bool {
+        tracing::trace!(conn = self.id, "frame {}", text.get(..80).unwrap_or(text));
         let frame: ClientFrame = match serde_json::from_str(text) {
             Ok(f) => f,
             Err(e) => {
@@ -378,6 +379,12 @@ impl Conn {
         };
         // Sent again after a resume, and already done: skipped.
         if id <= self.last_request {
+            tracing::debug!(
+                conn = self.id,
+                id,
+                last = self.last_request,
+                "request already done: skipped"
+            );
             return true;
         }
         self.last_request = id;

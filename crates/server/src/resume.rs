@@ -122,7 +122,8 @@ pub(crate) async fn writer(
                 let Some(f) = f else { break };
                 lock(&replay).push(f.clone());
                 if let Some(s) = &mut sink {
-                    if s.send(Message::Text(f)).await.is_err() {
+                    if let Err(e) = s.send(Message::Text(f)).await {
+                        tracing::debug!("send failed: {e}");
                         // The session's task sees the socket end on its side.
                         sink = None;
                     }

@@ -1,0 +1,133 @@
+// Soak: many login/publish/logout cycles, then one long stream, with the resident memory of this
+// process (the engines) and of the server sampled along the way. Figures, not assertions; the
+// script also shows the process exits by itself at the end (run it under `timeout`).
+//
+//   node bench/soak.mjs [--cycles 1000] [--minutes 10] [--out bench/results/soak.md]
+//
+// The server is the real zrooms-server binary (target/release), a separate process. Phase 1 runs
+// the cycles on one engine on the main thread: loginRoom in two rooms, startPublishingStream
+// (synthetic pattern and tone, real encoders and a real peer connection), wait for Publishing,
+// logoutRoom(). Phase 2 publishes one stream and plays it on a second engine for `minutes`,
+// checking that the decoded frame counter keeps increasing.
+import { spawn } from 'node:child_process'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { cpus } from 'node:os'
+
+const require = createRequire(import.meta.url)
+const Z = require('../index.js')
+
+const args = process.argv.slice(2)
+const opt = (name, dflt) => {
+  const i = args.indexOf(`--${name}`)
+  return i >= 0 ? args[i + 1] : dflt
+}
+const cycles = Number(opt('cycles', 1000))
+const minutes = Number(opt('minutes', 10))
+const out = opt('out', new URL('./results/soak.md', import.meta.url).pathname)
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+
+const rssOf = (pid) => {
+  const m = readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+) kB/)
+  return m ? Number(m[1]) / 1024 : NaN
+}
+
+const bin = new URL('../target/release/zrooms-server', import.meta.url).pathname
+const server = spawn(bin, ['--host', '127.0.0.1', '--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] })
+const url = await new Promise((resolve, reject) => {
+  let buf = ''
+  server.stdout.on('data', (d) => {
+    buf += d
+    const m = buf.match(/listening on (ws:\/\/\S+)/)
+    if (m) resolve(m[1])
+  })
+  server.once('exit', (c) => reject(new Error(`server exited ${c}`)))
+})
+
+await Z.setEngineConfig({ advancedConfig: { server: url } })
+await Z.setRoomMode(Z.ZegoRoomMode.MultiRoom)
+const engine = await Z.createEngineWithProfile({ appID: 1, appSign: '', scenario: 3 })
+const user = { userID: 'soak', userName: 'soak' }
+
+const samples = []
+const sample = (phase, step) => {
+  const s = { phase, step, t: Math.round(performance.now() / 1000), engineMB: rssOf(process.pid), serverMB: rssOf(server.pid) }
+  samples.push(s)
+  console.log(`${phase} ${step}: engine process ${s.engineMB.toFixed(1)} MB, server ${s.serverMB.toFixed(1)} MB`)
+}
+
+// ---- phase 1: cycles ------------------------------------------------------------------------
+let failures = 0
+const publishing = () =>
+  new Promise((resolve) => {
+    const on = (streamID, state) => {
+      if (state === 2) {
+        engine.off('publisherStateUpdate', on)
+        resolve()
+      }
+    }
+    engine.on('publisherStateUpdate', on)
+  })
+sample('cycles', 0)
+const started = performance.now()
+for (let i = 1; i <= cycles; i++) {
+  const ok = (await engine.loginRoom('soak-a', user)).errorCode === 0 && (await engine.loginRoom('soak-b', user)).errorCode === 0
+  if (!ok) failures++
+  const up = publishing()
+  await engine.startPublishingStream(`soak-${i}`, 0, { roomID: 'soak-a' })
+  let timer
+  const late = new Promise((r) => (timer = setTimeout(() => r('late'), 5000)))
+  if ((await Promise.race([up, late])) === 'late') failures++
+  clearTimeout(timer)
+  await engine.logoutRoom()
+  if (i % Math.max(1, Math.floor(cycles / 20)) === 0) sample('cycles', i)
+}
+const cycleSeconds = (performance.now() - started) / 1000
+
+// ---- phase 2: one long stream ---------------------------------------------------------------
+const Player = await import('../__test__/helpers/peer.mjs')
+const player = await Player.Peer.create('soak-player', url)
+await engine.loginRoom('soak-long', user)
+await player.call('loginRoom', 'soak-long', { userID: 'soak-player' })
+await engine.startPublishingStream('soak-long', 0, { roomID: 'soak-long' })
+await player.playWithView('soak-long', { roomID: 'soak-long' })
+let lastFrames = 0
+let stalls = 0
+const longStart = performance.now()
+sample('stream', 0)
+for (let m = 1; m <= minutes * 2; m++) {
+  await sleep(30_000)
+  const s = await player.mediaStats('soak-long')
+  if (!s || s.frames <= lastFrames) stalls++
+  lastFrames = s?.frames ?? lastFrames
+  sample('stream', `${m / 2} min`)
+}
+const streamSeconds = (performance.now() - longStart) / 1000
+await player.close()
+await Z.destroyEngine()
+server.kill('SIGTERM')
+
+// ---- report ---------------------------------------------------------------------------------
+const row = (s) => `| ${s.phase} | ${s.step} | ${s.t} | ${s.engineMB.toFixed(1)} | ${s.serverMB.toFixed(1)} |`
+const report = `# Soak
+
+Command: \`node bench/soak.mjs --cycles ${cycles} --minutes ${minutes}\`
+
+Machine: ${cpus().length} cores, loopback, release build; the server is a separate \`zrooms-server\` process;
+the engines are in this process (the cycling one on the main thread, the player in a worker).
+Date: ${new Date().toISOString().slice(0, 10)}.
+
+- ${cycles} cycles (login into two rooms, publish the synthetic pattern and tone until Publishing,
+  logoutRoom()) in ${cycleSeconds.toFixed(0)} s; ${failures} failed.
+- One stream published and played for ${(streamSeconds / 60).toFixed(1)} minutes: ${lastFrames} frames decoded,
+  ${stalls} half-minute windows without new frames.
+- The script ended with destroyEngine() and exited by itself (it runs under \`timeout\`).
+
+Resident memory (MB):
+
+| phase | step | t (s) | engine process | server |
+|---|---|---|---|---|
+${samples.map(row).join('\n')}
+`
+writeFileSync(out, report)
+console.log(`wrote ${out}`)
