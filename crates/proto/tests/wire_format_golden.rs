@@ -95,13 +95,50 @@ fn client_frames() {
         "client_ping",
         &ClientFrame {
             id: 5,
-            req: Request::Ping { received: 0 },
+            req: Request::Ping { received: 17 },
+        },
+    );
+    check(
+        "client_hello_resume",
+        &ClientFrame {
+            id: 9,
+            req: Request::Hello {
+                version: PROTOCOL_VERSION,
+                app_id: 1234,
+                app_sign: String::new(),
+                sdk_version: "0.1.0".into(),
+                resume: Some(Resume {
+                    session_id: "7".into(),
+                    key: "00112233445566778899aabbccddeeff".into(),
+                    received: 42,
+                }),
+            },
         },
     );
 }
 
 #[test]
 fn server_frames() {
+    check(
+        "server_reply_hello",
+        &ServerMsg::Reply {
+            id: 9,
+            code: ErrorCode::SUCCESS,
+            body: Some(ReplyBody::Hello {
+                session_id: "7".into(),
+                server_version: "0.1.0".into(),
+                resume_key: "00112233445566778899aabbccddeeff".into(),
+                resumed: true,
+            }),
+        },
+    );
+    check(
+        "server_token_will_expire",
+        &ServerMsg::TokenWillExpire {
+            room_id: room("room1"),
+            remain_s: 30,
+        },
+    );
     check(
         "server_reply_login",
         &ServerMsg::Reply {
