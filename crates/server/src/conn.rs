@@ -340,7 +340,6 @@ impl Conn {
 
     /// Handles one text frame; false closes the connection.
     fn on_text(&mut self, text: &str) -> bool {
-        tracing::trace!(conn = self.id, "frame {}", text.get(..80).unwrap_or(text));
         let frame: ClientFrame = match serde_json::from_str(text) {
             Ok(f) => f,
             Err(e) => {

@@ -4,10 +4,8 @@
 use crate::config::{AppConfig, ServerConfig};
 use crate::sfu::{SfuCore, SfuHandle};
 use crate::Shared;
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Instant;
 use str0m::media::{Direction, MediaKind};
 use str0m::Rtc;
@@ -44,15 +42,7 @@ pub fn signaling(frames: &[&str]) -> usize {
                 ..AppConfig::dev(2)
             },
         );
-        let shared = Arc::new(Shared {
-            config,
-            sfu,
-            apps: Mutex::new(HashMap::new()),
-            next_conn: AtomicU64::new(1),
-            next_session: AtomicU64::new(1),
-            per_ip: Default::default(),
-            sessions: Mutex::new(HashMap::new()),
-        });
+        let shared = Shared::new(config, sfu);
         let queued = crate::conn::run_frames(&shared, 2, frames);
         let mut core = SfuCore::new(addr);
         while let Ok(cmd) = commands.try_recv() {

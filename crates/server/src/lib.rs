@@ -44,6 +44,20 @@ pub(crate) struct Shared {
     pub sessions: Mutex<HashMap<String, resume::Entry>>,
 }
 
+impl Shared {
+    pub(crate) fn new(config: ServerConfig, sfu: sfu::SfuHandle) -> Arc<Self> {
+        Arc::new(Shared {
+            config,
+            sfu,
+            apps: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            next_session: AtomicU64::new(1),
+            per_ip: limits::PerIp::default(),
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+}
+
 /// A running server.
 #[must_use = "dropping the handle leaves the server running; call shutdown()"]
 pub struct Server {
@@ -109,15 +123,7 @@ pub async fn run(
     sfu: sfu::SfuHandle,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let shared = Arc::new(Shared {
-        config,
-        sfu,
-        apps: Mutex::new(HashMap::new()),
-        next_conn: AtomicU64::new(1),
-        next_session: AtomicU64::new(1),
-        per_ip: limits::PerIp::default(),
-        sessions: Mutex::new(HashMap::new()),
-    });
+    let shared = Shared::new(config, sfu);
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut tasks = JoinSet::new();
     tasks.spawn(online_counts(shared.clone(), shutdown.clone()));

@@ -12,6 +12,15 @@ fn config(grace_ms: u64) -> ServerConfig {
     c
 }
 
+/// Users a and b, each on its own connection, in room "r".
+async fn members_a_and_b(s: &Server) -> (Client, Client) {
+    let mut a = Client::connect(s, 1).await;
+    let mut b = Client::connect(s, 1).await;
+    a.login("r", "a", true).await;
+    b.login("r", "b", true).await;
+    (a, b)
+}
+
 fn broadcasts(pushes: &[ServerMsg]) -> Vec<String> {
     pushes
         .iter()
@@ -40,10 +49,7 @@ fn churn(pushes: &[ServerMsg]) -> Vec<&ServerMsg> {
 #[tokio::test]
 async fn a_quick_reconnect_resumes_with_no_churn_and_exactly_once_delivery() {
     let s = server(config(5_000)).await;
-    let mut a = Client::connect(&s, 1).await;
-    let mut b = Client::connect(&s, 1).await;
-    a.login("r", "a", true).await;
-    b.login("r", "b", true).await;
+    let (mut a, mut b) = members_a_and_b(&s).await;
     assert_eq!(b.publish("r", "sb").await, ErrorCode::SUCCESS);
     a.drain(Duration::from_millis(100)).await;
     b.drain(Duration::from_millis(100)).await;
@@ -114,10 +120,7 @@ async fn a_quick_reconnect_resumes_with_no_churn_and_exactly_once_delivery() {
 #[tokio::test]
 async fn missed_frames_are_replayed_in_order() {
     let s = server(config(5_000)).await;
-    let mut a = Client::connect(&s, 1).await;
-    let mut b = Client::connect(&s, 1).await;
-    a.login("r", "a", true).await;
-    b.login("r", "b", true).await;
+    let (mut a, mut b) = members_a_and_b(&s).await;
     b.drain(Duration::from_millis(100)).await;
     let kept = b.received;
     let _ = b.ws.close(None).await;
@@ -139,10 +142,7 @@ async fn missed_frames_are_replayed_in_order() {
 #[tokio::test]
 async fn a_wrong_key_or_an_expired_grace_gets_a_new_session() {
     let s = server(config(300)).await;
-    let mut a = Client::connect(&s, 1).await;
-    let mut b = Client::connect(&s, 1).await;
-    a.login("r", "a", true).await;
-    b.login("r", "b", true).await;
+    let (mut a, mut b) = members_a_and_b(&s).await;
     assert_eq!(b.publish("r", "sb").await, ErrorCode::SUCCESS);
     a.drain(Duration::from_millis(100)).await;
     let _ = b.ws.close(None).await;

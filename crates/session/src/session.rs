@@ -618,32 +618,34 @@ impl Session {
         let notify = room.notify;
         room.streams = now_streams;
         room.users = now_users;
-        if notify {
-            for (update, list) in [
-                (UpdateType::Delete, gone_users),
-                (UpdateType::Add, new_users),
-            ] {
-                if !list.is_empty() {
-                    self.emit(SessionEvent::UserUpdate {
-                        room_id: room_id.to_string(),
-                        update,
-                        users: list,
-                    });
-                }
-            }
-        }
-        for (update, list) in [
+        let users = [
+            (UpdateType::Delete, gone_users),
+            (UpdateType::Add, new_users),
+        ];
+        let streams = [
             (UpdateType::Delete, gone_streams),
             (UpdateType::Add, new_streams),
-        ] {
-            if !list.is_empty() {
-                self.emit(SessionEvent::StreamUpdate {
-                    room_id: room_id.to_string(),
-                    update,
-                    streams: list,
-                    extended: String::new(),
-                });
-            }
+        ];
+        let user_events = users
+            .into_iter()
+            .filter(|(_, list)| notify && !list.is_empty())
+            .map(|(update, users)| SessionEvent::UserUpdate {
+                room_id: room_id.to_string(),
+                update,
+                users,
+            });
+        let stream_events = streams
+            .into_iter()
+            .filter(|(_, list)| !list.is_empty())
+            .map(|(update, streams)| SessionEvent::StreamUpdate {
+                room_id: room_id.to_string(),
+                update,
+                streams,
+                extended: String::new(),
+            });
+        let events: Vec<SessionEvent> = user_events.chain(stream_events).collect();
+        for ev in events {
+            self.emit(ev);
         }
         self.emit(SessionEvent::OnlineCount {
             room_id: room_id.to_string(),
@@ -703,16 +705,7 @@ impl Session {
                 if self.rooms.get(&room_id).is_some_and(|r| r.notify) {
                     let users = self.others(users);
                     if let Some(room) = self.rooms.get_mut(&room_id) {
-                        for u in &users {
-                            match update {
-                                UpdateType::Add => {
-                                    room.users.insert(u.user_id.clone(), u.clone());
-                                }
-                                UpdateType::Delete => {
-                                    room.users.remove(&u.user_id);
-                                }
-                            }
-                        }
+                        track(&mut room.users, update, &users, |u| u.user_id.clone());
                     }
                     if !users.is_empty() {
                         self.emit(SessionEvent::UserUpdate {
@@ -731,16 +724,7 @@ impl Session {
             } => {
                 if self.is_logined(&room_id) {
                     if let Some(room) = self.rooms.get_mut(&room_id) {
-                        for st in &streams {
-                            match update {
-                                UpdateType::Add => {
-                                    room.streams.insert(st.stream_id.clone(), st.clone());
-                                }
-                                UpdateType::Delete => {
-                                    room.streams.remove(&st.stream_id);
-                                }
-                            }
-                        }
+                        track(&mut room.streams, update, &streams, |s| s.stream_id.clone());
                     }
                     self.emit_streams(room_id, update, streams, &deleted);
                 }
@@ -1908,6 +1892,25 @@ impl Sent for BroadcastMessage {
 impl Sent for BarrageMessage {
     fn sender(&self) -> &User {
         &self.from
+    }
+}
+
+/// Applies an add or delete update to a room's known set.
+fn track<K: Ord, V: Clone>(
+    known: &mut BTreeMap<K, V>,
+    update: UpdateType,
+    items: &[V],
+    key: impl Fn(&V) -> K,
+) {
+    for item in items {
+        match update {
+            UpdateType::Add => {
+                known.insert(key(item), item.clone());
+            }
+            UpdateType::Delete => {
+                known.remove(&key(item));
+            }
+        }
     }
 }
 
