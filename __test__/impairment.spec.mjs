@@ -40,8 +40,14 @@ test.serial('5 % loss and 100 ms delay: video stays decodable with no long freez
     // the rest being the window's ends (read through worker messages) and a playout thread
     // starved by the other specs on 2 cores.
     t.true(audioFrames >= 8 * 50 * 0.8, `audio frames in 8 s: ${audioFrames}`)
-    const f = toneFrequency(end.audioSamples.slice(-48000), 48000)
-    t.true(Math.abs(f - 440) / 440 < 0.02, `tone at ${f} Hz`)
+    // The tone per 100 ms window: concealed frames bend the few windows they fall in, so the
+    // median window says what the listener hears.
+    const last = end.audioSamples.slice(-48000)
+    const windows = []
+    for (let i = 0; i + 4800 <= last.length; i += 4800) windows.push(toneFrequency(last.slice(i, i + 4800), 48000))
+    windows.sort((x, y) => x - y)
+    const f = windows[Math.floor(windows.length / 2)]
+    t.true(Math.abs(f - 440) / 440 < 0.02, `tone at ${f} Hz (windows ${windows.map(Math.round).join(',')})`)
   } finally {
     relay.close()
     await pub.close().catch(() => {})
