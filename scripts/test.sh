@@ -14,11 +14,15 @@ cargo clippy --release --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --release --workspace 2>&1 | tee "$logs/cargo.txt"
 echo "== ava"
-npx ava 2>&1 | tee "$logs/ava.txt"
+# The packet-loss spec measures media timing: it runs alone, after the others, so two specs
+# competing for 2 cores do not starve its playout thread.
+mapfile -t specs < <(ls __test__/*.spec.mjs | grep -v impairment)
+npx ava "${specs[@]}" 2>&1 | tee "$logs/ava.txt"
+npx ava __test__/impairment.spec.mjs 2>&1 | tee "$logs/ava-alone.txt"
 echo "== example (short run)"
 node example-app/run.mjs --duration 2 2>&1 | tee "$logs/example.txt"
 
 cargo_passed=$(grep -oE 'test result: ok\. [0-9]+ passed' "$logs/cargo.txt" | awk '{s+=$4} END {print s+0}')
-ava_passed=$(grep -oE '[0-9]+ tests? passed' "$logs/ava.txt" | tail -1 | awk '{print $1+0}')
+ava_passed=$(cat "$logs/ava.txt" "$logs/ava-alone.txt" | grep -oE '^ *[0-9]+ tests? passed' | awk '{s+=$1} END {print s+0}')
 echo "cargo: ${cargo_passed} passed; ava: ${ava_passed} passed; example: ok"
 echo "all: $((cargo_passed + ava_passed)) passed, 0 failed"
