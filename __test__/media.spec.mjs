@@ -4,23 +4,13 @@
 import test from 'ava'
 import { useServer } from './helpers/server.mjs'
 import { readTestPattern, streamTag, toneFrequency } from './helpers/pattern.mjs'
+import { frames } from './helpers/frames.mjs'
 
 const ctx = useServer(test)
 const peer = ctx.peer
 
 const user = (id) => ({ userID: id, userName: id })
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
-
-/** Waits until the view of `streamID` has at least `n` frames. */
-async function frames(p, streamID, n, timeout = 15000) {
-  const until = Date.now() + timeout
-  for (;;) {
-    const s = await p.mediaStats(streamID)
-    if (s && s.frames >= n) return s
-    if (Date.now() > until) throw new Error(`${p.name}: ${s?.frames ?? 0} frames of ${streamID}, wanted ${n}`)
-    await sleep(100)
-  }
-}
 
 function increasing(counters) {
   return counters.every((c, i) => i === 0 || c > counters[i - 1])

@@ -6,8 +6,8 @@
 //
 // The server is the real zrooms-server binary (target/release), a separate process. Phase 1 runs
 // the cycles on one engine on the main thread: loginRoom in two rooms, startPublishingStream
-// (synthetic pattern and tone, real encoders and a real peer connection), wait for Publishing,
-// logoutRoom(). Phase 2 publishes one stream and plays it on a second engine for `minutes`,
+// (synthetic pattern and tone, real encoders and a real peer connection), a player engine (a
+// worker thread) plays the stream until it decodes a picture, logoutRoom(). Phase 2 publishes one stream and plays it on a second engine for `minutes`,
 // checking that the decoded frame counter keeps increasing.
 import { spawn } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
@@ -57,38 +57,42 @@ const sample = (phase, step) => {
 }
 
 // ---- phase 1: cycles ------------------------------------------------------------------------
+// A player (an engine in a worker thread of this process) stays in room soak-a and plays each
+// cycle's stream until it has decoded a picture, so every cycle carries real media end to end.
+const { Peer } = await import('../__test__/helpers/peer.mjs')
+const player = await Peer.create('soak-player', url)
+await player.call('loginRoom', 'soak-a', { userID: 'soak-player', userName: 'soak-player' })
+
 let failures = 0
-const publishing = () =>
-  new Promise((resolve) => {
-    const on = (streamID, state) => {
-      if (state === 2) {
-        engine.off('publisherStateUpdate', on)
-        resolve()
-      }
-    }
-    engine.on('publisherStateUpdate', on)
-  })
+const decoded = async (streamID, timeoutMs = 5000) => {
+  const until = Date.now() + timeoutMs
+  for (;;) {
+    const s = await player.mediaStats(streamID)
+    if (s && s.frames >= 1) return true
+    if (Date.now() > until) return false
+    await sleep(20)
+  }
+}
 sample('cycles', 0)
 const started = performance.now()
 for (let i = 1; i <= cycles; i++) {
   const ok = (await engine.loginRoom('soak-a', user)).errorCode === 0 && (await engine.loginRoom('soak-b', user)).errorCode === 0
-  if (!ok) failures++
-  const up = publishing()
   await engine.startPublishingStream(`soak-${i}`, 0, { roomID: 'soak-a' })
-  let timer
-  const late = new Promise((r) => (timer = setTimeout(() => r('late'), 5000)))
-  if ((await Promise.race([up, late])) === 'late') failures++
-  clearTimeout(timer)
+  await player.playWithView(`soak-${i}`, { roomID: 'soak-a' })
+  const seen = await decoded(`soak-${i}`)
+  if (!ok || !seen) {
+    failures++
+    console.error(`cycle ${i}: ${ok ? 'no picture decoded in 5 s' : 'login failed'}`)
+  }
+  await player.call('stopPlayingStream', `soak-${i}`)
   await engine.logoutRoom()
   if (i % Math.max(1, Math.floor(cycles / 20)) === 0) sample('cycles', i)
 }
 const cycleSeconds = (performance.now() - started) / 1000
 
 // ---- phase 2: one long stream ---------------------------------------------------------------
-const Player = await import('../__test__/helpers/peer.mjs')
-const player = await Player.Peer.create('soak-player', url)
 await engine.loginRoom('soak-long', user)
-await player.call('loginRoom', 'soak-long', { userID: 'soak-player' })
+await player.call('loginRoom', 'soak-long', { userID: 'soak-player', userName: 'soak-player' })
 await engine.startPublishingStream('soak-long', 0, { roomID: 'soak-long' })
 await player.playWithView('soak-long', { roomID: 'soak-long' })
 let lastFrames = 0
@@ -117,8 +121,9 @@ Machine: ${cpus().length} cores, loopback, release build; the server is a separa
 the engines are in this process (the cycling one on the main thread, the player in a worker).
 Date: ${new Date().toISOString().slice(0, 10)}.
 
-- ${cycles} cycles (login into two rooms, publish the synthetic pattern and tone until Publishing,
-  logoutRoom()) in ${cycleSeconds.toFixed(0)} s; ${failures} failed.
+- ${cycles} cycles (login into two rooms, publish the synthetic pattern and tone, a player in
+  room soak-a plays the stream until it decodes a picture and stops, logoutRoom()) in
+  ${cycleSeconds.toFixed(0)} s; ${failures} failed.
 - One stream published and played for ${(streamSeconds / 60).toFixed(1)} minutes: ${lastFrames} frames decoded,
   ${stalls} half-minute windows without new frames.
 - The script ended with destroyEngine() and exited by itself (it runs under \`timeout\`).

@@ -22,6 +22,7 @@ use zrooms_engine::{Command, Engine, EngineConfig, RoomConfig, SessionConfig};
 pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
+        init_logging();
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("zrooms")
@@ -29,6 +30,17 @@ pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
             .build()
             .unwrap_or_else(|e| panic!("cannot start the zrooms runtime: {e}"))
     })
+}
+
+/// `ZROOMS_LOG` (a tracing filter such as `zrooms_engine=trace`) turns on the native log, on
+/// stderr; without it the engine writes nothing.
+fn init_logging() {
+    if let Ok(filter) = std::env::var("ZROOMS_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
 }
 
 /// Events go to JS through one weak threadsafe function per engine: it never holds the process

@@ -386,12 +386,16 @@ async fn drive(
             msg = async { match d.source.as_mut() { Some(s) => s.next().await, None => std::future::pending().await } }, if d.source.is_some() => {
                 match msg {
                     Some(Ok(Message::Text(text))) => {
+                        tracing::trace!("recv {:.120}", text.as_str());
                         match serde_json::from_str(text.as_str()) {
                             Ok(msg) => d.session.handle_server(Instant::now(), msg),
                             Err(e) => tracing::warn!("ignoring a server frame that does not parse: {e}"),
                         }
                     }
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => d.lost(),
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                        tracing::debug!("signaling connection lost: {msg:?}");
+                        d.lost();
+                    }
                     Some(Ok(_)) => {}
                 }
             }
@@ -455,6 +459,7 @@ impl Driver {
                         Ok(t) => t,
                         Err(_) => continue,
                     };
+                    tracing::trace!("send {text:.120}");
                     let sent = match &mut self.sink {
                         Some(sink) => sink.send(Message::text(text)).await.is_ok(),
                         None => false,

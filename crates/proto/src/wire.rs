@@ -105,10 +105,14 @@ pub enum Request {
         video: u32,
     },
     /// An SDP offer for the engine's one peer connection, with the role of each m-line. The
-    /// engine is always the offerer; the server answers.
+    /// engine is always the offerer; the server answers. `fresh`: the offer comes from a new
+    /// peer connection that replaces the connection's current one (the engine rebuilds its
+    /// peer to shed the m-lines of stopped streams, or after dropping an idle one).
     MediaOffer {
         sdp: String,
         tracks: Vec<TrackSpec>,
+        #[serde(default, skip_serializing_if = "is_false")]
+        fresh: bool,
     },
     /// Heartbeat. `received` acknowledges the frames of this session received so far (every
     /// frame after the hello's reply, across connections), so the server can forget them.
@@ -116,6 +120,10 @@ pub enum Request {
         #[serde(default)]
         received: u64,
     },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// What an engine presents to continue a session after its connection dropped.

@@ -99,6 +99,22 @@ fn client_frames() {
         },
     );
     check(
+        "client_media_offer_fresh",
+        &ClientFrame {
+            id: 11,
+            req: Request::MediaOffer {
+                sdp: "v=0\r\n".into(),
+                tracks: vec![TrackSpec {
+                    mid: "0".into(),
+                    stream_id: stream("s1"),
+                    kind: TrackKind::Video,
+                    direction: TrackDirection::Send,
+                }],
+                fresh: true,
+            },
+        },
+    );
+    check(
         "client_hello_resume",
         &ClientFrame {
             id: 9,

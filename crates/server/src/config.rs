@@ -22,7 +22,7 @@
 //! broadcast_per_user = 2
 //! ```
 //!
-//! Server-wide: `max_connections_per_ip` (0 = unlimited), `max_frame_bytes` (64 KiB),
+//! Server-wide: `max_connections_per_ip` (0 = unlimited), `max_frame_bytes` (256 KiB),
 //! `outbound_queue` (frames waiting for one slow reader before it is closed, 1024),
 //! `hello_timeout_ms` (handshake and hello, each, 10000), `heartbeat_timeout_ms` (30000),
 //! `reconnect_grace_ms` (30000; 0 = none), `replay_window` (frames, 4096).
@@ -186,7 +186,7 @@ impl Default for ServerConfig {
             dev_default: true,
             online_count_interval: Duration::from_secs(30),
             outbound_queue: 1024,
-            max_message_bytes: 64 * 1024,
+            max_message_bytes: 256 * 1024,
             max_connections_per_ip: 0,
             hello_timeout: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(30),
@@ -238,7 +238,7 @@ impl ServerConfig {
         }
         config.max_connections_per_ip = file.max_connections_per_ip;
         if let Some(n) = file.max_frame_bytes {
-            // Big enough for a media offer with a few dozen tracks.
+            // Big enough for a media offer with a few dozen tracks (about 1.2 KB an m-line).
             config.max_message_bytes = n.max(16 * 1024);
         }
         config.media_advertise = file.media_advertise;

@@ -18,8 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use zrooms_proto::wire::{
     BarrageMessage, BroadcastMessage, ClientFrame, DeleteReason, LoginConfig, ReplyBody, Request,
     Resume, RoomExtraInfo, ServerMsg, StreamInfo, TrackDirection, TrackSpec, UpdateType,
@@ -195,12 +196,26 @@ async fn run_session(
                 last_rx = tokio::time::Instant::now();
                 match msg {
                     Some(Ok(Message::Text(text))) => {
+                        tracing::trace!(conn = id, "recv {:.120}", text.as_str());
                         if conn.on_text(text.as_str()) { None } else { Some(Lost::Ended) }
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => None,
                     // Binary frames are not part of the protocol.
                     Some(Ok(Message::Binary(_))) => Some(Lost::Ended),
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => Some(Lost::Dropped),
+                    Some(Ok(Message::Close(_))) | None => Some(Lost::Dropped),
+                    // The socket broke: the engine may come back.
+                    Some(Err(
+                        WsError::Io(_)
+                        | WsError::ConnectionClosed
+                        | WsError::AlreadyClosed
+                        | WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake),
+                    )) => Some(Lost::Dropped),
+                    // A frame over the size limit, bad framing or bad UTF-8: the connection
+                    // cannot go on (the socket is closed, so the engine sees it at once).
+                    Some(Err(e)) => {
+                        tracing::debug!(conn = id, "protocol violation: {e}");
+                        Some(Lost::Ended)
+                    }
                 }
             }
             _ = tokio::time::sleep_until(last_rx + heartbeat), if source.is_some() => {
@@ -455,8 +470,8 @@ impl Conn {
                 }
                 Ok(Some(None))
             }
-            Request::MediaOffer { sdp, tracks } => {
-                self.media_offer(app, id, sdp, tracks).map(|()| None)
+            Request::MediaOffer { sdp, tracks, fresh } => {
+                self.media_offer(app, id, sdp, tracks, fresh).map(|()| None)
             }
             Request::Login {
                 room_id,
@@ -1081,6 +1096,7 @@ impl Conn {
         id: u64,
         sdp: String,
         tracks: Vec<TrackSpec>,
+        fresh: bool,
     ) -> Res<()> {
         for t in &tracks {
             let allowed = match t.direction {
@@ -1099,6 +1115,7 @@ impl Conn {
             conn: self.id,
             sdp,
             tracks,
+            fresh,
             reply: tx,
         });
         let out = self.out.clone();

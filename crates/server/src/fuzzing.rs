@@ -113,11 +113,11 @@ pub fn sdp_datagrams(data: &[u8]) -> usize {
     let mut sfu = SfuCore::new(addr);
     if mode % 2 == 0 {
         let sdp = String::from_utf8_lossy(rest);
-        let _ = sfu.offer(1, &sdp, tracks());
+        let _ = sfu.offer(1, &sdp, tracks(), false);
         sfu.tick(Instant::now());
         return sfu.take_outgoing().len();
     }
-    let _ = sfu.offer(1, valid_offer(), tracks());
+    let _ = sfu.offer(1, valid_offer(), tracks(), false);
     let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
     let stranger = SocketAddr::from(([10, 0, 0, 1], 40000));
     let mut n = 0usize;

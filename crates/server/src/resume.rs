@@ -121,6 +121,7 @@ pub(crate) async fn writer(
             f = rx.recv() => {
                 let Some(f) = f else { break };
                 lock(&replay).push(f.clone());
+                tracing::trace!("send {:.120}", f.as_str());
                 if let Some(s) = &mut sink {
                     if let Err(e) = s.send(Message::Text(f)).await {
                         tracing::debug!("send failed: {e}");

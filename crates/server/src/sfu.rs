@@ -30,11 +30,13 @@ use zrooms_proto::{ErrorCode, StreamId};
 const KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
 
 pub enum SfuCmd {
-    /// An engine's offer; the reply is the answer SDP.
+    /// An engine's offer; the reply is the answer SDP. `fresh`: from a new peer connection
+    /// of the engine, which replaces the current one.
     Offer {
         conn: ConnId,
         sdp: String,
         tracks: Vec<TrackSpec>,
+        fresh: bool,
         reply: oneshot::Sender<Result<String, ErrorCode>>,
     },
     /// The connection is gone: drop its peer.
@@ -92,12 +94,14 @@ impl SfuCore {
         conn: ConnId,
         sdp: &str,
         tracks: Vec<TrackSpec>,
+        fresh: bool,
     ) -> Result<String, ErrorCode> {
         let (reply, mut rx) = oneshot::channel();
         self.0.command(SfuCmd::Offer {
             conn,
             sdp: sdp.to_owned(),
             tracks,
+            fresh,
             reply,
         });
         rx.try_recv()
@@ -199,8 +203,14 @@ impl Sfu {
                 conn,
                 sdp,
                 tracks,
+                fresh,
                 reply,
             } => {
+                if fresh {
+                    if let Some(mut old) = self.peers.remove(&conn) {
+                        old.rtc.disconnect();
+                    }
+                }
                 let _ = reply.send(self.offer(conn, &sdp, tracks));
                 self.drain(conn);
                 self.request_keyframes_for(conn);

@@ -63,7 +63,7 @@ async fn malformed_and_out_of_order_frames_get_an_error_or_a_close() {
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     let huge = format!(
         "{{\"id\":1,\"type\":\"broadcast\",\"room_id\":\"r\",\"message\":\"{}\"}}",
-        "x".repeat(100_000)
+        "x".repeat(300_000)
     );
     let long_room = format!(
         "{{\"id\":1,\"type\":\"login\",\"room_id\":\"{}\",\"user\":{{\"user_id\":\"u\",\"user_name\":\"u\"}}}}",

@@ -919,8 +919,12 @@ impl Session {
 
     /// Sends an SDP offer for the engine's peer connection; the answer comes back as
     /// [`Output::MediaAnswer`].
-    pub fn send_media_offer(&mut self, sdp: String, tracks: Vec<TrackSpec>) {
-        self.send(Pending::MediaOffer, Request::MediaOffer { sdp, tracks });
+    /// `fresh`: the offer comes from a new peer that replaces the current one.
+    pub fn send_media_offer(&mut self, sdp: String, tracks: Vec<TrackSpec>, fresh: bool) {
+        self.send(
+            Pending::MediaOffer,
+            Request::MediaOffer { sdp, tracks, fresh },
+        );
     }
 
     /// The engine is being destroyed: leave every room without telling the app.

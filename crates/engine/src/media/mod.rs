@@ -76,6 +76,30 @@ impl Track {
     }
 }
 
+/// Stopped m-lines a peer may carry before it is rebuilt with only its live tracks.
+const RETIRED_LIMIT: usize = 8;
+
+/// A peer with the codecs the engine encodes and decodes: Opus, VP8 and H.264 constrained
+/// baseline (packetization-mode 1), so each m-line of an offer stays short.
+fn new_rtc(local: SocketAddr) -> Rtc {
+    let mut config = Rtc::builder()
+        .set_stats_interval(Some(QUALITY_INTERVAL))
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true);
+    config
+        .codec_config()
+        .add_h264(108.into(), Some(109.into()), true, 0x42e01f);
+    let mut rtc = config.build(Instant::now());
+    match Candidate::host(local, "udp") {
+        Ok(c) => {
+            rtc.add_local_candidate(c);
+        }
+        Err(e) => tracing::warn!("host candidate {local}: {e}"),
+    }
+    rtc
+}
+
 /// How often quality figures are reported (ZEGO: every 3 s).
 pub const QUALITY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -91,6 +115,10 @@ pub struct Media {
     tracks: Vec<Track>,
     pending: Option<SdpPendingOffer>,
     in_flight: bool,
+    /// m-lines of stopped streams in the current peer: they stay in every later offer.
+    retired: usize,
+    /// The next offer comes from a new peer that replaces the server's current one.
+    fresh: bool,
     publishers: HashMap<usize, Publisher>,
     players: HashMap<StreamId, Player>,
     /// The latest figures per stream and direction.
@@ -135,6 +163,8 @@ impl Media {
             tracks: Vec::new(),
             pending: None,
             in_flight: false,
+            retired: 0,
+            fresh: false,
             publishers: HashMap::new(),
             players: HashMap::new(),
             first_seen: HashMap::new(),
@@ -167,16 +197,7 @@ impl Media {
         if self.rtc.is_some() {
             return;
         }
-        let mut rtc = Rtc::builder()
-            .set_stats_interval(Some(QUALITY_INTERVAL))
-            .build(Instant::now());
-        match Candidate::host(local, "udp") {
-            Ok(c) => {
-                rtc.add_local_candidate(c);
-            }
-            Err(e) => tracing::warn!("host candidate {local}: {e}"),
-        }
-        self.rtc = Some(rtc);
+        self.rtc = Some(new_rtc(local));
         self.local = Some(local);
     }
 
@@ -397,16 +418,36 @@ impl Media {
         if self.in_flight {
             return false;
         }
-        let Some(rtc) = self.rtc.as_mut() else {
+        if self.tracks.is_empty() {
+            // Nothing published or played: the peer goes (the server's side times out), and
+            // the next stream starts a new one.
+            if let Some(mut rtc) = self.rtc.take() {
+                rtc.disconnect();
+                self.local = None;
+                self.deadline = None;
+                self.retired = 0;
+                self.fresh = true;
+            }
             return false;
-        };
+        }
         let changes = self
             .tracks
             .iter()
             .any(|t| matches!(t.state, TrackState::ToAdd | TrackState::ToStop));
-        if !changes {
+        if !changes || self.rtc.is_none() {
             return false;
         }
+        let stopping = self
+            .tracks
+            .iter()
+            .filter(|t| t.state == TrackState::ToStop)
+            .count();
+        if self.retired + stopping > RETIRED_LIMIT {
+            self.rebuild_peer();
+        }
+        let Some(rtc) = self.rtc.as_mut() else {
+            return false;
+        };
         let mut api = rtc.sdp_api();
         for t in &mut self.tracks {
             match t.state {
@@ -426,6 +467,7 @@ impl Media {
                 TrackState::ToStop => {
                     if let Some(mid) = t.mid {
                         api.stop_media(mid);
+                        self.retired += 1;
                     }
                     t.state = TrackState::Stopping;
                 }
@@ -435,7 +477,7 @@ impl Media {
         let Some((offer, pending)) = api.apply() else {
             return false;
         };
-        let specs = self
+        let specs: Vec<TrackSpec> = self
             .tracks
             .iter()
             .filter(|t| matches!(t.state, TrackState::Negotiating | TrackState::Active))
@@ -450,8 +492,37 @@ impl Media {
             .collect();
         self.pending = Some(pending);
         self.in_flight = true;
-        session.send_media_offer(offer.to_sdp_string(), specs);
+        let sdp = offer.to_sdp_string();
+        tracing::debug!(
+            bytes = sdp.len(),
+            tracks = specs.len(),
+            retired = self.retired,
+            fresh = self.fresh,
+            "media offer"
+        );
+        session.send_media_offer(sdp, specs, self.fresh);
+        self.fresh = false;
         true
+    }
+
+    /// Replaces the peer with a new one carrying only the live tracks, so stopped streams'
+    /// m-lines do not pile up in the SDP: every live track is offered again (on the same UDP
+    /// socket) and the server swaps its side of the peer for the new one.
+    fn rebuild_peer(&mut self) {
+        let Some(local) = self.local else {
+            return;
+        };
+        if let Some(mut old) = self.rtc.replace(new_rtc(local)) {
+            old.disconnect();
+        }
+        self.tracks
+            .retain(|t| !matches!(t.state, TrackState::ToStop | TrackState::Stopping));
+        for t in &mut self.tracks {
+            t.state = TrackState::ToAdd;
+            t.mid = None;
+        }
+        self.retired = 0;
+        self.fresh = true;
     }
 
     /// The server's answer to the offer in flight.
@@ -735,6 +806,8 @@ impl Media {
         self.first_seen.clear();
         self.pending = None;
         self.in_flight = false;
+        self.retired = 0;
+        self.fresh = false;
         if let Some(mut rtc) = self.rtc.take() {
             rtc.disconnect();
         }
