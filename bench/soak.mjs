@@ -85,6 +85,7 @@ for (let i = 1; i <= cycles; i++) {
     console.error(`cycle ${i}: ${ok ? 'no picture decoded in 5 s' : 'login failed'}`)
   }
   await player.call('stopPlayingStream', `soak-${i}`)
+  await player.dropView(`soak-${i}`)
   await engine.logoutRoom()
   if (i % Math.max(1, Math.floor(cycles / 20)) === 0) sample('cycles', i)
 }

@@ -254,6 +254,7 @@ impl NativeEngine {
 
     #[napi]
     pub fn stop_playing_stream(&self, stream_id: String) -> i64 {
+        self.engine.set_render(&stream_id, Render::default());
         self.call(Command::StopPlaying { stream_id })
     }
 

@@ -117,6 +117,9 @@ parentPort.on('message', async ({ id, kind, name, args }) => {
         if (due > 0) await new Promise((r) => setTimeout(r, due))
       }
       result = seconds
+    } else if (kind === 'drop-view') {
+      // Forget what the view of a stream recorded (long runs play many streams).
+      result = media.delete(args[0])
     } else if (kind === 'media-stats') {
       const stats = media.get(args[0])
       result = stats ? { ...stats, tags: [...stats.tags], counters: [...stats.counters], lumaMeans: [...stats.lumaMeans], audioSamples: [...stats.audioSamples] } : null

@@ -84,6 +84,11 @@ export class Peer {
     return this.send('media-stats', '', [streamID])
   }
 
+  /** Forgets what the view of `streamID` recorded. */
+  dropView(streamID) {
+    return this.send('drop-view', '', [streamID])
+  }
+
   instanceThrows() {
     return this.send('instance-throws', '', [])
   }

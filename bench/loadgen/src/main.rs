@@ -1,342 +1,110 @@
-//! `zrooms-loadgen`: signaling benchmarks against a real `zrooms-server` process.
+//! `zrooms-loadgen`: load scenarios against a real `zrooms-server` process, each run in the same
+//! invocation against a baseline process built on the same stack, so every figure also comes as
+//! a ratio to the baseline.
 //!
 //! ```text
-//! zrooms-loadgen [--server-bin PATH] [--login-rate 200] [--login-seconds 5]
-//!                [--receivers 1000] [--messages 100] [--message-rate 10] [--out FILE]
+//! zrooms-loadgen [SCENARIO ...] [--server-bin PATH] [--out FILE]
+//!   login       --login-rate 200 --login-seconds 5      joins into one room: latency
+//!   fanout      --receivers 1000 --messages 100 --message-rate 10
+//!                                                       broadcast send → receipt latency
+//!   throughput  --receivers 1000 --burst 500            broadcasts back to back: deliveries/s
+//!   users       --users 10000 --rooms 1000 --join-rate 1000
+//!                                                       each user in 2 rooms: memory, latency
+//!   sfu         --topologies 1x200,30x30 --seconds 10   str0m publishers → players: CPU, loss
 //! ```
-//!
-//! It starts the server binary on 127.0.0.1:0 (or uses `--url`), then runs:
-//! 1. **login**: new connections log into one room at `--login-rate` per second; the latency of
-//!    each `login` request (sent → reply) is recorded.
-//! 2. **fan-out**: `--receivers` clients sit in one room; senders (in turn, 2 msg/s each as ZEGO
-//!    allows one user) send `--messages`
-//!    broadcasts at `--message-rate` per second; the latency from send to each receipt is
-//!    recorded.
-//!
-//! It reports p50/p95/p99, the server's CPU time and resident memory, and writes a Markdown
-//! results file.
+//! With no scenario, all run. Baselines: `ws-baseline` (a minimal tokio-tungstenite broadcast
+//! server) for the signaling scenarios and `udp-baseline` (a raw UDP forwarder) for `sfu`; both
+//! are this binary started with `--serve NAME` (see `baseline.rs`).
 
-use futures_util::{SinkExt, StreamExt};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
-use tokio::sync::Mutex;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use zrooms_proto::wire::*;
-use zrooms_proto::*;
+mod baseline;
+mod client;
+mod media;
+mod signaling;
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use client::Server;
+use signaling::{Latency, Target};
 
 struct Opts {
+    scenarios: Vec<String>,
     server_bin: String,
-    url: Option<String>,
     login_rate: u32,
     login_seconds: u32,
     receivers: u32,
     messages: u32,
     message_rate: u32,
+    burst: u32,
+    users: u32,
+    rooms: u32,
+    join_rate: u32,
+    topologies: Vec<(u32, u32)>,
+    seconds: u32,
     out: Option<String>,
 }
 
-fn parse() -> Result<Opts, String> {
+const ALL: [&str; 5] = ["login", "fanout", "throughput", "users", "sfu"];
+
+fn parse(args: &[String]) -> Result<Opts, String> {
     let mut o = Opts {
+        scenarios: Vec::new(),
         server_bin: "target/release/zrooms-server".into(),
-        url: None,
         login_rate: 200,
         login_seconds: 5,
         receivers: 1000,
         messages: 100,
         message_rate: 10,
+        burst: 500,
+        users: 10_000,
+        rooms: 1_000,
+        join_rate: 1_000,
+        topologies: vec![(1, 200), (30, 30)],
+        seconds: 10,
         out: None,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut v = || args.next().ok_or(format!("{a} needs a value"));
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if ALL.contains(&a.as_str()) {
+            o.scenarios.push(a.clone());
+            continue;
+        }
+        let mut v = || it.next().cloned().ok_or(format!("{a} needs a value"));
         let num = |s: String| s.parse::<u32>().map_err(|e| format!("{s}: {e}"));
         match a.as_str() {
             "--server-bin" => o.server_bin = v()?,
-            "--url" => o.url = Some(v()?),
             "--login-rate" => o.login_rate = num(v()?)?,
             "--login-seconds" => o.login_seconds = num(v()?)?,
             "--receivers" => o.receivers = num(v()?)?,
             "--messages" => o.messages = num(v()?)?,
             "--message-rate" => o.message_rate = num(v()?)?,
+            "--burst" => o.burst = num(v()?)?,
+            "--users" => o.users = num(v()?)?,
+            "--rooms" => o.rooms = num(v()?)?,
+            "--join-rate" => o.join_rate = num(v()?)?,
+            "--seconds" => o.seconds = num(v()?)?,
+            "--topologies" => {
+                o.topologies = v()?
+                    .split(',')
+                    .map(|t| {
+                        let (p, n) = t.split_once('x').ok_or(format!("topology {t}: PxN"))?;
+                        Ok((num(p.into())?, num(n.into())?))
+                    })
+                    .collect::<Result<_, String>>()?
+            }
             "--out" => o.out = Some(v()?),
-            _ => return Err(format!("unknown option {a}")),
+            _ => return Err(format!("unknown argument {a}")),
         }
     }
-    if o.login_rate == 0 || o.message_rate == 0 {
-        return Err("rates must be positive".into());
+    if o.login_rate == 0 || o.message_rate == 0 || o.join_rate == 0 || o.rooms < 2 || o.seconds < 1
+    {
+        return Err("rates must be positive, --rooms at least 2, --seconds at least 1".into());
+    }
+    if o.scenarios.is_empty() {
+        o.scenarios = ALL.iter().map(|s| s.to_string()).collect();
     }
     Ok(o)
 }
 
-struct Client {
-    ws: Ws,
-    next: u64,
-}
-
-impl Client {
-    async fn connect(url: &str) -> Result<Client, String> {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut c = Client { ws, next: 1 };
-        c.request(Request::Hello {
-            version: PROTOCOL_VERSION,
-            app_id: 1,
-            app_sign: String::new(),
-            sdk_version: "loadgen".into(),
-            resume: None,
-        })
-        .await?;
-        Ok(c)
-    }
-
-    async fn request(&mut self, req: Request) -> Result<Option<ReplyBody>, String> {
-        let id = self.next;
-        self.next += 1;
-        let text = serde_json::to_string(&ClientFrame { id, req }).map_err(|e| e.to_string())?;
-        self.ws
-            .send(Message::text(text))
-            .await
-            .map_err(|e| e.to_string())?;
-        loop {
-            match self.ws.next().await {
-                Some(Ok(Message::Text(t))) => {
-                    if let Ok(ServerMsg::Reply {
-                        id: rid,
-                        code,
-                        body,
-                    }) = serde_json::from_str(t.as_str())
-                    {
-                        if rid == id {
-                            return if code.is_success() {
-                                Ok(body)
-                            } else {
-                                Err(format!("error {code}"))
-                            };
-                        }
-                    }
-                }
-                Some(Ok(_)) => {}
-                _ => return Err("connection closed".into()),
-            }
-        }
-    }
-
-    async fn login(&mut self, room: &str, uid: &str) -> Result<(), String> {
-        self.request(Request::Login {
-            room_id: RoomId::new(room).map_err(|e| e.to_string())?,
-            user: User {
-                user_id: UserId::new(uid).map_err(|e| e.to_string())?,
-                user_name: UserName::new(uid).map_err(|e| e.to_string())?,
-            },
-            config: LoginConfig {
-                multi_room: true,
-                ..LoginConfig::default()
-            },
-        })
-        .await
-        .map(|_| ())
-    }
-}
-
-/// Percentiles of a sample, in milliseconds.
-fn pct(samples: &mut [f64], p: f64) -> f64 {
-    if samples.is_empty() {
-        return f64::NAN;
-    }
-    samples.sort_by(|a, b| a.total_cmp(b));
-    let idx = ((p / 100.0) * (samples.len() - 1) as f64).round() as usize;
-    samples[idx.min(samples.len() - 1)]
-}
-
-/// CPU seconds (user + system) and resident KiB of a process, from /proc.
-fn proc_usage(pid: u32) -> Option<(f64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(((utime + stime) / 100.0, rss))
-}
-
-fn start_server(bin: &str) -> Result<(Child, String), String> {
-    let mut child = Command::new(bin)
-        .args(["--host", "127.0.0.1", "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start {bin}: {e}"))?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .and_then(|rest| rest.split_whitespace().next())
-        .ok_or(format!("unexpected server output: {line}"))?
-        .to_string();
-    Ok((child, url))
-}
-
-struct LoginResult {
-    attempted: u32,
-    failed: u32,
-    lat: Vec<f64>,
-}
-
-async fn bench_login(url: &str, rate: u32, seconds: u32) -> LoginResult {
-    let total = rate * seconds;
-    let lat = Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
-    let failed = Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
-    let mut tasks = Vec::new();
-    let (keep_tx, mut keep_rx) = tokio::sync::mpsc::unbounded_channel();
-    for i in 0..total {
-        tick.tick().await;
-        let url = url.to_string();
-        let lat = lat.clone();
-        let failed = failed.clone();
-        let keep = keep_tx.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut c = match Client::connect(&url).await {
-                Ok(c) => c,
-                Err(_) => {
-                    failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    return;
-                }
-            };
-            let t0 = Instant::now();
-            match c.login("bench-login", &format!("u{i}")).await {
-                Ok(()) => lat.lock().await.push(t0.elapsed().as_secs_f64() * 1e3),
-                Err(_) => {
-                    failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-            }
-            // Stay in the room so it grows as in a real rush of joins.
-            let _ = keep.send(c);
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    drop(keep_tx);
-    let mut kept = Vec::new();
-    while let Ok(c) = keep_rx.try_recv() {
-        kept.push(c);
-    }
-    drop(kept);
-    let lat = std::mem::take(&mut *lat.lock().await);
-    LoginResult {
-        attempted: total,
-        failed: failed.load(std::sync::atomic::Ordering::Relaxed),
-        lat,
-    }
-}
-
-struct FanoutResult {
-    expected: u64,
-    received: u64,
-    lat: Vec<f64>,
-}
-
-async fn bench_fanout(
-    url: &str,
-    receivers: u32,
-    messages: u32,
-    rate: u32,
-) -> Result<FanoutResult, String> {
-    let base = Instant::now();
-    let mut readers = Vec::new();
-    for i in 0..receivers {
-        let mut c = Client::connect(url).await?;
-        c.login("bench-fanout", &format!("r{i}")).await?;
-        readers.push(c);
-    }
-    // ZEGO allows one user 2 broadcasts per second: enough senders to carry `rate`, in turn.
-    let mut senders = Vec::new();
-    for i in 0..rate.div_ceil(2).max(1) {
-        let mut sender = Client::connect(url).await?;
-        sender.login("bench-fanout", &format!("sender{i}")).await?;
-        senders.push(sender);
-    }
-    let lat = Arc::new(Mutex::new(Vec::with_capacity(
-        (receivers * messages) as usize,
-    )));
-    let mut handles = Vec::new();
-    for mut c in readers {
-        let lat = lat.clone();
-        handles.push(tokio::spawn(async move {
-            let mut got = 0u32;
-            let mut mine = Vec::with_capacity(messages as usize);
-            while got < messages {
-                match tokio::time::timeout(Duration::from_secs(10), c.ws.next()).await {
-                    Ok(Some(Ok(Message::Text(t)))) => {
-                        if let Ok(ServerMsg::Broadcast { messages: list, .. }) =
-                            serde_json::from_str(t.as_str())
-                        {
-                            let now = base.elapsed().as_secs_f64() * 1e3;
-                            for m in list {
-                                if let Ok(sent) = m.message.parse::<f64>() {
-                                    mine.push(now - sent);
-                                    got += 1;
-                                }
-                            }
-                        }
-                    }
-                    Ok(Some(Ok(_))) => {}
-                    _ => break,
-                }
-            }
-            lat.lock().await.extend(mine);
-        }));
-    }
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
-    for n in 0..messages {
-        tick.tick().await;
-        let sent = base.elapsed().as_secs_f64() * 1e3;
-        let k = n as usize % senders.len();
-        senders[k]
-            .request(Request::Broadcast {
-                room_id: RoomId::new("bench-fanout").map_err(|e| e.to_string())?,
-                message: format!("{sent:.3}"),
-            })
-            .await?;
-    }
-    for h in handles {
-        let _ = h.await;
-    }
-    let lat = std::mem::take(&mut *lat.lock().await);
-    Ok(FanoutResult {
-        expected: receivers as u64 * messages as u64,
-        received: lat.len() as u64,
-        lat,
-    })
-}
-
 fn main() {
-    let opts = match parse() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(2);
-        }
-    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -347,92 +115,191 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let (mut child, url) = match &opts.url {
-        Some(u) => (None, u.clone()),
-        None => match start_server(&opts.server_bin) {
-            Ok((c, u)) => (Some(c), u),
-            Err(e) => {
+    if let [flag, name] = args.as_slice() {
+        if flag == "--serve" {
+            let r = match name.as_str() {
+                "ws-baseline" => rt.block_on(baseline::serve_ws()),
+                "udp-baseline" => rt.block_on(baseline::serve_udp()),
+                _ => Err(std::io::Error::other(format!("no baseline {name}"))),
+            };
+            if let Err(e) = r {
                 eprintln!("{e}");
                 std::process::exit(1);
             }
-        },
-    };
-    let pid = child.as_ref().map(|c| c.id());
-    let usage = || pid.and_then(proc_usage);
-
-    let before = usage();
-    let login = rt.block_on(bench_login(&url, opts.login_rate, opts.login_seconds));
-    let after_login = usage();
-    let fanout = rt.block_on(bench_fanout(
-        &url,
-        opts.receivers,
-        opts.messages,
-        opts.message_rate,
-    ));
-    let after = usage();
-    if let Some(c) = child.as_mut() {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-
-    let mut login_lat = login.lat;
-    let mut report = String::new();
-    report.push_str("# Signaling benchmark\n\n");
-    report.push_str(&format!(
-        "Command: `zrooms-loadgen --login-rate {} --login-seconds {} --receivers {} --messages {} --message-rate {}`\n\n",
-        opts.login_rate, opts.login_seconds, opts.receivers, opts.messages, opts.message_rate
-    ));
-    report.push_str(&format!(
-        "Machine: {} cores, loopback, release build; server is a separate `zrooms-server` process.\n\n",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
-    ));
-    report.push_str(
-        "| measurement | n | p50 ms | p95 ms | p99 ms | notes |\n|---|---|---|---|---|---|\n",
-    );
-    report.push_str(&format!(
-        "| loginRoom → reply, {} logins/s into one room | {} | {:.2} | {:.2} | {:.2} | {} failed of {} |\n",
-        opts.login_rate,
-        login_lat.len(),
-        pct(&mut login_lat, 50.0),
-        pct(&mut login_lat, 95.0),
-        pct(&mut login_lat, 99.0),
-        login.failed,
-        login.attempted
-    ));
-    match fanout {
-        Ok(f) => {
-            let mut lat = f.lat;
-            report.push_str(&format!(
-                "| broadcast send → receipt, 1 sender → {} receivers, {} msg/s | {} | {:.2} | {:.2} | {:.2} | {} of {} deliveries |\n",
-                opts.receivers,
-                opts.message_rate,
-                lat.len(),
-                pct(&mut lat, 50.0),
-                pct(&mut lat, 95.0),
-                pct(&mut lat, 99.0),
-                f.received,
-                f.expected
-            ));
+            return;
         }
-        Err(e) => report.push_str(&format!(
-            "| broadcast fan-out | 0 | – | – | – | failed: {e} |\n"
-        )),
     }
-    if let (Some((c0, _)), Some((c1, r1)), Some((c2, r2))) = (before, after_login, after) {
-        report.push_str(&format!(
-            "\nServer CPU: {:.2} s during the login phase, {:.2} s during fan-out; resident memory {} KiB after logins ({} users in the room), {} KiB at the end.\n",
-            c1 - c0,
-            c2 - c1,
-            r1,
-            opts.login_rate * opts.login_seconds,
-            r2
-        ));
-    }
-    print!("{report}");
-    if let Some(path) = opts.out {
-        if let Err(e) = std::fs::write(&path, &report) {
-            eprintln!("cannot write {path}: {e}");
+    let opts = match parse(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    match rt.block_on(run(&opts)) {
+        Ok(report) => {
+            print!("{report}");
+            if let Some(path) = &opts.out {
+                if let Err(e) = std::fs::write(path, &report) {
+                    eprintln!("cannot write {path}: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("{e}");
             std::process::exit(1);
         }
     }
+}
+
+/// A fresh room server (with an optional config text) and a fresh baseline for one scenario.
+fn servers(opts: &Opts, config: Option<&str>, baseline: &str) -> Result<(Server, Server), String> {
+    let mut args = vec!["--host", "127.0.0.1", "--port", "0"];
+    let path = std::env::temp_dir().join(format!("zrooms-loadgen-{}.toml", std::process::id()));
+    let path_s = path.to_string_lossy().to_string();
+    if let Some(text) = config {
+        std::fs::write(&path, text).map_err(|e| e.to_string())?;
+        args.extend(["--config", path_s.as_str()]);
+    }
+    let ours = Server::start(&opts.server_bin, &args)?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let base = Server::start(&exe.to_string_lossy(), &["--serve", baseline])?;
+    Ok((ours, base))
+}
+
+/// The room server with ZEGO's broadcast limits lifted, for the throughput scenario.
+const UNLIMITED: &str = "[[app]]\napp_id = 1\nmulti_room = true\n[app.limits]\nbroadcast_per_room = 1000000\nbroadcast_per_user = 1000000\nrequests_per_connection = 1000000\n";
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 && a.is_finite() && b.is_finite() {
+        format!("{:.2}", a / b)
+    } else {
+        "–".into()
+    }
+}
+
+fn latency_rows(out: &mut String, what: &str, z: &Latency, b: &Latency) {
+    for (name, zv, bv) in [
+        ("p50", z.p50, b.p50),
+        ("p95", z.p95, b.p95),
+        ("p99", z.p99, b.p99),
+    ] {
+        out.push_str(&format!(
+            "| {what} {name} (ms) | {zv:.2} | {bv:.2} | {} | n = {} / {}, failed {} / {} |\n",
+            ratio(zv, bv),
+            z.n,
+            b.n,
+            z.failed,
+            b.failed
+        ));
+    }
+    out.push_str(&format!(
+        "| {what}: server CPU (s) | {:.2} | {:.2} | {} | over {:.1} s / {:.1} s |\n",
+        z.cpu_s,
+        b.cpu_s,
+        ratio(z.cpu_s, b.cpu_s),
+        z.wall_s,
+        b.wall_s
+    ));
+    out.push_str(&format!(
+        "| {what}: server resident memory (MiB) | {:.1} | {:.1} | {} | at the end |\n",
+        z.rss_kib as f64 / 1024.0,
+        b.rss_kib as f64 / 1024.0,
+        ratio(z.rss_kib as f64, b.rss_kib as f64)
+    ));
+}
+
+async fn run(o: &Opts) -> Result<String, String> {
+    let mut out = String::new();
+    out.push_str("| scenario | zrooms | baseline | ratio | notes |\n|---|---|---|---|---|\n");
+    for s in &o.scenarios {
+        eprintln!("== {s}");
+        match s.as_str() {
+            "login" => {
+                let (z, b) = servers(o, None, "ws-baseline")?;
+                let zl = signaling::login(Target::Zrooms, &z, o.login_rate, o.login_seconds).await;
+                let bl =
+                    signaling::login(Target::Baseline, &b, o.login_rate, o.login_seconds).await;
+                let what = format!("login, {} joins/s into one room", o.login_rate);
+                latency_rows(&mut out, &what, &zl, &bl);
+            }
+            "fanout" => {
+                let (z, b) = servers(o, None, "ws-baseline")?;
+                let run =
+                    |t, srv| signaling::fanout(t, srv, o.receivers, o.messages, o.message_rate);
+                let zl = run(Target::Zrooms, &z).await?;
+                let bl = run(Target::Baseline, &b).await?;
+                let what = format!(
+                    "fan-out to {} in one room, {} msg/s",
+                    o.receivers, o.message_rate
+                );
+                latency_rows(&mut out, &what, &zl, &bl);
+            }
+            "throughput" => {
+                let (z, b) = servers(o, Some(UNLIMITED), "ws-baseline")?;
+                let zt = signaling::throughput(Target::Zrooms, &z, o.receivers, o.burst).await?;
+                let bt = signaling::throughput(Target::Baseline, &b, o.receivers, o.burst).await?;
+                out.push_str(&format!(
+                    "| broadcast throughput, {} back to back to {} (deliveries/s) | {:.0} | {:.0} | {} | {} / {} and {} / {} delivered in {:.2} s / {:.2} s; server CPU {:.2} s / {:.2} s |\n",
+                    o.burst, o.receivers, zt.per_second, bt.per_second,
+                    ratio(zt.per_second, bt.per_second),
+                    zt.deliveries, zt.expected, bt.deliveries, bt.expected,
+                    zt.seconds, bt.seconds, zt.cpu_s, bt.cpu_s
+                ));
+                out.push_str(&format!(
+                    "| throughput: server resident memory (MiB) | {:.1} | {:.1} | {} | at the end |\n",
+                    zt.rss_kib as f64 / 1024.0,
+                    bt.rss_kib as f64 / 1024.0,
+                    ratio(zt.rss_kib as f64, bt.rss_kib as f64)
+                ));
+            }
+            "users" => {
+                let (z, b) = servers(o, None, "ws-baseline")?;
+                let zu = signaling::users(Target::Zrooms, &z, o.users, o.rooms, o.join_rate).await;
+                let bu =
+                    signaling::users(Target::Baseline, &b, o.users, o.rooms, o.join_rate).await;
+                out.push_str(&format!(
+                    "| {} users in {} rooms, 2 rooms each: server resident memory (MiB) | {:.1} | {:.1} | {} | {} memberships; connections failed {} / {} |\n",
+                    zu.users, zu.rooms,
+                    zu.lat.rss_kib as f64 / 1024.0,
+                    bu.lat.rss_kib as f64 / 1024.0,
+                    ratio(zu.lat.rss_kib as f64, bu.lat.rss_kib as f64),
+                    zu.memberships, zu.lat.failed, bu.lat.failed
+                ));
+                out.push_str(&format!(
+                    "| the same: login p50 / p99 (ms) | {:.2} / {:.2} | – | – | {} logins at {} users/s; server CPU {:.1} s over {:.1} s (baseline {:.1} s) |\n",
+                    zu.lat.p50, zu.lat.p99, zu.lat.n, o.join_rate,
+                    zu.lat.cpu_s, zu.lat.wall_s, bu.lat.cpu_s
+                ));
+            }
+            "sfu" => {
+                for &(p, n) in &o.topologies {
+                    eprintln!("   {p} publishers x {n} players");
+                    let (z, b) = servers(o, None, "udp-baseline")?;
+                    let zm = media::sfu(&z, p, n, o.seconds).await?;
+                    drop(z);
+                    let bm = media::udp_baseline(&b, p, n, o.seconds).await?;
+                    out.push_str(&format!(
+                        "| media {p} x {n} (640x360@15 + audio): server CPU (cores) | {:.2} | {:.2} | {} | {} legs; load generator itself {:.2} / {:.2} cores; server memory {:.1} MiB |\n",
+                        zm.cores, bm.cores, ratio(zm.cores, bm.cores), zm.legs,
+                        zm.loadgen_cores, bm.loadgen_cores, zm.rss_kib as f64 / 1024.0
+                    ));
+                    out.push_str(&format!(
+                        "| media {p} x {n}: video frames lost | {:.2} % | {:.2} % | – | {} / {} and {} / {} received; {} players failed to set up |\n",
+                        zm.video_loss() * 100.0, bm.video_loss() * 100.0,
+                        zm.received_video, zm.expected_video, bm.received_video, bm.expected_video,
+                        zm.setup_failed
+                    ));
+                    out.push_str(&format!(
+                        "| media {p} x {n}: audio frames lost | {:.2} % | {:.2} % | – | {} / {} and {} / {} received |\n",
+                        zm.audio_loss() * 100.0, bm.audio_loss() * 100.0,
+                        zm.received_audio, zm.expected_audio, bm.received_audio, bm.expected_audio
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
 }

@@ -86,7 +86,12 @@ pub(crate) async fn serve(
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Small buffers: tungstenite's defaults (128 KiB to read, 128 KiB gathered before a write)
+    // cost about 130 KB of resident memory a connection, 1.3 GB for 10,000 users
+    // (bench/RESULTS.md); ours are messages of a few hundred bytes, written at once.
     let ws_config = WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
         .max_message_size(Some(shared.config.max_message_bytes))
         .max_frame_size(Some(shared.config.max_message_bytes));
     // A peer that connects and then says nothing holds a task and a connection slot: it gets

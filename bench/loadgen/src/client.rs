@@ -1,0 +1,202 @@
+//! A client of the room server's wire protocol (the same frames the engine sends), and the
+//! process helpers shared by the scenarios.
+
+use futures_util::{SinkExt, StreamExt};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use zrooms_proto::wire::*;
+use zrooms_proto::*;
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub struct Client {
+    pub ws: Ws,
+    next: u64,
+}
+
+impl Client {
+    /// Connects and says hello as app 1.
+    pub async fn connect(url: &str) -> Result<Client, String> {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut c = Client { ws, next: 1 };
+        c.request(Request::Hello {
+            version: PROTOCOL_VERSION,
+            app_id: 1,
+            app_sign: String::new(),
+            sdk_version: "loadgen".into(),
+            resume: None,
+        })
+        .await?;
+        Ok(c)
+    }
+
+    /// A connection that has not said hello (the baseline's).
+    pub fn from_ws(ws: Ws) -> Client {
+        Client { ws, next: 1 }
+    }
+
+    /// The frame of a request, with the next id.
+    pub fn frame(&mut self, req: Request) -> Result<(u64, String), String> {
+        let id = self.next;
+        self.next += 1;
+        let text = serde_json::to_string(&ClientFrame { id, req }).map_err(|e| e.to_string())?;
+        Ok((id, text))
+    }
+
+    /// Sends a request and reads until its reply (other frames are dropped).
+    pub async fn request(&mut self, req: Request) -> Result<Option<ReplyBody>, String> {
+        let (id, text) = self.frame(req)?;
+        self.ws
+            .send(Message::text(text))
+            .await
+            .map_err(|e| e.to_string())?;
+        loop {
+            match self.ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    if let Ok(ServerMsg::Reply {
+                        id: rid,
+                        code,
+                        body,
+                    }) = serde_json::from_str(t.as_str())
+                    {
+                        if rid == id {
+                            return if code.is_success() {
+                                Ok(body)
+                            } else {
+                                Err(format!("error {code}"))
+                            };
+                        }
+                    }
+                }
+                Some(Ok(_)) => {}
+                _ => return Err("connection closed".into()),
+            }
+        }
+    }
+
+    pub async fn login(&mut self, room: &str, uid: &str) -> Result<(), String> {
+        self.request(Request::Login {
+            room_id: room_id(room)?,
+            user: User {
+                user_id: UserId::new(uid).map_err(|e| e.to_string())?,
+                user_name: UserName::new(uid).map_err(|e| e.to_string())?,
+            },
+            config: LoginConfig {
+                multi_room: true,
+                ..LoginConfig::default()
+            },
+        })
+        .await
+        .map(|_| ())
+    }
+}
+
+pub fn room_id(room: &str) -> Result<RoomId, String> {
+    RoomId::new(room).map_err(|e| e.to_string())
+}
+
+pub fn stream_id(s: &str) -> Result<StreamId, String> {
+    StreamId::new(s).map_err(|e| e.to_string())
+}
+
+/// Percentile `p` of a sample (sorts it).
+pub fn pct(samples: &mut [f64], p: f64) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let idx = ((p / 100.0) * (samples.len() - 1) as f64).round() as usize;
+    samples[idx.min(samples.len() - 1)]
+}
+
+/// CPU seconds (user + system) and resident KiB of a process, from /proc.
+pub fn proc_usage(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(((utime + stime) / 100.0, rss))
+}
+
+/// A server process under test: ours or a baseline. Killed when dropped.
+pub struct Server {
+    child: Child,
+    /// What it printed after "listening on ": `ws://…` or `udp://…`.
+    pub url: String,
+}
+
+impl Server {
+    /// Starts `bin args…` and waits for its "listening on URL …" line.
+    pub fn start(bin: &str, args: &[&str]) -> Result<Server, String> {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {bin}: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        let rest = line
+            .trim()
+            .strip_prefix("listening on ")
+            .ok_or(format!("unexpected output of {bin}: {line}"))?;
+        let url = rest
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        Ok(Server { child, url })
+    }
+
+    pub fn usage(&self) -> Option<(f64, u64)> {
+        proc_usage(self.child.id())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU and memory of a process over a measured stretch.
+pub struct Window {
+    start: Option<(f64, u64)>,
+    at: std::time::Instant,
+}
+
+impl Window {
+    pub fn open(server: &Server) -> Window {
+        Window {
+            start: server.usage(),
+            at: std::time::Instant::now(),
+        }
+    }
+
+    /// (CPU seconds, wall seconds, resident KiB now).
+    pub fn close(&self, server: &Server) -> (f64, f64, u64) {
+        let wall = self.at.elapsed().as_secs_f64();
+        match (self.start, server.usage()) {
+            (Some((c0, _)), Some((c1, rss))) => (c1 - c0, wall, rss),
+            _ => (f64::NAN, wall, 0),
+        }
+    }
+}
