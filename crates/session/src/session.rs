@@ -401,29 +401,46 @@ impl Session {
                 "",
             );
         }
+        self.move_publishers(
+            PublisherState::Publishing,
+            PublisherState::PublishRequesting,
+            |_, _| true,
+        );
+        self.move_players(
+            |p| p.state == PlayerState::Playing,
+            PlayerState::PlayRequesting,
+        );
+    }
+
+    /// Every publisher in state `from` whose channel passes `keep` goes to `to`, with its event.
+    fn move_publishers(
+        &mut self,
+        from: PublisherState,
+        to: PublisherState,
+        keep: impl Fn(&Self, usize) -> bool,
+    ) {
         for ch in 0..CHANNELS {
-            let Some(p) = self.publishers[ch].as_mut() else {
-                continue;
+            let moved = match &self.publishers[ch] {
+                Some(p) if p.state == from && keep(self, ch) => p.stream_id.clone(),
+                _ => continue,
             };
-            if p.state == PublisherState::Publishing {
-                p.state = PublisherState::PublishRequesting;
-                let stream_id = p.stream_id.clone();
-                self.emit_publisher(stream_id, PublisherState::PublishRequesting);
+            if let Some(p) = self.publishers[ch].as_mut() {
+                p.state = to;
             }
+            self.emit_publisher(moved, to);
         }
-        let playing: Vec<(StreamId, RoomId)> = self
+    }
+
+    /// Every player that `pred` picks goes to `to`, with its event.
+    fn move_players(&mut self, pred: impl Fn(&Player) -> bool, to: PlayerState) {
+        let picked: Vec<(StreamId, RoomId)> = self
             .players
             .iter()
-            .filter(|(_, p)| p.state == PlayerState::Playing)
+            .filter(|(_, p)| pred(p))
             .map(|(s, p)| (s.clone(), p.room_id.clone()))
             .collect();
-        for (stream_id, room_id) in playing {
-            self.set_player(
-                &room_id,
-                &stream_id,
-                PlayerState::PlayRequesting,
-                ErrorCode::SUCCESS,
-            );
+        for (stream_id, room_id) in picked {
+            self.set_player(&room_id, &stream_id, to, ErrorCode::SUCCESS);
         }
     }
 
@@ -493,35 +510,20 @@ impl Session {
             for room_id in &rooms {
                 self.emit_room(room_id, RoomReason::Reconnected, ErrorCode::SUCCESS, "");
             }
-            for ch in 0..CHANNELS {
-                let Some(p) = self.publishers[ch].as_mut() else {
-                    continue;
-                };
-                if p.state == PublisherState::PublishRequesting
-                    && !self
-                        .pending
+            // A publisher whose publish request is still pending gets its answer first.
+            self.move_publishers(
+                PublisherState::PublishRequesting,
+                PublisherState::Publishing,
+                |me, ch| {
+                    !me.pending
                         .values()
                         .any(|q| matches!(q, Pending::Publish { channel, .. } if *channel == ch))
-                {
-                    p.state = PublisherState::Publishing;
-                    let stream_id = p.stream_id.clone();
-                    self.emit_publisher(stream_id, PublisherState::Publishing);
-                }
-            }
-            let receiving: Vec<(StreamId, RoomId)> = self
-                .players
-                .iter()
-                .filter(|(_, p)| p.receiving && p.state == PlayerState::PlayRequesting)
-                .map(|(s, p)| (s.clone(), p.room_id.clone()))
-                .collect();
-            for (stream_id, room_id) in receiving {
-                self.set_player(
-                    &room_id,
-                    &stream_id,
-                    PlayerState::Playing,
-                    ErrorCode::SUCCESS,
-                );
-            }
+                },
+            );
+            self.move_players(
+                |p| p.receiving && p.state == PlayerState::PlayRequesting,
+                PlayerState::Playing,
+            );
             return;
         }
         // A new server session (the old one expired, or the server restarted): what was in
