@@ -69,12 +69,26 @@ function drawTestPatternRGBA(width, height, counter, tag) {
   return rgba
 }
 
-/** The dominant frequency of 16-bit mono samples, from upward zero crossings. */
+/**
+ * The frequency of a tone in 16-bit mono samples: the median period between upward zero
+ * crossings, each crossing placed between its two samples by linear interpolation. The median
+ * ignores the odd period broken by a gap or a concealed frame, which would bend an average or a
+ * spectrum's peak.
+ */
 function toneFrequency(samples, sampleRate) {
   const crossings = []
-  for (let i = 1; i < samples.length; i++) if (samples[i - 1] < 0 && samples[i] >= 0) crossings.push(i)
+  for (let i = 1; i < samples.length; i++) {
+    const a = samples[i - 1]
+    const b = samples[i]
+    if (a < 0 && b >= 0) crossings.push(i - 1 + a / (a - b))
+  }
   if (crossings.length < 3) return null
-  return ((crossings.length - 1) * sampleRate) / (crossings[crossings.length - 1] - crossings[0])
+  const periods = []
+  for (let i = 1; i < crossings.length; i++) periods.push(crossings[i] - crossings[i - 1])
+  periods.sort((x, y) => x - y)
+  const mid = periods.length >> 1
+  const period = periods.length % 2 ? periods[mid] : (periods[mid - 1] + periods[mid]) / 2
+  return sampleRate / period
 }
 
 module.exports = { streamTag, readTestPattern, drawTestPattern, drawTestPatternRGBA, toneFrequency }

@@ -730,14 +730,9 @@ fn play_loop(
         // Release the audio that is due, at a steady 20 ms pace: each slot's packet decoded, or
         // the decoder's concealment for a packet that was lost or is too late.
         while let Some(slot) = playout.due(Instant::now()) {
-            let input: &[u8] = match &slot {
-                Slot::Packet(data) => data,
-                Slot::Lost => &[],
-            };
-            let Ok(n) = opus.decode(input, &mut pcm, false) else {
+            let Some(samples) = decode_slot(&mut opus, &slot, &mut pcm) else {
                 continue;
             };
-            let samples = pcm.get(..n).unwrap_or_default();
             if let Ok(mut l) = levels.lock() {
                 l.remote.insert(stream_id.clone(), sound_level(samples));
             }
@@ -899,6 +894,18 @@ impl Playout {
     }
 }
 
+/// Decodes one playout slot into `pcm`: its packet, or for a lost slot exactly one packet's
+/// worth (20 ms) of the decoder's concealment. libopus conceals as many samples as the output
+/// has room for, so a lost slot given the whole buffer would insert 120 ms and stretch the
+/// stream.
+fn decode_slot<'a>(opus: &mut opus::Decoder, slot: &Slot, pcm: &'a mut [i16]) -> Option<&'a [i16]> {
+    let n = match slot {
+        Slot::Packet(data) => opus.decode(data, pcm, false).ok()?,
+        Slot::Lost => opus.decode(&[], pcm.get_mut(..AUDIO_FRAME)?, false).ok()?,
+    };
+    pcm.get(..n)
+}
+
 /// Decodes one video frame with the decoder of its codec (the VP8 one made on first use).
 fn decode_video(
     h264: &mut openh264::decoder::Decoder,
@@ -1001,6 +1008,23 @@ mod tests {
             Some(Slot::Packet(pkt(10))),
             "the oldest went"
         );
+    }
+
+    #[test]
+    fn a_lost_slot_conceals_one_packet_of_audio() {
+        let mut enc = opus_encoder(&AudioConfig::default()).unwrap();
+        let mut dec = opus::Decoder::new(AUDIO_RATE, opus::Channels::Mono).unwrap();
+        let tone: Vec<i16> = (0..AUDIO_FRAME)
+            .map(|i| (8000.0 * (i as f32 * 440.0 * std::f32::consts::TAU / 48_000.0).sin()) as i16)
+            .collect();
+        let mut packet = vec![0u8; 1500];
+        let len = enc.encode(&tone, &mut packet).unwrap();
+        packet.truncate(len);
+        let mut pcm = vec![0i16; AUDIO_FRAME * 6];
+        let played = decode_slot(&mut dec, &Slot::Packet(packet), &mut pcm).map(<[i16]>::len);
+        assert_eq!(played, Some(AUDIO_FRAME));
+        let concealed = decode_slot(&mut dec, &Slot::Lost, &mut pcm).map(<[i16]>::len);
+        assert_eq!(concealed, Some(AUDIO_FRAME), "20 ms for a 20 ms slot");
     }
 
     #[test]
