@@ -116,7 +116,7 @@ fn media(event: MediaEvent) -> Vec<Value> {
                 "videoCaptureFPS": q.video_fps, "videoEncodeFPS": q.video_fps, "videoSendFPS": q.video_fps,
                 "videoKBPS": q.video_kbps, "audioCaptureFPS": q.audio_fps, "audioSendFPS": q.audio_fps,
                 "audioKBPS": q.audio_kbps, "rtt": q.rtt_ms, "packetLostRate": q.loss, "level": q.level(),
-                "isHardwareEncode": false, "videoCodecID": 0,
+                "isHardwareEncode": false, "videoCodecID": q.video_codec_id,
                 "totalSendBytes": q.video_bytes + q.audio_bytes, "audioSendBytes": q.audio_bytes,
                 "videoSendBytes": q.video_bytes
             }]),
@@ -133,7 +133,7 @@ fn media(event: MediaEvent) -> Vec<Value> {
                 "audioRenderFPS": q.audio_fps, "audioKBPS": q.audio_kbps, "audioBreakRate": 0,
                 "rtt": q.rtt_ms, "packetLostRate": q.loss, "peerToPeerDelay": q.rtt_ms,
                 "peerToPeerPacketLostRate": q.loss, "level": q.level(), "delay": 0, "avTimestampDiff": 0,
-                "isHardwareDecode": false, "videoCodecID": 0,
+                "isHardwareDecode": false, "videoCodecID": q.video_codec_id,
                 "totalRecvBytes": q.video_bytes + q.audio_bytes, "audioRecvBytes": q.audio_bytes,
                 "videoRecvBytes": q.video_bytes
             }]),

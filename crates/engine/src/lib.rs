@@ -109,6 +109,8 @@ pub struct Quality {
     pub loss: f64,
     pub video_bytes: u64,
     pub audio_bytes: u64,
+    /// ZEGO's `ZegoVideoCodecID` of the video: 0 H.264, 2 VP8.
+    pub video_codec_id: u32,
 }
 
 impl Quality {

@@ -686,13 +686,19 @@ impl Media {
                         session.handle_media_received(Instant::now(), &stream_id);
                         touched = true;
                     }
+                    let codec = match data.params.spec().codec {
+                        Codec::Vp8 => pipeline::VideoCodec::Vp8,
+                        _ => pipeline::VideoCodec::H264,
+                    };
+                    if kind == TrackKind::Video {
+                        self.quality
+                            .entry((stream_id.clone(), TrackDirection::Recv))
+                            .or_default()
+                            .video_codec_id = codec.zego_id();
+                    }
                     if let Some(player) = self.players.get(&stream_id) {
                         let time_ms =
                             data.time.numer() as f64 * 1000.0 / data.time.denom().max(1) as f64;
-                        let codec = match data.params.spec().codec {
-                            Codec::Vp8 => pipeline::VideoCodec::Vp8,
-                            _ => pipeline::VideoCodec::H264,
-                        };
                         let _ = player.tx.send(Packet {
                             kind,
                             codec,
@@ -751,6 +757,11 @@ impl Media {
         track.bytes_at_last_stats = bytes;
         track.last_stats = Some(at);
         let (stream_id, kind, direction) = (track.stream_id.clone(), track.kind, track.direction);
+        let sent_codec = track
+            .channel
+            .filter(|_| direction == TrackDirection::Send)
+            .and_then(|c| self.publishers.get(&c))
+            .and_then(|p| p.config.lock().ok().map(|c| c.codec.zego_id()));
         let q = self
             .quality
             .entry((stream_id.clone(), direction))
@@ -765,6 +776,9 @@ impl Media {
                 q.video_fps = fps;
                 q.video_kbps = kbps;
                 q.video_bytes = bytes;
+                if let Some(id) = sent_codec {
+                    q.video_codec_id = id;
+                }
             }
         }
         if let Some(rtt) = rtt {

@@ -86,6 +86,16 @@ pub enum VideoCodec {
     Vp8,
 }
 
+impl VideoCodec {
+    /// ZEGO's `ZegoVideoCodecID`.
+    pub fn zego_id(self) -> u32 {
+        match self {
+            VideoCodec::H264 => 0,
+            VideoCodec::Vp8 => 2,
+        }
+    }
+}
+
 /// The encoder of a publisher, by codec.
 enum VideoEncoder {
     H264(Box<Encoder>),
