@@ -10,7 +10,7 @@ use crate::limits::Bucket;
 use crate::resume::{self, Attach, Handoff, Replay, WsSink, WsSource};
 use crate::sfu::SfuCmd;
 use crate::state::{lock, App, ConnId, Outbound, PublishedStream, RoomState};
-use crate::Shared;
+use crate::{web, Shared};
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -97,6 +97,19 @@ pub(crate) async fn serve(
     // A peer that connects and then says nothing holds a task and a connection slot: it gets
     // `hello_timeout` for the handshake, and as long again for its hello.
     let hello_deadline = tokio::time::Instant::now() + shared.config.hello_timeout;
+    // The same port serves the browser client's files (web.rs); only upgrades go on.
+    match tokio::time::timeout_at(hello_deadline, web::peek_head(&stream)).await {
+        Ok(Some(web::Head::Upgrade)) => {}
+        Ok(Some(web::Head::Plain { method, path, len })) => {
+            let _ = tokio::time::timeout_at(
+                hello_deadline,
+                web::serve_plain(stream, &method, &path, len),
+            )
+            .await;
+            return;
+        }
+        Ok(None) | Err(_) => return,
+    }
     let handshake = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config));
     let ws = match tokio::time::timeout_at(hello_deadline, handshake).await {
         Ok(Ok(ws)) => ws,
