@@ -258,6 +258,8 @@ export interface ZegoEventListener {
   playerQualityUpdate: (streamID: string, quality: ZegoPlayStreamQuality) => void
   remoteCameraStateUpdate: (streamID: string, state: number) => void
   remoteMicStateUpdate: (streamID: string, state: number) => void
+  /** exceptionType: ZegoDeviceExceptionType; deviceType: ZegoDeviceType (1 camera, 2 microphone, 3 speaker). */
+  localDeviceExceptionOccurred: (exceptionType: number, deviceType: number, deviceID: string) => void
   capturedSoundLevelUpdate: (soundLevel: number) => void
   remoteSoundLevelUpdate: (soundLevels: Record<string, number>) => void
 }
@@ -329,6 +331,20 @@ export default class ZegoExpressEngine {
   /** 0..200 */
   setPlayVolume(streamID: string, volume: number): Promise<void>
   setAllPlayStreamVolume(volume: number): Promise<void>
+  /** type: ZegoAudioDeviceType (0 input, 1 output). */
+  getAudioDeviceList(type: number): Promise<ZegoDeviceInfo[]>
+  getDefaultAudioDeviceID(type: number): Promise<string>
+  useAudioDevice(deviceID: string, type: number): Promise<void>
+  getCurrentAudioDevice(type: number): Promise<ZegoDeviceInfo | null>
+  getVideoDeviceList(): Promise<ZegoDeviceInfo[]>
+  getDefaultVideoDeviceID(): Promise<string>
+  useVideoDevice(deviceID: string, channel?: number): Promise<void>
+  muteSpeaker(mute: boolean): Promise<void>
+  isSpeakerMuted(): Promise<boolean>
+  setCaptureVolume(volume: number): Promise<void>
+  enableAudioCaptureDevice(enable: boolean): Promise<void>
+  /** Not ZEGO's API: which devices run now. */
+  getDeviceState(): { speaker: { deviceID: string; frames: number; peak: number } | null; microphones: Record<string, string>; cameras: Record<string, string> }
   takePlayStreamSnapshot(streamID: string): Promise<{ errorCode: number; image: ZegoVideoFrame | null }>
   startSoundLevelMonitor(config?: ZegoSoundLevelConfig): Promise<void>
   stopSoundLevelMonitor(): Promise<void>
@@ -406,3 +422,8 @@ export declare function generateToken04(
 
 /** The privilege payload string of a room token. */
 export declare function makePrivilegePayload(options?: PrivilegeOptions): string
+
+export interface ZegoDeviceInfo {
+  deviceID: string
+  deviceName: string
+}

@@ -110,6 +110,7 @@ class ZegoExpressEngine {
         heartbeatTimeoutMs: Number(engineConfig.advancedConfig.heartbeat_timeout_ms) || undefined,
         roomRetryTimeS: Number(engineConfig.advancedConfig.room_retry_time) || undefined,
         reconnectDelayMs: Number(engineConfig.advancedConfig.reconnect_delay_ms) || undefined,
+        capture: engineConfig.advancedConfig.capture || process.env.ZROOMS_CAPTURE || undefined,
       },
       (ev) => this._onEvent(ev),
       (frame) => this._onFrame(frame),
@@ -378,6 +379,7 @@ class ZegoExpressEngine {
 
   async mutePlayStreamAudio(streamID, mute) {
     this._playSwitch(streamID).audioMuted = !!mute
+    this._speakerGains(streamID)
   }
 
   async mutePlayStreamVideo(streamID, mute) {
@@ -386,6 +388,7 @@ class ZegoExpressEngine {
 
   async muteAllPlayStreamAudio(mute) {
     this._allAudioMuted = !!mute
+    this._speakerGains()
   }
 
   async muteAllPlayStreamVideo(mute) {
@@ -396,11 +399,99 @@ class ZegoExpressEngine {
   async setPlayVolume(streamID, volume) {
     if (!Number.isFinite(volume)) return this._fail('setPlayVolume', ZegoErrorCode.CommonIllegalParam)
     this._playSwitch(streamID).volume = Math.min(200, Math.max(0, volume))
+    this._speakerGains(streamID)
   }
 
   async setAllPlayStreamVolume(volume) {
     if (!Number.isFinite(volume)) return this._fail('setAllPlayStreamVolume', ZegoErrorCode.CommonIllegalParam)
     this._allVolume = Math.min(200, Math.max(0, volume))
+    this._speakerGains()
+  }
+
+  /** The speaker plays what the view hears: the same mutes and volumes. */
+  _speakerGains(streamID) {
+    if (streamID !== undefined) {
+      const sw = this._playSwitch(streamID)
+      this._native.setPlayoutGain(streamID, sw.audioMuted ? 0 : sw.volume / 100)
+    }
+    this._native.setPlayoutGain(null, this._allAudioMuted ? 0 : this._allVolume / 100)
+  }
+
+  // ---- devices (ZEGO's desktop API) ---------------------------------------------------------
+  // Microphone and speaker through cpal, cameras through nokhwa. Lists leave out pseudo
+  // devices (ALSA's "null"), which can still be chosen by ID. A missing or failing device is
+  // reported with localDeviceExceptionOccurred and the stream carries the synthetic source.
+
+  /** `type`: ZegoAudioDeviceType Input 0, Output 1. Resolves `[{deviceID, deviceName}]`. */
+  async getAudioDeviceList(type) {
+    if (type !== 0 && type !== 1) return this._fail('getAudioDeviceList', ZegoErrorCode.CommonIllegalParam, { deviceList: [] }).then(() => [])
+    return this._native.audioDevices(type === 1)
+  }
+
+  /** The system's default device ID, `""` when it has none. */
+  async getDefaultAudioDeviceID(type) {
+    if (type !== 0 && type !== 1) return this._fail('getDefaultAudioDeviceID', ZegoErrorCode.CommonIllegalParam).then(() => '')
+    return this._native.defaultAudioDevice(type === 1)
+  }
+
+  /** Capture or play through `deviceID` (`""`: the default). A running one moves at once. */
+  async useAudioDevice(deviceID, type) {
+    if ((type !== 0 && type !== 1) || typeof deviceID !== 'string') return this._fail('useAudioDevice', ZegoErrorCode.CommonIllegalParam)
+    this._native.useAudioDevice(type === 1, deviceID)
+    this._report('useAudioDevice', 0, '', false)
+  }
+
+  /** `{deviceID, deviceName}` of the chosen device (`deviceID ""`: the system default). */
+  async getCurrentAudioDevice(type) {
+    if (type !== 0 && type !== 1) return this._fail('getCurrentAudioDevice', ZegoErrorCode.CommonIllegalParam).then(() => null)
+    const deviceID = this._native.currentAudioDevice(type === 1)
+    const listed = this._native.audioDevices(type === 1).find((d) => d.deviceID === deviceID)
+    return { deviceID, deviceName: listed ? listed.deviceName : deviceID }
+  }
+
+  async getVideoDeviceList() {
+    return this._native.videoDevices()
+  }
+
+  /** The first camera's ID, `""` without cameras. */
+  async getDefaultVideoDeviceID() {
+    const list = this._native.videoDevices()
+    return list.length ? list[0].deviceID : ''
+  }
+
+  /** The camera of `channel`'s next capture (`""`: the first camera). */
+  async useVideoDevice(deviceID, channel) {
+    const ch = channelOf(channel)
+    if (ch === null || typeof deviceID !== 'string') return this._fail('useVideoDevice', ZegoErrorCode.CommonIllegalParam)
+    this._native.useVideoDevice(ch, deviceID)
+    this._report('useVideoDevice', 0, '', false)
+  }
+
+  async muteSpeaker(mute) {
+    if (typeof mute !== 'boolean') return this._fail('muteSpeaker', ZegoErrorCode.CommonIllegalParam)
+    this._speakerMuted = mute
+    this._native.muteSpeaker(mute)
+  }
+
+  async isSpeakerMuted() {
+    return !!this._speakerMuted
+  }
+
+  /** 0..200 (100: unchanged), applied to the microphone's samples. */
+  async setCaptureVolume(volume) {
+    if (!Number.isFinite(volume)) return this._fail('setCaptureVolume', ZegoErrorCode.CommonIllegalParam)
+    this._native.setCaptureVolume(Math.round(Math.min(200, Math.max(0, volume))))
+  }
+
+  /** false releases the microphone (publishers send silence); true opens it again. */
+  async enableAudioCaptureDevice(enable) {
+    if (typeof enable !== 'boolean') return this._fail('enableAudioCaptureDevice', ZegoErrorCode.CommonIllegalParam)
+    this._native.enableAudioCaptureDevice(enable)
+  }
+
+  /** What devices run now (not ZEGO's API): `{speaker: {deviceID, frames, peak} | null, microphones, cameras}`. */
+  getDeviceState() {
+    return this._native.deviceState()
   }
 
   /**

@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 
 # System packages the build needs: a C toolchain and cmake for the bundled libopus, nasm for
 # openh264's assembly (it must be there before the first build), libvpx for VP8, pkg-config.
+# ALSA headers for cpal (microphone, speaker), libclang for nokhwa's V4L2 bindings (camera).
 # Chromium (Debian's package) is the browser the web client's tests drive.
-APT_PACKAGES=(build-essential pkg-config cmake nasm libvpx-dev chromium)
+APT_PACKAGES=(build-essential pkg-config cmake nasm libvpx-dev libasound2-dev libclang-dev chromium)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

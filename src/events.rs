@@ -107,6 +107,14 @@ fn media(event: MediaEvent) -> Vec<Value> {
             "playerVideoSizeChanged",
             json!([stream_id, width, height]),
         )],
+        MediaEvent::LocalDeviceException {
+            exception,
+            device_type,
+            device_id,
+        } => vec![ev(
+            "localDeviceExceptionOccurred",
+            json!([exception, device_type, device_id]),
+        )],
         MediaEvent::PublisherQuality {
             stream_id,
             quality: q,

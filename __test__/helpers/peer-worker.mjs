@@ -33,6 +33,7 @@ const EVENTS = [
   'playerVideoSizeChanged',
   'remoteCameraStateUpdate',
   'remoteMicStateUpdate',
+  'localDeviceExceptionOccurred',
   'publisherQualityUpdate',
   'playerQualityUpdate',
   'capturedSoundLevelUpdate',

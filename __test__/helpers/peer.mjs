@@ -18,7 +18,9 @@ export class Peer {
   /** Creates a peer whose engine is configured for `server` and created in `mode`. */
   static async create(name, server, { mode = 1, appID = 1, appSign = '', advanced = {} } = {}) {
     const p = new Peer(name)
-    await p.static('setEngineConfig', { advancedConfig: { ...advanced, server } })
+    // The synthetic pattern and tone unless a spec asks for devices: a developer's camera must
+    // not stand in for the content the media specs check.
+    await p.static('setEngineConfig', { advancedConfig: { capture: 'synthetic', ...advanced, server } })
     await p.static('setRoomMode', mode)
     await p.static('createEngineWithProfile', { appID, appSign, scenario: 3 })
     return p

@@ -41,6 +41,8 @@ pub struct EngineConfig {
     /// `ws://host:port` of the room server.
     pub server_url: String,
     pub session: SessionConfig,
+    /// Capture from the microphone and camera (false: the synthetic pattern and tone).
+    pub use_devices: bool,
 }
 
 /// Everything an engine reports, in order.
@@ -94,6 +96,13 @@ pub enum MediaEvent {
     PlayerQuality {
         stream_id: String,
         quality: Quality,
+    },
+    /// ZEGO's `localDeviceExceptionOccurred(exceptionType, deviceType, deviceID)`: a device
+    /// is missing or failed; the stream carries the synthetic source instead.
+    LocalDeviceException {
+        exception: u32,
+        device_type: u32,
+        device_id: String,
     },
 }
 
@@ -152,6 +161,8 @@ enum Cmd {
     CustomAudio(usize, bool),
     AudioConfig(usize, media::pipeline::AudioConfig),
     Preview(usize, bool),
+    /// Device choices changed (in the shared settings): apply them.
+    Devices,
     Destroy(oneshot::Sender<()>),
 }
 
@@ -177,6 +188,9 @@ impl Engine {
         let render: RenderMap = Arc::new(Mutex::new(HashMap::new()));
         let custom: CustomSources = Arc::new(Mutex::new(Default::default()));
         let levels: MeterMap = Arc::new(Mutex::new(Default::default()));
+        if let Ok(mut l) = levels.lock() {
+            l.devices.use_devices = config.use_devices;
+        }
         rt.spawn(drive(
             config,
             rx,
@@ -276,6 +290,20 @@ impl Engine {
         }
     }
 
+    /// Reads or changes the device settings; `apply`: the media driver acts on the change
+    /// (reopens the speaker, releases or reopens microphones).
+    pub fn devices<T>(
+        &self,
+        apply: bool,
+        f: impl FnOnce(&mut media::devices::DeviceSettings) -> T,
+    ) -> Option<T> {
+        let out = self.levels.lock().ok().map(|mut l| f(&mut l.devices));
+        if apply {
+            let _ = self.tx.send(Cmd::Devices);
+        }
+        out
+    }
+
     /// Submits an API call; its [`SessionEvent::Completed`] carries the returned id.
     pub fn call(&self, cmd: Command) -> OpId {
         let op = self.next_op.fetch_add(1, Ordering::Relaxed);
@@ -356,6 +384,7 @@ async fn drive(
                 Some(Cmd::CustomAudio(channel, enable)) => d.media.set_custom_audio(channel, enable),
                 Some(Cmd::AudioConfig(channel, config)) => d.media.set_audio_config(channel, config),
                 Some(Cmd::Preview(channel, on)) => d.media.set_preview(channel, on),
+                Some(Cmd::Devices) => d.media.apply_devices(),
                 Some(Cmd::Destroy(ack)) => {
                     d.shutdown().await;
                     let _ = ack.send(());

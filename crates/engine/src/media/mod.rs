@@ -6,6 +6,7 @@
 //! driver feeds datagrams and time in and drains [`Media::poll`]; encoded frames from the
 //! publisher threads go out through [`Media::write`].
 
+pub mod devices;
 pub mod pattern;
 pub mod pipeline;
 pub mod vp8;
@@ -146,6 +147,10 @@ pub struct Media {
     keyframe_tx: mpsc::UnboundedSender<String>,
     events: mpsc::UnboundedSender<EngineEvent>,
     pub deadline: Option<Instant>,
+    /// The output playing every played stream while any plays (devices.rs).
+    speaker: Option<devices::Speaker>,
+    /// The speaker device that failed to open: reported once, not retried for each stream.
+    speaker_failed: Option<String>,
 }
 
 impl Media {
@@ -184,6 +189,115 @@ impl Media {
             keyframe_tx,
             events,
             deadline: None,
+            speaker: None,
+            speaker_failed: None,
+        }
+    }
+
+    fn device_exception(&self, device_type: u32, e: &devices::DeviceError) {
+        tracing::info!(
+            device_type,
+            device = %e.device_id,
+            "device unavailable ({}): using the synthetic source",
+            e.reason
+        );
+        let _ = self
+            .events
+            .send(EngineEvent::Media(MediaEvent::LocalDeviceException {
+                exception: e.exception,
+                device_type,
+                device_id: e.device_id.clone(),
+            }));
+    }
+
+    fn settings<T>(&self, f: impl FnOnce(&mut devices::DeviceSettings) -> T) -> Option<T> {
+        self.levels.lock().ok().map(|mut l| f(&mut l.devices))
+    }
+
+    /// Opens the speaker while streams play and closes it when none do; reopens it when the
+    /// app chose another output.
+    fn update_speaker(&mut self) {
+        let Some((use_devices, wanted)) = self.settings(|d| (d.use_devices, d.speaker.clone()))
+        else {
+            return;
+        };
+        let wanted_open = use_devices && !self.players.is_empty();
+        if self
+            .speaker
+            .as_ref()
+            .is_some_and(|s| !wanted_open || s.device_id() != wanted)
+        {
+            self.speaker = None;
+            self.settings(|d| d.speaker_running = None);
+        }
+        if !wanted_open || self.speaker.is_some() || self.speaker_failed.as_ref() == Some(&wanted) {
+            return;
+        }
+        let Some(mix) = self.settings(|d| d.mix.clone()) else {
+            return;
+        };
+        match devices::Speaker::open(&wanted, mix) {
+            Ok(speaker) => {
+                let running = (
+                    speaker.device_id().to_owned(),
+                    speaker.frames.clone(),
+                    speaker.peak.clone(),
+                );
+                self.settings(|d| d.speaker_running = Some(running));
+                self.speaker = Some(speaker);
+                self.speaker_failed = None;
+            }
+            Err(e) => {
+                self.device_exception(devices::device_type::SPEAKER, &e);
+                self.speaker_failed = Some(wanted);
+            }
+        }
+    }
+
+    /// Applies changed device choices: the speaker, and microphones released or reopened.
+    pub fn apply_devices(&mut self) {
+        self.speaker_failed = None;
+        self.update_speaker();
+        let Some((enabled, mic, volume)) = self.settings(|d| {
+            (
+                d.mic_enabled,
+                d.microphone.clone(),
+                d.capture_volume.clone(),
+            )
+        }) else {
+            return;
+        };
+        let mut opened = Vec::new();
+        let mut failures = Vec::new();
+        for (&channel, p) in self.publishers.iter_mut() {
+            let Some(tx) = p.device_tx.clone() else {
+                continue;
+            };
+            let stale = p
+                .mic
+                .as_ref()
+                .is_some_and(|m| !enabled || m.device_id != mic);
+            if stale {
+                p.mic = None;
+            }
+            if enabled && p.mic.is_none() {
+                match devices::open_microphone(&mic, tx, volume.clone()) {
+                    Ok(m) => {
+                        opened.push((channel, m.device_id.clone()));
+                        p.mic = Some(m);
+                    }
+                    Err(e) => failures.push(e),
+                }
+            }
+        }
+        let running: Vec<(usize, String)> = self
+            .publishers
+            .iter()
+            .filter_map(|(c, p)| p.mic.as_ref().map(|m| (*c, m.device_id.clone())))
+            .collect();
+        self.settings(|d| d.microphones = running.into_iter().collect());
+        for e in failures {
+            self.device_exception(devices::device_type::MICROPHONE, &e);
         }
     }
 
@@ -238,6 +352,10 @@ impl Media {
             }
             MediaCmd::StopPublish { channel, stream_id } => {
                 self.publishers.remove(&channel);
+                self.settings(|d| {
+                    d.microphones.remove(&channel);
+                    d.camera_ids.remove(&channel);
+                });
                 if self.previews.get(channel).copied().unwrap_or(false) {
                     let capture = self.spawn_capture(channel, stream_id.as_str(), false);
                     self.preview_only.insert(channel, capture);
@@ -275,9 +393,16 @@ impl Media {
                         self.keyframe_tx.clone(),
                     ),
                 );
+                self.update_speaker();
             }
             MediaCmd::StopPlay { stream_id } => {
                 self.players.remove(&stream_id);
+                self.settings(|d| {
+                    if let Ok(mut mix) = d.mix.lock() {
+                        mix.remove(stream_id.as_str());
+                    }
+                });
+                self.update_speaker();
                 if let Ok(mut l) = self.levels.lock() {
                     l.remote.remove(stream_id.as_str());
                     l.last_picture.remove(stream_id.as_str());
@@ -293,20 +418,59 @@ impl Media {
     /// Starts the capture thread of `channel`: a publisher (`encode`), or a preview-only
     /// capture of the synthetic source.
     fn spawn_capture(&mut self, channel: usize, stream_id: &str, encode: bool) -> Publisher {
-        let custom_video = encode && self.custom_video.get(channel).copied().unwrap_or(false);
-        let custom_audio = encode && self.custom_audio.get(channel).copied().unwrap_or(false);
-        let custom = if custom_video || custom_audio {
-            let (tx, rx) = std::sync::mpsc::sync_channel(64);
+        let app_video = encode && self.custom_video.get(channel).copied().unwrap_or(false);
+        let app_audio = encode && self.custom_audio.get(channel).copied().unwrap_or(false);
+        let (tx, rx) = std::sync::mpsc::sync_channel(64);
+        if app_video || app_audio {
             if let Ok(mut map) = self.custom_sources.lock() {
                 if let Some(slot) = map.get_mut(channel) {
-                    *slot = Some(tx);
+                    *slot = Some(tx.clone());
                 }
             }
-            Some(rx)
-        } else {
-            None
-        };
-        Publisher::start(
+        }
+        // Devices feed the publisher the way the app's custom capture does; where one is
+        // missing or fails, the synthetic source stays and the app is told.
+        let settings = self
+            .settings(|d| {
+                (
+                    d.use_devices,
+                    d.mic_enabled,
+                    d.microphone.clone(),
+                    d.cameras.get(channel).cloned().unwrap_or_default(),
+                    d.capture_volume.clone(),
+                )
+            })
+            .unwrap_or_default();
+        let (use_devices, mic_enabled, mic_id, camera_id, volume) = settings;
+        let config = self.video_configs.get(channel).copied().unwrap_or_default();
+        let (mut mic, mut camera, mut device_audio) = (None, None, false);
+        if use_devices && !app_video {
+            match devices::open_camera(
+                &camera_id,
+                (config.width, config.height, config.fps),
+                tx.clone(),
+            ) {
+                Ok(c) => camera = Some(c),
+                Err(e) => self.device_exception(devices::device_type::CAMERA, &e),
+            }
+        }
+        if use_devices && encode && !app_audio {
+            // A released microphone (enableAudioCaptureDevice(false)) sends silence.
+            device_audio = true;
+            if mic_enabled {
+                match devices::open_microphone(&mic_id, tx.clone(), volume) {
+                    Ok(m) => mic = Some(m),
+                    Err(e) => {
+                        self.device_exception(devices::device_type::MICROPHONE, &e);
+                        device_audio = false;
+                    }
+                }
+            }
+        }
+        let custom_video = app_video || camera.is_some();
+        let custom_audio = app_audio || device_audio;
+        let custom = (custom_video || custom_audio).then_some(rx);
+        let mut publisher = Publisher::start(
             channel,
             stream_id,
             (
@@ -326,7 +490,25 @@ impl Media {
                 custom_video,
                 custom_audio,
             },
-        )
+        );
+        let (mic_id, cam_id) = (
+            mic.as_ref().map(|m| m.device_id.clone()),
+            camera.as_ref().map(|c| c.device_id.clone()),
+        );
+        self.settings(|d| {
+            match mic_id {
+                Some(id) => d.microphones.insert(channel, id),
+                None => d.microphones.remove(&channel),
+            };
+            match cam_id {
+                Some(id) => d.camera_ids.insert(channel, id),
+                None => d.camera_ids.remove(&channel),
+            };
+        });
+        publisher.mic = mic;
+        publisher.camera = camera;
+        publisher.device_tx = device_audio.then_some(tx);
+        publisher
     }
 
     /// `startPreview` / `stopPreview`: the channel's captured pictures go to the app too; with
@@ -811,6 +993,12 @@ impl Media {
     /// Stops every pipeline and forgets the peer (the connection to the server is gone).
     pub fn reset(&mut self) {
         self.publishers.clear();
+        self.speaker = None;
+        self.settings(|d| {
+            d.speaker_running = None;
+            d.microphones.clear();
+            d.camera_ids.clear();
+        });
         self.preview_only.clear();
         if let Ok(mut map) = self.custom_sources.lock() {
             *map = Default::default();

@@ -269,6 +269,11 @@ pub struct Publisher {
     pub black: Arc<AtomicBool>,
     /// Captured pictures also go to the app's preview.
     pub preview: Arc<AtomicBool>,
+    /// The microphone and camera feeding this publisher, and where a reopened microphone
+    /// sends (devices.rs).
+    pub mic: Option<super::devices::Capture>,
+    pub camera: Option<super::devices::Capture>,
+    pub device_tx: Option<std_mpsc::SyncSender<Pushed>>,
 }
 
 impl Drop for Publisher {
@@ -342,6 +347,9 @@ impl Publisher {
             silent,
             black,
             preview,
+            mic: None,
+            camera: None,
+            device_tx: None,
         }
     }
 }
@@ -645,6 +653,8 @@ pub struct Meters {
     pub captured: [f32; 4],
     pub remote: std::collections::HashMap<String, f32>,
     pub last_picture: std::collections::HashMap<String, Arc<I420>>,
+    /// Device choices and the speaker's mix (devices.rs).
+    pub devices: super::devices::DeviceSettings,
 }
 
 pub type MeterMap = Arc<Mutex<Meters>>;
@@ -745,6 +755,11 @@ fn play_loop(
             };
             if let Ok(mut l) = levels.lock() {
                 l.remote.insert(stream_id.clone(), sound_level(samples));
+                if l.devices.speaker_running.is_some() {
+                    if let Ok(mut mix) = l.devices.mix.lock() {
+                        mix.push(&stream_id, samples);
+                    }
+                }
             }
             if wants_now().audio {
                 let _ = events.send(EngineEvent::AudioFrame(AudioFrame {
