@@ -44,16 +44,28 @@ const url = await new Promise((resolve, reject) => {
   server.once('exit', (c) => reject(new Error(`server exited ${c}`)))
 })
 
-await Z.setEngineConfig({ advancedConfig: { server: url } })
+// The synthetic pattern and tone, as in the earlier runs (device capture is measured apart).
+await Z.setEngineConfig({ advancedConfig: { server: url, capture: 'synthetic' } })
 await Z.setRoomMode(Z.ZegoRoomMode.MultiRoom)
 const engine = await Z.createEngineWithProfile({ appID: 1, appSign: '', scenario: 3 })
 const user = { userID: 'soak', userName: 'soak' }
 
 const samples = []
 const sample = (phase, step) => {
-  const s = { phase, step, t: Math.round(performance.now() / 1000), engineMB: rssOf(process.pid), serverMB: rssOf(server.pid) }
+  const m = process.memoryUsage()
+  const s = {
+    phase,
+    step,
+    t: Math.round(performance.now() / 1000),
+    engineMB: rssOf(process.pid),
+    heapMB: m.heapUsed / 1048576,
+    externalMB: m.external / 1048576,
+    serverMB: rssOf(server.pid),
+  }
   samples.push(s)
-  console.log(`${phase} ${step}: engine process ${s.engineMB.toFixed(1)} MB, server ${s.serverMB.toFixed(1)} MB`)
+  console.log(
+    `${phase} ${step}: engine process ${s.engineMB.toFixed(1)} MB (main JS heap ${s.heapMB.toFixed(1)}, external ${s.externalMB.toFixed(1)}), server ${s.serverMB.toFixed(1)} MB`,
+  )
 }
 
 // ---- phase 1: cycles ------------------------------------------------------------------------
@@ -113,10 +125,10 @@ await Z.destroyEngine()
 server.kill('SIGTERM')
 
 // ---- report ---------------------------------------------------------------------------------
-const row = (s) => `| ${s.phase} | ${s.step} | ${s.t} | ${s.engineMB.toFixed(1)} | ${s.serverMB.toFixed(1)} |`
+const row = (s) => `| ${s.phase} | ${s.step} | ${s.t} | ${s.engineMB.toFixed(1)} | ${s.heapMB.toFixed(1)} | ${s.externalMB.toFixed(1)} | ${s.serverMB.toFixed(1)} |`
 const report = `# Soak
 
-Command: \`node bench/soak.mjs --cycles ${cycles} --minutes ${minutes}\`
+Command: \`${process.env.MALLOC_ARENA_MAX ? `MALLOC_ARENA_MAX=${process.env.MALLOC_ARENA_MAX} ` : ''}node bench/soak.mjs --cycles ${cycles} --minutes ${minutes}\`
 
 Machine: ${cpus().length} cores, loopback, release build; the server is a separate \`zrooms-server\` process;
 the engines are in this process (the cycling one on the main thread, the player in a worker).
@@ -131,8 +143,8 @@ Date: ${new Date().toISOString().slice(0, 10)}.
 
 Resident memory (MB):
 
-| phase | step | t (s) | engine process | server |
-|---|---|---|---|---|
+| phase | step | t (s) | engine process | main JS heap | JS external | server |
+|---|---|---|---|---|---|---|
 ${samples.map(row).join('\n')}
 `
 writeFileSync(out, report)

@@ -693,19 +693,10 @@ pub fn open_camera(
         move |mut camera, stop| {
             let mut failures = 0;
             while !stop.load(Ordering::Acquire) {
-                let frame = camera
-                    .frame()
-                    .and_then(|b| b.decode_image::<nokhwa::pixel_format::RgbAFormat>());
+                let frame = camera.frame().and_then(|b| camera_frame(&b));
                 match frame {
-                    Ok(image) => {
+                    Ok(raw) => {
                         failures = 0;
-                        let (w, h) = image.dimensions();
-                        let raw = RawFrame {
-                            format: RawFormat::Rgba,
-                            width: w & !1,
-                            height: h & !1,
-                            data: image.into_raw(),
-                        };
                         let _ = out.try_send(Pushed::Video(raw));
                     }
                     Err(e) => {
@@ -722,6 +713,73 @@ pub fn open_camera(
             let _ = camera.stop_stream();
         },
     )
+}
+
+/// A camera buffer as an I420 frame (yuv crate): YUYV directly, anything else through RGBA.
+fn camera_frame(buffer: &nokhwa::Buffer) -> Result<RawFrame, nokhwa::NokhwaError> {
+    let res = buffer.resolution();
+    let (w, h) = (res.width() & !1, res.height() & !1);
+    let converted = if buffer.source_frame_format() == nokhwa::utils::FrameFormat::YUYV {
+        yuyv_to_i420(buffer.buffer(), res.width(), w, h)
+    } else {
+        let rgba = buffer.decode_image::<nokhwa::pixel_format::RgbAFormat>()?;
+        rgba_to_i420(rgba.as_raw(), rgba.width(), w, h)
+    };
+    converted.ok_or_else(|| nokhwa::NokhwaError::GeneralError("colour conversion failed".into()))
+}
+
+/// Packed YUYV (`stride_px` pixels a row) to a `w`x`h` I420 frame.
+fn yuyv_to_i420(data: &[u8], stride_px: u32, w: u32, h: u32) -> Option<RawFrame> {
+    let mut planar = yuv::YuvPlanarImageMut::alloc(w, h, yuv::YuvChromaSubsampling::Yuv420);
+    let packed = yuv::YuvPackedImage {
+        yuy: data,
+        yuy_stride: stride_px * 2,
+        width: w,
+        height: h,
+    };
+    yuv::yuyv422_to_yuv420(&mut planar, &packed).ok()?;
+    Some(pack(&planar, w, h))
+}
+
+/// RGBA (`stride_px` pixels a row) to a `w`x`h` I420 frame (BT.601, limited range).
+fn rgba_to_i420(data: &[u8], stride_px: u32, w: u32, h: u32) -> Option<RawFrame> {
+    let mut planar = yuv::YuvPlanarImageMut::alloc(w, h, yuv::YuvChromaSubsampling::Yuv420);
+    yuv::rgba_to_yuv420(
+        &mut planar,
+        data,
+        stride_px * 4,
+        yuv::YuvRange::Limited,
+        yuv::YuvStandardMatrix::Bt601,
+        yuv::YuvConversionMode::Balanced,
+    )
+    .ok()?;
+    Some(pack(&planar, w, h))
+}
+
+fn pack(planar: &yuv::YuvPlanarImageMut<u8>, w: u32, h: u32) -> RawFrame {
+    let mut data = Vec::with_capacity((w * h * 3 / 2) as usize);
+    let (cw, ch) = (w.div_ceil(2) as usize, h.div_ceil(2) as usize);
+    for (plane, stride, pw, ph) in [
+        (
+            planar.y_plane.borrow(),
+            planar.y_stride,
+            w as usize,
+            h as usize,
+        ),
+        (planar.u_plane.borrow(), planar.u_stride, cw, ch),
+        (planar.v_plane.borrow(), planar.v_stride, cw, ch),
+    ] {
+        for row in 0..ph {
+            let start = row * stride as usize;
+            data.extend_from_slice(plane.get(start..start + pw).unwrap_or_default());
+        }
+    }
+    RawFrame {
+        format: RawFormat::I420,
+        width: w,
+        height: h,
+        data,
+    }
 }
 
 #[cfg(test)]
@@ -747,6 +805,20 @@ mod tests {
         );
         m.muted = true;
         assert!(m.take(10).iter().all(|&s| s == 0.0));
+    }
+
+    #[test]
+    fn camera_formats_convert_to_i420() {
+        // 4x2 YUYV: luma 10, 20, 30, 40 per row, chroma 100/200.
+        let yuyv: Vec<u8> = [10, 100, 20, 200, 30, 100, 40, 200].repeat(2);
+        let f = yuyv_to_i420(&yuyv, 4, 4, 2).unwrap();
+        assert_eq!(f.data.len(), 4 * 2 + 2 * 2);
+        assert_eq!(&f.data[..8], &[10, 20, 30, 40, 10, 20, 30, 40]);
+        assert_eq!(&f.data[8..], &[100, 100, 200, 200]);
+        // White and black RGBA to limited-range luma.
+        let rgba: Vec<u8> = [[255u8, 255, 255, 255], [0, 0, 0, 255]].concat().repeat(4);
+        let f = rgba_to_i420(&rgba, 2, 2, 4).unwrap();
+        assert!(f.data[0] >= 234 && f.data[1] <= 17, "{:?}", &f.data[..2]);
     }
 
     #[test]
