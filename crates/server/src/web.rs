@@ -160,6 +160,33 @@ mod tests {
     }
 
     #[test]
+    fn any_bytes_parse_or_wait_without_panicking() {
+        // A small xorshift stream of heads: random bytes, random bytes ending a head, and
+        // request lines cut anywhere.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let base = b"GET /index.html HTTP/1.1\r\nUpgrade: websocket\r\n\r\n";
+        for round in 0..20_000 {
+            let len = (next() % 300) as usize;
+            let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            match round % 3 {
+                0 => bytes.extend_from_slice(b"\r\n\r\n"),
+                1 => bytes = base[..(next() as usize % base.len())].to_vec(),
+                _ => {}
+            }
+            if let Some(Head::Plain { method, path, len }) = parse_head(&bytes) {
+                assert!(len <= bytes.len());
+                let _ = respond(&method, &path);
+            }
+        }
+    }
+
+    #[test]
     fn files_missing_paths_and_methods() {
         let ok = String::from_utf8(respond("GET", "/?room=a")).unwrap();
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"));
