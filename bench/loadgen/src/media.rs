@@ -55,12 +55,9 @@ fn video_frame(n: u64) -> Vec<u8> {
     out
 }
 
+/// A peer with the codec set the engine and the SFU use (`zrooms_proto::media`).
 fn new_rtc(local: SocketAddr) -> Rtc {
-    let mut config = Rtc::builder().clear_codecs().enable_opus(true, false);
-    config
-        .codec_config()
-        .add_h264(108.into(), Some(109.into()), true, 0x42e01f);
-    let mut rtc = config.build(Instant::now());
+    let mut rtc = zrooms_proto::media::with_codecs(Rtc::builder()).build(Instant::now());
     if let Ok(c) = Candidate::host(local, "udp") {
         rtc.add_local_candidate(c);
     }

@@ -138,22 +138,12 @@ pub async fn start(
     Ok((SfuHandle { tx, addr }, task))
 }
 
-/// The SFU side of a peer: ICE-lite, and the codecs every client decodes, so any publisher's
-/// stream can be written into any player's track. Opus; VP8; H.264 constrained baseline with
-/// packetization-mode 1 (what openh264 makes and every browser decodes). Browsers offer more
-/// (VP9, AV1, other H.264 profiles, RED, ulpfec); the answer leaves those out, so a browser
-/// publishes in one of these. RTX (NACK), TWCC and PLI/FIR are str0m's defaults. The engine
-/// offers the same list with the same payload types (`new_rtc` in crates/engine/src/media).
+/// The SFU side of a peer: ICE-lite, with the codecs every client decodes
+/// (`zrooms_proto::media`). Browsers offer more (VP9, AV1, other H.264 profiles, RED, ulpfec);
+/// the answer leaves those out, so a browser publishes in one of these. RTX (NACK), TWCC and
+/// PLI/FIR are str0m's defaults.
 fn peer_config() -> str0m::RtcConfig {
-    let mut config = Rtc::builder()
-        .set_ice_lite(true)
-        .clear_codecs()
-        .enable_opus(true, false)
-        .enable_vp8(true);
-    config
-        .codec_config()
-        .add_h264(108.into(), Some(109.into()), true, 0x42e01f);
-    config
+    zrooms_proto::media::with_codecs(Rtc::builder().set_ice_lite(true))
 }
 
 struct Peer {

@@ -80,18 +80,11 @@ impl Track {
 /// Stopped m-lines a peer may carry before it is rebuilt with only its live tracks.
 const RETIRED_LIMIT: usize = 8;
 
-/// A peer with the codecs the engine encodes and decodes: Opus, VP8 and H.264 constrained
-/// baseline (packetization-mode 1), so each m-line of an offer stays short.
+/// A peer with the codecs the engine encodes and decodes, which are the ones the SFU answers
+/// with (`zrooms_proto::media`).
 fn new_rtc(local: SocketAddr) -> Rtc {
-    let mut config = Rtc::builder()
-        .set_stats_interval(Some(QUALITY_INTERVAL))
-        .clear_codecs()
-        .enable_opus(true, false)
-        .enable_vp8(true);
-    config
-        .codec_config()
-        .add_h264(108.into(), Some(109.into()), true, 0x42e01f);
-    let mut rtc = config.build(Instant::now());
+    let config = Rtc::builder().set_stats_interval(Some(QUALITY_INTERVAL));
+    let mut rtc = zrooms_proto::media::with_codecs(config).build(Instant::now());
     match Candidate::host(local, "udp") {
         Ok(c) => {
             rtc.add_local_candidate(c);
