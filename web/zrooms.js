@@ -265,23 +265,22 @@ export class ZroomsClient extends EventTarget {
   }
 
   applyUsers(roomID, update, users) {
-    const room = this.rooms.get(roomID)
-    if (!room || !users.length) return
-    for (const u of users) {
-      if (update === 'add') room.users.set(u.user_id, u)
-      else room.users.delete(u.user_id)
-    }
-    this.emit('users', { roomID, update, users })
+    this.applyList(roomID, 'users', update, users, (u) => u.user_id)
   }
 
   applyStreams(roomID, update, streams) {
+    this.applyList(roomID, 'streams', update, streams, (s) => s.stream_id)
+  }
+
+  /** An add or delete of a room's users or streams: the room's map, then the event. */
+  applyList(roomID, kind, update, items, idOf) {
     const room = this.rooms.get(roomID)
-    if (!room || !streams.length) return
-    for (const s of streams) {
-      if (update === 'add') room.streams.set(s.stream_id, s)
-      else room.streams.delete(s.stream_id)
+    if (!room || !items.length) return
+    for (const item of items) {
+      if (update === 'add') room[kind].set(idOf(item), item)
+      else room[kind].delete(idOf(item))
     }
-    this.emit('streams', { roomID, update, streams })
+    this.emit(kind, { roomID, update, [kind]: items })
   }
 
   peer() {

@@ -249,7 +249,8 @@ impl Media {
 
     /// Applies changed device choices: the speaker, and microphones released or reopened.
     pub fn apply_devices(&mut self) {
-        self.speaker_failed = None;
+        // A speaker that failed is retried when the app chooses another one (update_speaker
+        // compares the choice with the failed device), not on every other change.
         self.update_speaker();
         let Some((enabled, mic, volume)) = self.settings(|d| {
             (
