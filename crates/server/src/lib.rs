@@ -16,6 +16,7 @@ pub mod limits;
 mod resume;
 pub mod sfu;
 pub mod state;
+mod udp;
 mod web;
 
 pub use config::{AppConfig, ServerConfig};

@@ -9,10 +9,19 @@
 //! for whenever a new player track opens.
 //!
 //! Loop: one task owns every `Rtc`. It `select!`s over commands from connections, the UDP
-//! socket and the earliest peer deadline; after each input the affected peers are drained with
-//! `poll_output()` until `Timeout`, and the media they emit is propagated to the others.
+//! socket and the earliest peer deadline, then takes whatever else the socket already holds
+//! (up to [`RECV_BATCH`] datagrams). After each input the peer is drained with `poll_output()`
+//! until `Timeout`; the media it emits is written into the players' tracks, and each player
+//! written to is drained once after all of the batch's frames are in, so a player of 30 streams
+//! is polled once per batch instead of once per frame. Outgoing datagrams leave together
+//! ([`crate::udp::Batch`]: `sendmmsg`, with a frame's packets to one player as one GSO message).
+//!
+//! Lookups on the hot path are indexed: a datagram's peer by its source address (the peer is
+//! still asked whether it accepts it), and a published track's players by (stream, kind),
+//! rebuilt when tracks change.
 
 use crate::state::ConnId;
+use crate::udp;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +37,10 @@ use zrooms_proto::{ErrorCode, StreamId};
 
 /// Keyframe requests towards one publisher track, at most this often.
 const KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
+/// Datagrams read from the socket before the players are drained and the batch is sent.
+const RECV_BATCH: usize = 64;
+/// Kernel buffer asked for the SFU's socket each way.
+const SOCKET_BUFFER: usize = 4 << 20;
 
 pub enum SfuCmd {
     /// An engine's offer; the reply is the answer SDP. `fresh`: from a new peer connection
@@ -76,12 +89,7 @@ pub struct SfuCore(Sfu);
 #[doc(hidden)]
 impl SfuCore {
     pub fn new(addr: SocketAddr) -> Self {
-        SfuCore(Sfu {
-            addr,
-            peers: HashMap::new(),
-            queue: VecDeque::new(),
-            outgoing: Vec::new(),
-        })
+        SfuCore(Sfu::new(addr, false))
     }
 
     pub fn command(&mut self, cmd: SfuCmd) {
@@ -117,7 +125,7 @@ impl SfuCore {
     }
 
     pub fn take_outgoing(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
-        std::mem::take(&mut self.0.outgoing)
+        self.0.outgoing.take()
     }
 
     pub fn peers(&self) -> usize {
@@ -151,6 +159,8 @@ struct Peer {
     tracks: HashMap<Mid, TrackSpec>,
     last_keyframe_request: HashMap<Mid, Instant>,
     deadline: Instant,
+    /// Written to since it was last drained (it is in `Sfu::dirty`).
+    dirty: bool,
 }
 
 /// Something one peer's output asks of the others.
@@ -159,20 +169,25 @@ enum Propagate {
     Keyframe(StreamId, KeyframeRequestKind),
 }
 
+/// The player tracks of each published (stream, kind).
+type Routes = HashMap<(StreamId, TrackKind), Vec<(ConnId, Mid)>>;
+
 struct Sfu {
     addr: SocketAddr,
     peers: HashMap<ConnId, Peer>,
     queue: VecDeque<Propagate>,
-    outgoing: Vec<(SocketAddr, Vec<u8>)>,
+    outgoing: udp::Batch,
+    /// The peer that last accepted a datagram from each address.
+    by_addr: HashMap<SocketAddr, ConnId>,
+    /// `None` when tracks changed since it was built.
+    routes: Option<Routes>,
+    /// Peers written to and not drained yet.
+    dirty: Vec<ConnId>,
 }
 
 async fn run(socket: UdpSocket, addr: SocketAddr, mut rx: mpsc::UnboundedReceiver<SfuCmd>) {
-    let mut sfu = Sfu {
-        addr,
-        peers: HashMap::new(),
-        queue: VecDeque::new(),
-        outgoing: Vec::new(),
-    };
+    udp::set_buffers(&socket, SOCKET_BUFFER);
+    let mut sfu = Sfu::new(addr, udp::GSO);
     let mut buf = vec![0u8; 2048];
     loop {
         let deadline = sfu
@@ -190,21 +205,35 @@ async fn run(socket: UdpSocket, addr: SocketAddr, mut rx: mpsc::UnboundedReceive
                 Ok((n, source)) => {
                     let data = buf.get(..n).unwrap_or_default();
                     sfu.datagram(source, data);
+                    for _ in 1..RECV_BATCH {
+                        let Ok((n, source)) = socket.try_recv_from(&mut buf) else {
+                            break;
+                        };
+                        sfu.datagram(source, buf.get(..n).unwrap_or_default());
+                    }
                 }
                 Err(e) => tracing::debug!("sfu recv: {e}"),
             },
             _ = tokio::time::sleep_until(deadline.into()) => {}
         }
         sfu.tick(Instant::now());
-        for (dest, data) in sfu.outgoing.drain(..) {
-            if let Err(e) = socket.send_to(&data, dest).await {
-                tracing::debug!("sfu send to {dest}: {e}");
-            }
-        }
+        sfu.outgoing.send(&socket).await;
     }
 }
 
 impl Sfu {
+    fn new(addr: SocketAddr, gso: bool) -> Sfu {
+        Sfu {
+            addr,
+            peers: HashMap::new(),
+            queue: VecDeque::new(),
+            outgoing: udp::Batch::new(gso),
+            by_addr: HashMap::new(),
+            routes: None,
+            dirty: Vec::new(),
+        }
+    }
+
     fn command(&mut self, cmd: SfuCmd) {
         match cmd {
             SfuCmd::Offer {
@@ -220,6 +249,7 @@ impl Sfu {
                     }
                 }
                 let _ = reply.send(self.offer(conn, &sdp, tracks));
+                self.routes = None;
                 self.drain(conn);
                 self.request_keyframes_for(conn);
             }
@@ -227,6 +257,7 @@ impl Sfu {
                 if let Some(mut p) = self.peers.remove(&conn) {
                     p.rtc.disconnect();
                 }
+                self.forget_gone();
             }
             SfuCmd::Unpublish { conn, stream } => {
                 if let Some(p) = self.peers.get_mut(&conn) {
@@ -234,6 +265,7 @@ impl Sfu {
                         !(t.direction == TrackDirection::Send && t.stream_id == stream)
                     });
                 }
+                self.routes = None;
             }
             SfuCmd::Unplay { conn, stream } => {
                 if let Some(p) = self.peers.get_mut(&conn) {
@@ -241,6 +273,7 @@ impl Sfu {
                         !(t.direction == TrackDirection::Recv && t.stream_id == stream)
                     });
                 }
+                self.routes = None;
             }
         }
     }
@@ -266,6 +299,7 @@ impl Sfu {
                     tracks: HashMap::new(),
                     last_keyframe_request: HashMap::new(),
                     deadline: now,
+                    dirty: false,
                 })
             }
         };
@@ -294,7 +328,22 @@ impl Sfu {
                 contents,
             },
         );
-        let Some((&conn, peer)) = self.peers.iter_mut().find(|(_, p)| p.rtc.accepts(&input)) else {
+        let known = self
+            .by_addr
+            .get(&source)
+            .copied()
+            .filter(|c| self.peers.get(c).is_some_and(|p| p.rtc.accepts(&input)));
+        let conn = match known {
+            Some(c) => c,
+            None => {
+                let Some((&c, _)) = self.peers.iter().find(|(_, p)| p.rtc.accepts(&input)) else {
+                    return;
+                };
+                self.by_addr.insert(source, c);
+                c
+            }
+        };
+        let Some(peer) = self.peers.get_mut(&conn) else {
             return;
         };
         if let Err(e) = peer.rtc.handle_input(input) {
@@ -320,10 +369,39 @@ impl Sfu {
             }
             self.drain(conn);
         }
-        while let Some(item) = self.queue.pop_front() {
-            self.propagate(item);
+        loop {
+            while let Some(item) = self.queue.pop_front() {
+                self.propagate(item);
+            }
+            if self.dirty.is_empty() {
+                break;
+            }
+            for conn in std::mem::take(&mut self.dirty) {
+                self.drain(conn);
+            }
         }
+        let before = self.peers.len();
         self.peers.retain(|_, p| p.rtc.is_alive());
+        if self.peers.len() != before {
+            self.forget_gone();
+        }
+    }
+
+    /// Drops the address and route entries of peers that are gone.
+    fn forget_gone(&mut self) {
+        let peers = &self.peers;
+        self.by_addr.retain(|_, c| peers.contains_key(c));
+        self.routes = None;
+    }
+
+    /// Marks a peer to be drained before the batch is sent.
+    fn touch(&mut self, conn: ConnId) {
+        if let Some(p) = self.peers.get_mut(&conn) {
+            if !p.dirty {
+                p.dirty = true;
+                self.dirty.push(conn);
+            }
+        }
     }
 
     /// Drains one peer's output until its next timeout.
@@ -331,13 +409,14 @@ impl Sfu {
         let Some(peer) = self.peers.get_mut(&conn) else {
             return;
         };
+        peer.dirty = false;
         loop {
             match peer.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
                     peer.deadline = t;
                     return;
                 }
-                Ok(Output::Transmit(t)) => self.outgoing.push((t.destination, t.contents.to_vec())),
+                Ok(Output::Transmit(t)) => self.outgoing.push(t.destination, &t.contents),
                 Ok(Output::Event(ev)) => match ev {
                     Event::MediaData(data) => {
                         if !data.contiguous {
@@ -394,23 +473,19 @@ impl Sfu {
         if spec.direction != TrackDirection::Send {
             return;
         }
-        let (stream, kind) = (spec.stream_id.clone(), spec.kind);
-        let targets: Vec<(ConnId, Mid)> = self
-            .peers
-            .iter()
-            .filter(|(c, _)| **c != origin)
-            .flat_map(|(c, p)| {
-                p.tracks
-                    .iter()
-                    .filter(|(_, t)| {
-                        t.direction == TrackDirection::Recv
-                            && t.stream_id == stream
-                            && t.kind == kind
-                    })
-                    .map(move |(m, _)| (*c, *m))
-            })
-            .collect();
+        let key = (spec.stream_id.clone(), spec.kind);
+        let targets = match self
+            .routes
+            .get_or_insert_with(|| routes(&self.peers))
+            .get(&key)
+        {
+            Some(t) => t.clone(),
+            None => return,
+        };
         for (conn, mid) in targets {
+            if conn == origin {
+                continue;
+            }
             let Some(peer) = self.peers.get_mut(&conn) else {
                 continue;
             };
@@ -423,7 +498,7 @@ impl Sfu {
                     }
                 }
             }
-            self.drain(conn);
+            self.touch(conn);
         }
     }
 
@@ -458,7 +533,7 @@ impl Sfu {
                 peer.last_keyframe_request.insert(mid, now);
             }
         }
-        self.drain(conn);
+        self.touch(conn);
     }
 
     /// A peer opened player tracks: their publishers send a keyframe so decoding starts now.
@@ -478,4 +553,20 @@ impl Sfu {
             self.request_keyframe(&s, KeyframeRequestKind::Pli);
         }
     }
+}
+
+/// Every player track, by the (stream, kind) it plays.
+fn routes(peers: &HashMap<ConnId, Peer>) -> Routes {
+    let mut routes = Routes::new();
+    for (conn, p) in peers {
+        for (mid, t) in &p.tracks {
+            if t.direction == TrackDirection::Recv {
+                routes
+                    .entry((t.stream_id.clone(), t.kind))
+                    .or_default()
+                    .push((*conn, *mid));
+            }
+        }
+    }
+    routes
 }
