@@ -37,6 +37,11 @@ use zrooms_proto::{ErrorCode, StreamId};
 
 /// Keyframe requests towards one publisher track, at most this often.
 const KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
+/// Packets each player track keeps for retransmission, and for how long. str0m keeps 3 s by
+/// default, which is most of the SFU's memory with many legs (some 0.3 MB per 600 kbit/s
+/// leg); a NACK answered after a second is too late for a real-time player anyway.
+const RTX_PACKETS: usize = 1000;
+const RTX_AGE: Duration = Duration::from_secs(1);
 /// Datagrams read from the socket before the players are drained and the batch is sent.
 const RECV_BATCH: usize = 64;
 /// Kernel buffer asked for the SFU's socket each way.
@@ -307,10 +312,18 @@ impl Sfu {
             tracing::debug!("offer refused: {e}");
             ErrorCode::COMMON_ILLEGAL_PARAM
         })?;
-        peer.tracks = tracks
+        let tracks: HashMap<Mid, TrackSpec> = tracks
             .into_iter()
             .map(|t| (Mid::from(t.mid.as_str()), t))
             .collect();
+        for (mid, t) in &tracks {
+            if t.direction == TrackDirection::Recv && !peer.tracks.contains_key(mid) {
+                if let Some(tx) = peer.rtc.direct_api().stream_tx_by_mid(*mid, None) {
+                    tx.set_rtx_cache(RTX_PACKETS, RTX_AGE, Some(0.15));
+                }
+            }
+        }
+        peer.tracks = tracks;
         Ok(answer.to_sdp_string())
     }
 
