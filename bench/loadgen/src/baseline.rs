@@ -82,6 +82,8 @@ async fn connection(tcp: tokio::net::TcpStream, id: u64, peers: Peers) {
 
 pub async fn serve_udp() -> std::io::Result<()> {
     let socket = UdpSocket::bind("127.0.0.1:0").await?;
+    // The SFU's buffer sizes, so the two compare work, not settings.
+    crate::media::set_buffers(&socket);
     println!("listening on udp://{}", socket.local_addr()?);
     let mut receivers: Vec<SocketAddr> = Vec::new();
     let mut buf = vec![0u8; 2048];

@@ -3,8 +3,11 @@
 //!
 //! Publishers send H.264-shaped frames (Annex B NAL units: SPS, PPS and an IDR every 2 s, a
 //! slice otherwise; the bytes are not a picture, which the SFU never looks at) at a 640x360@15
-//! bitrate (ZEGO's 360p preset, 600 kbit/s) and Opus-sized audio every 20 ms. Players count the
-//! frames that come out of their peers.
+//! bitrate (ZEGO's 360p preset, 600 kbit/s) and Opus-sized audio every 20 ms. Players run
+//! str0m in RTP mode (SRTP, RTCP, NACK and TWCC as usual, but no depacketizing): a video frame
+//! counts as received when its last packet (the RTP marker) arrives, an audio frame with its one
+//! packet: the same rule as the raw UDP baseline's receivers. Depacketizing 100,000 packets a
+//! second cost the load generator more than the SFU spent forwarding them.
 
 use crate::client::{room_id, stream_id, Client, Server, Window};
 use futures_util::{SinkExt, StreamExt};
@@ -55,9 +58,23 @@ fn video_frame(n: u64) -> Vec<u8> {
     out
 }
 
-/// A peer with the codec set the engine and the SFU use (`zrooms_proto::media`).
-fn new_rtc(local: SocketAddr) -> Rtc {
-    let mut rtc = zrooms_proto::media::with_codecs(Rtc::builder()).build(Instant::now());
+/// Datagrams a peer reads before it looks at its timers again.
+const RECV_BATCH: usize = 64;
+/// Kernel receive buffer of every peer's socket (capped by `net.core.rmem_max`).
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Asks for [`SOCKET_BUFFER`] each way, as the SFU does for its socket.
+pub fn set_buffers(socket: &UdpSocket) {
+    let s = socket2::SockRef::from(socket);
+    let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+}
+
+/// A peer with the codec set the engine and the SFU use (`zrooms_proto::media`); players
+/// (`rtp_mode`) get packets instead of frames.
+fn new_rtc(local: SocketAddr, rtp_mode: bool) -> Rtc {
+    let builder = zrooms_proto::media::with_codecs(Rtc::builder()).set_rtp_mode(rtp_mode);
+    let mut rtc = builder.build(Instant::now());
     if let Ok(c) = Candidate::host(local, "udp") {
         rtc.add_local_candidate(c);
     }
@@ -98,8 +115,10 @@ async fn negotiate(
     let socket = UdpSocket::bind("127.0.0.1:0")
         .await
         .map_err(|e| e.to_string())?;
+    set_buffers(&socket);
     let local = socket.local_addr().map_err(|e| e.to_string())?;
-    let mut rtc = new_rtc(local);
+    let player = tracks.iter().all(|t| t.2 == TrackDirection::Recv);
+    let mut rtc = new_rtc(local, player);
     let mut api = rtc.sdp_api();
     let mut mids = Vec::new();
     let mut specs = Vec::new();
@@ -139,6 +158,52 @@ async fn negotiate(
     Ok((rtc, socket, mids))
 }
 
+/// Drains a peer's output until its next timeout: datagrams out, frames and packets counted.
+async fn drain(
+    rtc: &mut Rtc,
+    socket: &UdpSocket,
+    mids: &[(Mid, TrackKind)],
+    counters: &Counters,
+    connected: &mut bool,
+) -> Option<Instant> {
+    let kind = |mid: Mid| mids.iter().find(|(m, _)| *m == mid).map(|(_, k)| *k);
+    loop {
+        match rtc.poll_output() {
+            Ok(Output::Timeout(t)) => return Some(t),
+            Ok(Output::Transmit(t)) => {
+                let _ = socket.send_to(&t.contents, t.destination).await;
+            }
+            Ok(Output::Event(Event::Connected)) => {
+                *connected = true;
+                counters.connected.store(1, Ordering::Relaxed);
+            }
+            Ok(Output::Event(Event::MediaData(d))) => match kind(d.mid) {
+                Some(TrackKind::Video) => {
+                    counters.video.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(TrackKind::Audio) => {
+                    counters.audio.fetch_add(1, Ordering::Relaxed);
+                }
+                None => {}
+            },
+            Ok(Output::Event(Event::RtpPacket(p))) => {
+                let mid = rtc.direct_api().stream_rx(&p.header.ssrc).map(|s| s.mid());
+                match mid.and_then(kind) {
+                    Some(TrackKind::Video) if p.header.marker => {
+                        counters.video.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some(TrackKind::Audio) => {
+                        counters.audio.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+            }
+            Ok(Output::Event(_)) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
 /// Drives a peer: datagrams and time in, datagrams out; `send` (publishers) writes the next
 /// video frame every 1/15 s and audio every 20 ms once connected.
 async fn run_peer(
@@ -157,26 +222,8 @@ async fn run_peer(
     let (mut frame_n, mut audio_n) = (0u64, 0u64);
     let mut connected = false;
     loop {
-        let timeout = loop {
-            match rtc.poll_output() {
-                Ok(Output::Timeout(t)) => break t,
-                Ok(Output::Transmit(t)) => {
-                    let _ = socket.send_to(&t.contents, t.destination).await;
-                }
-                Ok(Output::Event(Event::Connected)) => {
-                    connected = true;
-                    counters.connected.store(1, Ordering::Relaxed);
-                }
-                Ok(Output::Event(Event::MediaData(d))) => {
-                    match mids.iter().find(|(m, _)| *m == d.mid).map(|(_, k)| *k) {
-                        Some(TrackKind::Video) => counters.video.fetch_add(1, Ordering::Relaxed),
-                        Some(TrackKind::Audio) => counters.audio.fetch_add(1, Ordering::Relaxed),
-                        None => 0,
-                    };
-                }
-                Ok(Output::Event(_)) => {}
-                Err(_) => return,
-            }
+        let Some(timeout) = drain(&mut rtc, &socket, &mids, &counters, &mut connected).await else {
+            return;
         };
         let next_video = start + Duration::from_secs_f64(frame_n as f64 / FPS as f64);
         let next_audio = start + Duration::from_millis(20 * audio_n);
@@ -186,14 +233,29 @@ async fn run_peer(
             timeout
         };
         tokio::select! {
-            r = socket.recv_from(&mut buf) => {
-                let Ok((n, source)) = r else { return };
-                let Ok(contents) = buf.get(..n).unwrap_or_default().try_into() else { continue };
-                let input = Input::Receive(Instant::now(), Receive {
-                    proto: Protocol::Udp, source, destination: local, contents,
-                });
-                if rtc.handle_input(input).is_err() {
+            r = socket.readable() => {
+                if r.is_err() {
                     return;
+                }
+                // What the socket holds, each datagram followed by a drain of the peer.
+                for i in 0..RECV_BATCH {
+                    let (n, source) = match socket.try_recv_from(&mut buf) {
+                        Ok(r) => r,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(_) => return,
+                    };
+                    let Ok(contents) = buf.get(..n).unwrap_or_default().try_into() else { continue };
+                    let input = Input::Receive(Instant::now(), Receive {
+                        proto: Protocol::Udp, source, destination: local, contents,
+                    });
+                    if rtc.handle_input(input).is_err() {
+                        return;
+                    }
+                    if i + 1 < RECV_BATCH
+                        && drain(&mut rtc, &socket, &mids, &counters, &mut connected).await.is_none()
+                    {
+                        return;
+                    }
                 }
             }
             _ = tokio::time::sleep_until(wake.into()) => {
@@ -382,6 +444,7 @@ pub async fn udp_baseline(
         let s = UdpSocket::bind("127.0.0.1:0")
             .await
             .map_err(|e| e.to_string())?;
+        set_buffers(&s);
         s.send_to(b"SUB", target).await.map_err(|e| e.to_string())?;
         let (received, received_audio) = (received.clone(), received_audio.clone());
         tasks.push(tokio::spawn(async move {
@@ -403,6 +466,7 @@ pub async fn udp_baseline(
         let s = UdpSocket::bind("127.0.0.1:0")
             .await
             .map_err(|e| e.to_string())?;
+        set_buffers(&s);
         let (sent, sent_audio) = (sent.clone(), sent_audio.clone());
         tasks.push(tokio::spawn(async move {
             let start = tokio::time::Instant::now();
