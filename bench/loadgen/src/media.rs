@@ -11,6 +11,7 @@
 
 use crate::client::{room_id, stream_id, Client, Server, Window};
 use futures_util::{SinkExt, StreamExt};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -107,11 +108,14 @@ fn keepalive(mut c: Client) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Each m-line of a peer and what it carries.
+type Mids = HashMap<Mid, TrackKind>;
+
 /// Negotiates a peer with the SFU over `c`: one m-line per (stream, kind) in `tracks`.
 async fn negotiate(
     c: &mut Client,
     tracks: &[(String, TrackKind, TrackDirection)],
-) -> Result<(Rtc, UdpSocket, Vec<(Mid, usize)>), String> {
+) -> Result<(Rtc, UdpSocket, Mids), String> {
     let socket = UdpSocket::bind("127.0.0.1:0")
         .await
         .map_err(|e| e.to_string())?;
@@ -120,9 +124,9 @@ async fn negotiate(
     let player = tracks.iter().all(|t| t.2 == TrackDirection::Recv);
     let mut rtc = new_rtc(local, player);
     let mut api = rtc.sdp_api();
-    let mut mids = Vec::new();
+    let mut mids = Mids::new();
     let mut specs = Vec::new();
-    for (i, (stream, kind, dir)) in tracks.iter().enumerate() {
+    for (stream, kind, dir) in tracks {
         let media_kind = match kind {
             TrackKind::Audio => MediaKind::Audio,
             TrackKind::Video => MediaKind::Video,
@@ -132,7 +136,7 @@ async fn negotiate(
             TrackDirection::Recv => Direction::RecvOnly,
         };
         let mid = api.add_media(media_kind, direction, Some(stream.clone()), None, None);
-        mids.push((mid, i));
+        mids.insert(mid, *kind);
         specs.push(TrackSpec {
             mid: mid.to_string(),
             stream_id: stream_id(stream)?,
@@ -158,15 +162,14 @@ async fn negotiate(
     Ok((rtc, socket, mids))
 }
 
-/// Drains a peer's output until its next timeout: datagrams out, frames and packets counted.
+/// Drains a peer's output until its next timeout: datagrams out, a player's packets counted.
 async fn drain(
     rtc: &mut Rtc,
     socket: &UdpSocket,
-    mids: &[(Mid, TrackKind)],
+    mids: &Mids,
     counters: &Counters,
     connected: &mut bool,
 ) -> Option<Instant> {
-    let kind = |mid: Mid| mids.iter().find(|(m, _)| *m == mid).map(|(_, k)| *k);
     loop {
         match rtc.poll_output() {
             Ok(Output::Timeout(t)) => return Some(t),
@@ -177,18 +180,9 @@ async fn drain(
                 *connected = true;
                 counters.connected.store(1, Ordering::Relaxed);
             }
-            Ok(Output::Event(Event::MediaData(d))) => match kind(d.mid) {
-                Some(TrackKind::Video) => {
-                    counters.video.fetch_add(1, Ordering::Relaxed);
-                }
-                Some(TrackKind::Audio) => {
-                    counters.audio.fetch_add(1, Ordering::Relaxed);
-                }
-                None => {}
-            },
             Ok(Output::Event(Event::RtpPacket(p))) => {
                 let mid = rtc.direct_api().stream_rx(&p.header.ssrc).map(|s| s.mid());
-                match mid.and_then(kind) {
+                match mid.and_then(|m| mids.get(&m)) {
                     Some(TrackKind::Video) if p.header.marker => {
                         counters.video.fetch_add(1, Ordering::Relaxed);
                     }
@@ -209,7 +203,7 @@ async fn drain(
 async fn run_peer(
     mut rtc: Rtc,
     socket: UdpSocket,
-    mids: Vec<(Mid, TrackKind)>,
+    mids: Mids,
     send: bool,
     counters: Arc<Counters>,
 ) {
@@ -355,7 +349,6 @@ pub async fn sfu(
             (stream.clone(), TrackKind::Video, TrackDirection::Send),
         ];
         let (rtc, socket, mids) = negotiate(&mut c, &tracks).await?;
-        let mids = mids.into_iter().map(|(m, i)| (m, tracks[i].1)).collect();
         let counters = Arc::new(Counters::default());
         pub_counters.push(counters.clone());
         keep.push(tokio::spawn(run_peer(rtc, socket, mids, true, counters)));
@@ -377,7 +370,6 @@ pub async fn sfu(
                 tracks.push((stream, TrackKind::Video, TrackDirection::Recv));
             }
             let (rtc, socket, mids) = negotiate(&mut c, &tracks).await?;
-            let mids = mids.into_iter().map(|(m, i)| (m, tracks[i].1)).collect();
             Ok::<_, String>((c, rtc, socket, mids))
         };
         match setup.await {

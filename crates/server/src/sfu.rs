@@ -164,8 +164,6 @@ struct Peer {
     tracks: HashMap<Mid, TrackSpec>,
     last_keyframe_request: HashMap<Mid, Instant>,
     deadline: Instant,
-    /// Written to since it was last drained (it is in `Sfu::dirty`).
-    dirty: bool,
 }
 
 /// Something one peer's output asks of the others.
@@ -186,7 +184,7 @@ struct Sfu {
     by_addr: HashMap<SocketAddr, ConnId>,
     /// `None` when tracks changed since it was built.
     routes: Option<Routes>,
-    /// Peers written to and not drained yet.
+    /// Peers written to and not drained yet (a peer may be listed more than once).
     dirty: Vec<ConnId>,
 }
 
@@ -304,7 +302,6 @@ impl Sfu {
                     tracks: HashMap::new(),
                     last_keyframe_request: HashMap::new(),
                     deadline: now,
-                    dirty: false,
                 })
             }
         };
@@ -389,7 +386,10 @@ impl Sfu {
             if self.dirty.is_empty() {
                 break;
             }
-            for conn in std::mem::take(&mut self.dirty) {
+            let mut dirty = std::mem::take(&mut self.dirty);
+            dirty.sort_unstable();
+            dirty.dedup();
+            for conn in dirty {
                 self.drain(conn);
             }
         }
@@ -407,22 +407,11 @@ impl Sfu {
         self.routes = None;
     }
 
-    /// Marks a peer to be drained before the batch is sent.
-    fn touch(&mut self, conn: ConnId) {
-        if let Some(p) = self.peers.get_mut(&conn) {
-            if !p.dirty {
-                p.dirty = true;
-                self.dirty.push(conn);
-            }
-        }
-    }
-
     /// Drains one peer's output until its next timeout.
     fn drain(&mut self, conn: ConnId) {
         let Some(peer) = self.peers.get_mut(&conn) else {
             return;
         };
-        peer.dirty = false;
         loop {
             match peer.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
@@ -487,15 +476,9 @@ impl Sfu {
             return;
         }
         let key = (spec.stream_id.clone(), spec.kind);
-        let targets = match self
-            .routes
-            .get_or_insert_with(|| routes(&self.peers))
-            .get(&key)
-        {
-            Some(t) => t.clone(),
-            None => return,
-        };
-        for (conn, mid) in targets {
+        // Out of `self` while the players are written to; writing does not change the routes.
+        let routes = self.routes.take().unwrap_or_else(|| routes(&self.peers));
+        for &(conn, mid) in routes.get(&key).into_iter().flatten() {
             if conn == origin {
                 continue;
             }
@@ -511,8 +494,9 @@ impl Sfu {
                     }
                 }
             }
-            self.touch(conn);
+            self.dirty.push(conn);
         }
+        self.routes = Some(routes);
     }
 
     /// Asks the publisher of `stream` for a keyframe, at most every [`KEYFRAME_INTERVAL`].
@@ -546,7 +530,7 @@ impl Sfu {
                 peer.last_keyframe_request.insert(mid, now);
             }
         }
-        self.touch(conn);
+        self.dirty.push(conn);
     }
 
     /// A peer opened player tracks: their publishers send a keyframe so decoding starts now.

@@ -33,10 +33,10 @@ struct Msg {
 }
 
 impl Msg {
-    /// Whether `len` more bytes to `dest` can join this message as its next segment.
-    fn takes(&self, dest: SocketAddr, len: usize, end_of_data: usize) -> bool {
+    /// Whether `len` more bytes to `dest` can join this message (the batch's last) as its
+    /// next segment.
+    fn takes(&self, dest: SocketAddr, len: usize) -> bool {
         self.dest == dest
-            && self.end == end_of_data
             && self.count < MAX_SEGMENTS
             && len <= self.segment
             // Only the last segment may be shorter: once one is, the message is closed.
@@ -71,7 +71,7 @@ impl Batch {
         self.data.extend_from_slice(bytes);
         if self.gso {
             if let Some(last) = self.msgs.last_mut() {
-                if last.takes(dest, bytes.len(), end) {
+                if last.takes(dest, bytes.len()) {
                     last.end += bytes.len();
                     last.count += 1;
                     return;
