@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, MediaTime, Mid};
@@ -54,6 +54,8 @@ struct Track {
     frames: u64,
     bytes_at_last_stats: u64,
     last_stats: Option<Instant>,
+    /// When a keyframe was last asked for because a received frame had a gap.
+    last_gap_request: Option<Instant>,
 }
 
 impl Track {
@@ -73,9 +75,13 @@ impl Track {
             frames: 0,
             bytes_at_last_stats: 0,
             last_stats: None,
+            last_gap_request: None,
         }
     }
 }
+
+/// Keyframe requests for gaps in one received video track, at most this often.
+const GAP_KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Stopped m-lines a peer may carry before it is rebuilt with only its live tracks.
 const RETIRED_LIMIT: usize = 8;
@@ -845,6 +851,21 @@ impl Media {
                     };
                     track.frames += 1;
                     let (stream_id, kind) = (track.stream_id.clone(), track.kind);
+                    // A video frame after lost packets (not recovered by retransmission) does
+                    // not decode cleanly until the next keyframe: ask for one now, at most
+                    // every GAP_KEYFRAME_INTERVAL (the server throttles too).
+                    let now = Instant::now();
+                    if kind == TrackKind::Video
+                        && !data.contiguous
+                        && track
+                            .last_gap_request
+                            .is_none_or(|t| now.duration_since(t) >= GAP_KEYFRAME_INTERVAL)
+                    {
+                        track.last_gap_request = Some(now);
+                        if let Some(mut writer) = rtc.writer(data.mid) {
+                            let _ = writer.request_keyframe(None, KeyframeRequestKind::Pli);
+                        }
+                    }
                     if self
                         .first_seen
                         .insert((stream_id.clone(), kind), ())
