@@ -11,9 +11,9 @@
 //! Loop: one task owns every `Rtc`. It `select!`s over commands from connections, the UDP
 //! socket and the earliest peer deadline, then takes whatever else the socket already holds
 //! (up to [`RECV_BATCH`] datagrams). After each input the peer is drained with `poll_output()`
-//! until `Timeout`; the media it emits is written into the players' tracks, and each player
-//! written to is drained once after all of the batch's frames are in, so a player of 30 streams
-//! is polled once per batch instead of once per frame. Outgoing datagrams leave together
+//! until `Timeout`; the packets it emits are written into the players' tracks, and each player
+//! written to is drained once after all of the batch's packets are in, so a player of 30
+//! streams is polled once per batch instead of once per packet. Outgoing datagrams leave together
 //! ([`crate::udp::Batch`]: `sendmmsg`, with a frame's packets to one player as one GSO message).
 //!
 //! Lookups on the hot path are indexed: a datagram's peer by its source address (the peer is
@@ -27,8 +27,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use str0m::change::SdpOffer;
-use str0m::media::{KeyframeRequestKind, MediaData, Mid};
+use str0m::format::PayloadParams;
+use str0m::media::{KeyframeRequestKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -151,24 +153,118 @@ pub async fn start(
     Ok((SfuHandle { tx, addr }, task))
 }
 
-/// The SFU side of a peer: ICE-lite, with the codecs every client decodes
-/// (`zrooms_proto::media`). Browsers offer more (VP9, AV1, other H.264 profiles, RED, ulpfec);
-/// the answer leaves those out, so a browser publishes in one of these. RTX (NACK), TWCC and
-/// PLI/FIR are str0m's defaults.
+/// The SFU side of a peer: ICE-lite, RTP mode (packets in and out, no frames), with the
+/// codecs every client decodes (`zrooms_proto::media`). Browsers offer more (VP9, AV1, other
+/// H.264 profiles, RED, ulpfec); the answer leaves those out, so a browser publishes in one of
+/// these. RTX (NACK), TWCC and PLI/FIR are str0m's defaults.
 fn peer_config() -> str0m::RtcConfig {
-    zrooms_proto::media::with_codecs(Rtc::builder().set_ice_lite(true))
+    zrooms_proto::media::with_codecs(Rtc::builder().set_ice_lite(true)).set_rtp_mode(true)
 }
 
 struct Peer {
     rtc: Rtc,
     tracks: HashMap<Mid, TrackSpec>,
     last_keyframe_request: HashMap<Mid, Instant>,
+    /// The forwarding state of each player track written to.
+    legs: HashMap<Mid, Leg>,
     deadline: Instant,
+}
+
+/// Where a leg's packets come from: a publisher's peer and its stream's SSRC.
+type Source = (ConnId, Ssrc);
+
+/// One published track as one player track receives it. The player's stream has its own
+/// sequence numbers and timestamps: the source's, shifted by offsets that are set when the
+/// leg starts and moved when its source changes, so the player sees one stream that goes on
+/// (one SSRC, sequence numbers counting up by one, time moving with the wall clock), never
+/// one that jumps back (libwebrtc drops packets that seem older than half the sequence space).
+struct Leg {
+    source: Source,
+    /// The source's payload type and the player's for the same codec.
+    pt: (Pt, Pt),
+    /// The player's sequence number is the source's plus this.
+    seq_offset: i64,
+    /// The player's timestamp is the source's plus this (modulo 2^32).
+    ts_offset: u32,
+    /// The first sequence number of the current source: anything the source sent before it
+    /// (reordered or retransmitted) would land on numbers the player already had.
+    floor: u64,
+    /// The highest sequence number written, its timestamp and when it was written.
+    last_seq: u64,
+    last_ts: u32,
+    last_at: Instant,
+}
+
+/// The first sequence number of a new leg: low enough that the rollover counter is 0 for the
+/// first 49,000 packets (the receiver assumes 0; nothing signals another), not always the same.
+fn first_seq(ssrc: Ssrc) -> u64 {
+    1 + (*ssrc as u64 & 0x3fff)
+}
+
+impl Leg {
+    fn new(source: Source, pt: (Pt, Pt), src_seq: u64, player_ssrc: Ssrc, now: Instant) -> Leg {
+        let start = first_seq(player_ssrc);
+        Leg {
+            source,
+            pt,
+            seq_offset: start as i64 - src_seq as i64,
+            ts_offset: 0,
+            floor: start,
+            last_seq: start.saturating_sub(1),
+            last_ts: 0,
+            last_at: now,
+        }
+    }
+
+    /// Continues the player's stream from a new source: the next packet follows the last one
+    /// written, and its time is the last one's plus the wall-clock time since (at least one
+    /// tick), in the codec's clock rate.
+    fn rebase(
+        &mut self,
+        source: Source,
+        pt: (Pt, Pt),
+        src_seq: u64,
+        src_ts: u32,
+        rate: u32,
+        now: Instant,
+    ) {
+        let elapsed = now.saturating_duration_since(self.last_at);
+        let ticks = ((elapsed.as_micros() as u64 * rate as u64) / 1_000_000).max(1) as u32;
+        self.source = source;
+        self.pt = pt;
+        self.floor = self.last_seq + 1;
+        self.seq_offset = self.floor as i64 - src_seq as i64;
+        self.ts_offset = self.last_ts.wrapping_add(ticks).wrapping_sub(src_ts);
+    }
+
+    /// The player's sequence number and timestamp for a source packet, or `None` for a packet
+    /// older than the leg (sent before it started or before its source changed).
+    fn map(&mut self, src_seq: u64, src_ts: u32, now: Instant) -> Option<(u64, u32)> {
+        let seq = u64::try_from(src_seq as i64 + self.seq_offset)
+            .ok()
+            .filter(|s| *s >= self.floor)?;
+        let ts = src_ts.wrapping_add(self.ts_offset);
+        if seq > self.last_seq {
+            self.last_seq = seq;
+            self.last_ts = ts;
+            self.last_at = now;
+        }
+        Some((seq, ts))
+    }
+}
+
+/// A packet of a published track, on its way to the players.
+struct Forward {
+    origin: ConnId,
+    mid: Mid,
+    params: PayloadParams,
+    packet: RtpPacket,
+    at: Instant,
 }
 
 /// Something one peer's output asks of the others.
 enum Propagate {
-    Media(ConnId, Box<MediaData>),
+    Rtp(Box<Forward>),
     Keyframe(StreamId, KeyframeRequestKind),
 }
 
@@ -275,6 +371,8 @@ impl Sfu {
                     p.tracks.retain(|_, t| {
                         !(t.direction == TrackDirection::Recv && t.stream_id == stream)
                     });
+                    let tracks = &p.tracks;
+                    p.legs.retain(|mid, _| tracks.contains_key(mid));
                 }
                 self.routes = None;
             }
@@ -301,6 +399,7 @@ impl Sfu {
                     rtc,
                     tracks: HashMap::new(),
                     last_keyframe_request: HashMap::new(),
+                    legs: HashMap::new(),
                     deadline: now,
                 })
             }
@@ -320,6 +419,11 @@ impl Sfu {
                 }
             }
         }
+        peer.legs.retain(|mid, _| {
+            tracks
+                .get(mid)
+                .is_some_and(|t| t.direction == TrackDirection::Recv)
+        });
         peer.tracks = tracks;
         Ok(answer.to_sdp_string())
     }
@@ -389,7 +493,15 @@ impl Sfu {
             let mut dirty = std::mem::take(&mut self.dirty);
             dirty.sort_unstable();
             dirty.dedup();
+            let now = now.max(Instant::now());
             for conn in dirty {
+                // Written packets leave once time moves on for their peer (str0m stamps them
+                // with the next timeout's time).
+                if let Some(p) = self.peers.get_mut(&conn) {
+                    if p.rtc.handle_input(Input::Timeout(now)).is_err() {
+                        p.rtc.disconnect();
+                    }
+                }
                 self.drain(conn);
             }
         }
@@ -420,16 +532,27 @@ impl Sfu {
                 }
                 Ok(Output::Transmit(t)) => self.outgoing.push(t.destination, &t.contents),
                 Ok(Output::Event(ev)) => match ev {
-                    Event::MediaData(data) => {
-                        if !data.contiguous {
-                            if let Some(spec) = peer.tracks.get(&data.mid) {
-                                self.queue.push_back(Propagate::Keyframe(
-                                    spec.stream_id.clone(),
-                                    KeyframeRequestKind::Fir,
-                                ));
-                            }
-                        }
-                        self.queue.push_back(Propagate::Media(conn, Box::new(data)));
+                    Event::RtpPacket(packet) => {
+                        let Some(mid) = peer
+                            .rtc
+                            .direct_api()
+                            .stream_rx(&packet.header.ssrc)
+                            .map(|s| s.mid())
+                        else {
+                            continue;
+                        };
+                        let pt = packet.header.payload_type;
+                        let Some(params) = peer.rtc.codec_config().find(|p| p.pt() == pt).copied()
+                        else {
+                            continue;
+                        };
+                        self.queue.push_back(Propagate::Rtp(Box::new(Forward {
+                            origin: conn,
+                            mid,
+                            params,
+                            at: packet.timestamp,
+                            packet,
+                        })));
                     }
                     Event::KeyframeRequest(req) => {
                         if let Some(spec) = peer.tracks.get(&req.mid) {
@@ -458,45 +581,110 @@ impl Sfu {
 
     fn propagate(&mut self, item: Propagate) {
         match item {
-            Propagate::Media(origin, data) => self.forward(origin, data),
+            Propagate::Rtp(f) => self.forward(*f),
             Propagate::Keyframe(stream, kind) => self.request_keyframe(&stream, kind),
         }
     }
 
-    /// Writes a publisher's frame into every player track of the same stream and kind.
-    fn forward(&mut self, origin: ConnId, data: Box<MediaData>) {
-        let Some(spec) = self
-            .peers
-            .get(&origin)
-            .and_then(|p| p.tracks.get(&data.mid))
-        else {
+    /// Writes a publisher's packet into every player track of the same stream and kind.
+    fn forward(&mut self, f: Forward) {
+        let Some(spec) = self.peers.get(&f.origin).and_then(|p| p.tracks.get(&f.mid)) else {
             return;
         };
         if spec.direction != TrackDirection::Send {
             return;
         }
         let key = (spec.stream_id.clone(), spec.kind);
+        let nackable = spec.kind == TrackKind::Video;
+        let source: Source = (f.origin, f.packet.header.ssrc);
+        let src_pt = f.packet.header.payload_type;
+        let src_seq = *f.packet.seq_no;
+        let src_ts = f.packet.header.timestamp;
+        let rate = f.params.spec().clock_rate.get();
+        // Extensions a player can use as they are; str0m sets its own MID, transport-wide
+        // sequence number and send time per leg.
+        let header = &f.packet.header.ext_vals;
+        let ext_vals = ExtensionValues {
+            audio_level: header.audio_level,
+            voice_activity: header.voice_activity,
+            video_orientation: header.video_orientation,
+            ..Default::default()
+        };
+        let mut switched = false;
         // Out of `self` while the players are written to; writing does not change the routes.
         let routes = self.routes.take().unwrap_or_else(|| routes(&self.peers));
         for &(conn, mid) in routes.get(&key).into_iter().flatten() {
-            if conn == origin {
+            if conn == f.origin {
                 continue;
             }
             let Some(peer) = self.peers.get_mut(&conn) else {
                 continue;
             };
-            if let Some(writer) = peer.rtc.writer(mid) {
-                if let Some(pt) = writer.match_params(data.params) {
-                    if let Err(e) =
-                        writer.write(pt, data.network_time, data.time, Arc::clone(&data.data))
-                    {
-                        tracing::debug!(conn, "forward failed: {e}");
+            let leg = match peer.legs.get_mut(&mid) {
+                Some(leg) if leg.source == source && leg.pt.0 == src_pt => leg,
+                found => {
+                    let Some(pt) = peer
+                        .rtc
+                        .codec_config()
+                        .match_params(f.params)
+                        .map(|p| p.pt())
+                    else {
+                        continue;
+                    };
+                    match found {
+                        Some(leg) => {
+                            switched |= leg.source != source;
+                            leg.rebase(source, (src_pt, pt), src_seq, src_ts, rate, f.at);
+                            leg
+                        }
+                        None => {
+                            let Some(ssrc) = peer
+                                .rtc
+                                .direct_api()
+                                .stream_tx_by_mid(mid, None)
+                                .map(|s| s.ssrc())
+                            else {
+                                continue;
+                            };
+                            peer.legs.entry(mid).or_insert(Leg::new(
+                                source,
+                                (src_pt, pt),
+                                src_seq,
+                                ssrc,
+                                f.at,
+                            ))
+                        }
                     }
                 }
-            }
+            };
+            let Some((seq, ts)) = leg.map(src_seq, src_ts, f.at) else {
+                continue;
+            };
+            let pt = leg.pt.1;
+            let mut api = peer.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+                continue;
+            };
+            tx.write_rtp(
+                RtpWrite::new(
+                    pt,
+                    SeqNo::from(seq),
+                    ts,
+                    f.at,
+                    Arc::clone(&f.packet.payload),
+                )
+                .marker(f.packet.header.marker)
+                .ext_vals(ext_vals.clone())
+                .nackable(nackable),
+            );
             self.dirty.push(conn);
         }
         self.routes = Some(routes);
+        if switched {
+            // The players now follow a new source: it starts them with a keyframe.
+            self.queue
+                .push_back(Propagate::Keyframe(key.0, KeyframeRequestKind::Pli));
+        }
     }
 
     /// Asks the publisher of `stream` for a keyframe, at most every [`KEYFRAME_INTERVAL`].
@@ -525,10 +713,9 @@ impl Sfu {
         {
             return;
         }
-        if let Some(mut writer) = peer.rtc.writer(mid) {
-            if writer.request_keyframe(None, kind).is_ok() {
-                peer.last_keyframe_request.insert(mid, now);
-            }
+        if let Some(rx) = peer.rtc.direct_api().stream_rx_by_mid(mid, None) {
+            rx.request_keyframe(kind);
+            peer.last_keyframe_request.insert(mid, now);
         }
         self.dirty.push(conn);
     }
@@ -566,4 +753,85 @@ fn routes(peers: &HashMap<ConnId, Peer>) -> Routes {
         }
     }
     routes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PTS: (Pt, Pt) = (Pt::new_with_value(102), Pt::new_with_value(96));
+
+    fn a() -> Source {
+        (1, Ssrc::from(1111))
+    }
+
+    fn b() -> Source {
+        (2, Ssrc::from(2222))
+    }
+
+    fn leg(src_seq: u64, now: Instant) -> Leg {
+        Leg::new(a(), PTS, src_seq, Ssrc::from(0xabcd_1234), now)
+    }
+
+    #[test]
+    fn a_new_leg_starts_low_and_keeps_the_source_spacing() {
+        let now = Instant::now();
+        // A source far into its sequence space (rollover counter 3).
+        let src = 3 * 65_536 + 500;
+        let mut l = leg(src, now);
+        let (first, ts) = l.map(src, 7_000, now).unwrap();
+        assert!(
+            (1..0x4001).contains(&first),
+            "first sequence number {first}"
+        );
+        assert_eq!(ts, 7_000);
+        assert_eq!(l.map(src + 2, 7_000, now), Some((first + 2, 7_000)));
+        // A late packet of the leg (a retransmission) keeps its place.
+        assert_eq!(l.map(src + 1, 7_000, now), Some((first + 1, 7_000)));
+        assert_eq!(
+            l.last_seq,
+            first + 2,
+            "a late packet does not move the head"
+        );
+        // Packets the source sent before the leg started are not written.
+        assert_eq!(l.map(src - 1, 6_000, now), None);
+    }
+
+    #[test]
+    fn a_new_source_continues_the_players_stream() {
+        let t0 = Instant::now();
+        let mut l = leg(100, t0);
+        let (s1, _) = l.map(100, 90_000, t0).unwrap();
+        let (s2, ts2) = l.map(101, 93_000, t0).unwrap();
+        assert_eq!(s2, s1 + 1);
+        // 200 ms later the stream comes from another peer whose numbers are far lower and
+        // whose clock is elsewhere.
+        let t1 = t0 + Duration::from_millis(200);
+        l.rebase(b(), PTS, 5, 4_000_000_000, 90_000, t1);
+        let (s3, ts3) = l.map(5, 4_000_000_000, t1).unwrap();
+        assert_eq!(s3, s2 + 1, "sequence numbers go on by one");
+        assert_eq!(
+            ts3,
+            ts2.wrapping_add(18_000),
+            "time moves with the wall clock"
+        );
+        // The new source's own spacing is kept, across its timestamp wrap.
+        assert_eq!(
+            l.map(6, 4_000_000_000u32.wrapping_add(400_000_000), t1),
+            Some((s3 + 1, ts3.wrapping_add(400_000_000)))
+        );
+        assert_eq!(l.source, b());
+        // A packet the new source sent before the switch would reuse a number: dropped.
+        assert_eq!(l.map(4, 3_999_997_000, t1), None);
+    }
+
+    #[test]
+    fn a_rebase_at_once_still_moves_time_forward() {
+        let t0 = Instant::now();
+        let mut l = leg(10, t0);
+        let (_, ts) = l.map(10, 500, t0).unwrap();
+        l.rebase(b(), PTS, 77, 123, 48_000, t0);
+        let (_, ts2) = l.map(77, 123, t0).unwrap();
+        assert_eq!(ts2, ts + 1);
+    }
 }
