@@ -48,6 +48,8 @@ const RTX_AGE: Duration = Duration::from_secs(1);
 const RECV_BATCH: usize = 64;
 /// Kernel buffer asked for the SFU's socket each way.
 const SOCKET_BUFFER: usize = 4 << 20;
+/// Batches waiting for the sending task before the loop waits for it.
+const SEND_QUEUE: usize = 16;
 
 pub enum SfuCmd {
     /// An engine's offer; the reply is the answer SDP. `fresh`: from a new peer connection
@@ -286,6 +288,20 @@ struct Sfu {
 
 async fn run(socket: UdpSocket, addr: SocketAddr, mut rx: mpsc::UnboundedReceiver<SfuCmd>) {
     udp::set_buffers(&socket, SOCKET_BUFFER);
+    let socket = Arc::new(socket);
+    // Sending (the kernel's UDP path, on loopback the receivers' too) runs in its own task,
+    // so on a machine with cores to spare it overlaps with the next batch's forwarding.
+    let (to_sender, mut batches) = mpsc::channel::<udp::Batch>(SEND_QUEUE);
+    let (give_back, mut spare) = mpsc::unbounded_channel::<udp::Batch>();
+    tokio::spawn({
+        let socket = Arc::clone(&socket);
+        async move {
+            while let Some(mut batch) = batches.recv().await {
+                batch.send(&socket).await;
+                let _ = give_back.send(batch);
+            }
+        }
+    });
     let mut sfu = Sfu::new(addr, udp::GSO);
     let mut buf = vec![0u8; 2048];
     loop {
@@ -316,7 +332,16 @@ async fn run(socket: UdpSocket, addr: SocketAddr, mut rx: mpsc::UnboundedReceive
             _ = tokio::time::sleep_until(deadline.into()) => {}
         }
         sfu.tick(Instant::now());
-        sfu.outgoing.send(&socket).await;
+        if !sfu.outgoing.is_empty() {
+            let next = spare
+                .try_recv()
+                .unwrap_or_else(|_| udp::Batch::new(udp::GSO));
+            let full = std::mem::replace(&mut sfu.outgoing, next);
+            // A full queue holds the loop, as a full socket buffer did.
+            if to_sender.send(full).await.is_err() {
+                return;
+            }
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
@@ -45,6 +46,9 @@ impl Msg {
     }
 }
 
+/// Set once the kernel refused a GSO message: later batches of the process are built without.
+static GSO_REFUSED: AtomicBool = AtomicBool::new(false);
+
 /// Datagrams waiting to be sent, grouped into messages.
 #[derive(Default)]
 pub struct Batch {
@@ -59,7 +63,7 @@ impl Batch {
         Batch {
             data: Vec::with_capacity(256 * 1024),
             msgs: Vec::new(),
-            gso,
+            gso: gso && !GSO_REFUSED.load(Ordering::Relaxed),
         }
     }
 
@@ -87,8 +91,7 @@ impl Batch {
         });
     }
 
-    #[cfg(test)]
-    fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.msgs.is_empty()
     }
 
@@ -152,6 +155,7 @@ impl Batch {
                 Err(e) if self.gso && gso_refused(&e) && self.msgs[sent].count > 1 => {
                     tracing::info!("UDP GSO refused ({e}); sending datagrams one by one");
                     self.gso = false;
+                    GSO_REFUSED.store(true, Ordering::Relaxed);
                     self.split(sent);
                 }
                 Err(e) => {
