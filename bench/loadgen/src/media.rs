@@ -8,6 +8,12 @@
 //! counts as received when its last packet (the RTP marker) arrives, an audio frame with its one
 //! packet: the same rule as the raw UDP baseline's receivers. Depacketizing 100,000 packets a
 //! second cost the load generator more than the SFU spent forwarding them.
+//!
+//! Counting is by send time, carried in the media ([`Clock`]): every video frame and audio
+//! packet ends with the time it was sent. Frames sent while the window is open are expected at
+//! every player; a player counts a frame whose send time is in the window whenever it arrives,
+//! up to [`DRAIN`] after the window closes, and notes how long it took (the latency figures).
+//! A late frame is then late, not lost, and a frame sent before the window never counts.
 
 use crate::client::{room_id, stream_id, Client, Server, Window};
 use futures_util::{SinkExt, StreamExt};
@@ -30,13 +36,76 @@ const KEY_EVERY: u64 = 30;
 const DELTA_BYTES: usize = 4_500;
 const KEY_BYTES: usize = 15_000;
 const AUDIO_BYTES: usize = 120;
-/// How much later than sends receipts are counted.
-const LAG: Duration = Duration::from_millis(300);
+/// How long after the window closes its frames may still arrive.
+const DRAIN: Duration = Duration::from_secs(1);
+/// Bytes at the end of each frame that carry its send time.
+const STAMP_BYTES: usize = 8;
+
+/// The scenario's time base and its counting window, in microseconds since `epoch`.
+pub struct Clock {
+    epoch: Instant,
+    open: AtomicU64,
+    close: AtomicU64,
+}
+
+impl Clock {
+    fn new() -> Arc<Clock> {
+        Arc::new(Clock {
+            epoch: Instant::now(),
+            open: AtomicU64::new(u64::MAX),
+            close: AtomicU64::new(u64::MAX),
+        })
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    fn open(&self) {
+        self.open.store(self.now(), Ordering::Relaxed);
+    }
+
+    fn close(&self) {
+        self.close.store(self.now(), Ordering::Relaxed);
+    }
+
+    /// Whether a frame sent at `stamp` is counted.
+    fn counts(&self, stamp: u64) -> bool {
+        stamp >= self.open.load(Ordering::Relaxed) && stamp < self.close.load(Ordering::Relaxed)
+    }
+}
+
+/// Writes `micros` into the last [`STAMP_BYTES`] of `out`, 7 bits a byte with the top bit set:
+/// no zero byte, so no H.264 start code can appear.
+fn put_stamp(out: &mut [u8], micros: u64) {
+    let Some(start) = out.len().checked_sub(STAMP_BYTES) else {
+        return;
+    };
+    for (i, b) in out[start..].iter_mut().enumerate() {
+        *b = 0x80 | ((micros >> (7 * i)) & 0x7f) as u8;
+    }
+}
+
+/// The send time at the end of a frame's last packet, if it carries one.
+fn read_stamp(payload: &[u8]) -> Option<u64> {
+    let tail = payload.get(payload.len().checked_sub(STAMP_BYTES)?..)?;
+    tail.iter().enumerate().try_fold(0u64, |acc, (i, b)| {
+        (b & 0x80 != 0).then(|| acc | (((b & 0x7f) as u64) << (7 * i)))
+    })
+}
+
+/// An audio payload sent at `micros`.
+fn audio_payload(len: usize, micros: u64) -> Vec<u8> {
+    let mut a = vec![0x78; len];
+    put_stamp(&mut a, micros);
+    a
+}
 /// Datagram payload of the baseline (a typical RTP packet).
 const CHUNK: usize = 1_200;
 
-/// The encoded frame `n` of a stream: Annex B NAL units without start-code emulation.
-fn video_frame(n: u64) -> Vec<u8> {
+/// The encoded frame `n` of a stream, sent at `micros`: Annex B NAL units without start-code
+/// emulation, the send time in the last bytes.
+fn video_frame(n: u64, micros: u64) -> Vec<u8> {
     let key = n.is_multiple_of(KEY_EVERY);
     let mut out = Vec::with_capacity(KEY_BYTES + 64);
     let mut nal = |header: u8, len: usize, seed: u64| {
@@ -56,6 +125,7 @@ fn video_frame(n: u64) -> Vec<u8> {
     } else {
         nal(0x41, DELTA_BYTES, n + 3);
     }
+    put_stamp(&mut out, micros);
     out
 }
 
@@ -82,12 +152,45 @@ fn new_rtc(local: SocketAddr, rtp_mode: bool) -> Rtc {
     rtc
 }
 
-/// Counters a peer task updates and the scenario reads.
+/// Counters a peer task updates and the scenario reads: frames of the window sent (publishers)
+/// or received (players), and each received video frame's latency in microseconds.
 #[derive(Default)]
 pub struct Counters {
     pub video: AtomicU64,
     pub audio: AtomicU64,
     pub connected: AtomicU64,
+    pub latency: std::sync::Mutex<Vec<u32>>,
+}
+
+impl Counters {
+    /// A frame of `kind` whose last packet `payload` arrived now.
+    fn received(&self, clock: &Clock, kind: TrackKind, payload: &[u8]) {
+        let Some(stamp) = read_stamp(payload).filter(|s| clock.counts(*s)) else {
+            return;
+        };
+        match kind {
+            TrackKind::Video => {
+                self.video.fetch_add(1, Ordering::Relaxed);
+                let took = clock.now().saturating_sub(stamp).min(u32::MAX as u64) as u32;
+                if let Ok(mut l) = self.latency.lock() {
+                    l.push(took);
+                }
+            }
+            TrackKind::Audio => {
+                self.audio.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A frame of `kind` sent at `stamp`.
+    fn sent(&self, clock: &Clock, kind: TrackKind, stamp: u64) {
+        if clock.counts(stamp) {
+            match kind {
+                TrackKind::Video => self.video.fetch_add(1, Ordering::Relaxed),
+                TrackKind::Audio => self.audio.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+    }
 }
 
 /// Keeps a signaling connection alive (pings, drains) for as long as the scenario runs.
@@ -182,6 +285,7 @@ async fn drain(
     socket: &UdpSocket,
     mids: &Mids,
     counters: &Counters,
+    clock: &Clock,
     connected: &mut bool,
 ) -> Option<Instant> {
     loop {
@@ -198,10 +302,10 @@ async fn drain(
                 let mid = rtc.direct_api().stream_rx(&p.header.ssrc).map(|s| s.mid());
                 match mid.and_then(|m| mids.get(&m)) {
                     Some(TrackKind::Video) if p.header.marker => {
-                        counters.video.fetch_add(1, Ordering::Relaxed);
+                        counters.received(clock, TrackKind::Video, &p.payload)
                     }
                     Some(TrackKind::Audio) => {
-                        counters.audio.fetch_add(1, Ordering::Relaxed);
+                        counters.received(clock, TrackKind::Audio, &p.payload)
                     }
                     _ => {}
                 }
@@ -220,6 +324,7 @@ async fn run_peer(
     mids: Mids,
     send: bool,
     counters: Arc<Counters>,
+    clock: Arc<Clock>,
 ) {
     let local = match socket.local_addr() {
         Ok(a) => a,
@@ -230,7 +335,9 @@ async fn run_peer(
     let (mut frame_n, mut audio_n) = (0u64, 0u64);
     let mut connected = false;
     loop {
-        let Some(timeout) = drain(&mut rtc, &socket, &mids, &counters, &mut connected).await else {
+        let Some(timeout) =
+            drain(&mut rtc, &socket, &mids, &counters, &clock, &mut connected).await
+        else {
             return;
         };
         let next_video = start + Duration::from_secs_f64(frame_n as f64 / FPS as f64);
@@ -260,7 +367,7 @@ async fn run_peer(
                         return;
                     }
                     if i + 1 < RECV_BATCH
-                        && drain(&mut rtc, &socket, &mids, &counters, &mut connected).await.is_none()
+                        && drain(&mut rtc, &socket, &mids, &counters, &clock, &mut connected).await.is_none()
                     {
                         return;
                     }
@@ -279,13 +386,15 @@ async fn run_peer(
                         match kind {
                             TrackKind::Video if now >= next_video => {
                                 let t = MediaTime::new(frame_n * 90_000 / FPS as u64, Frequency::NINETY_KHZ);
-                                let _ = writer.write(pt, now, t, video_frame(frame_n));
-                                counters.video.fetch_add(1, Ordering::Relaxed);
+                                let stamp = clock.now();
+                                let _ = writer.write(pt, now, t, video_frame(frame_n, stamp));
+                                counters.sent(&clock, TrackKind::Video, stamp);
                             }
                             TrackKind::Audio if now >= next_audio => {
                                 let t = MediaTime::new(audio_n * 960, Frequency::FORTY_EIGHT_KHZ);
-                                let _ = writer.write(pt, now, t, vec![0x78; AUDIO_BYTES]);
-                                counters.audio.fetch_add(1, Ordering::Relaxed);
+                                let stamp = clock.now();
+                                let _ = writer.write(pt, now, t, audio_payload(AUDIO_BYTES, stamp));
+                                counters.sent(&clock, TrackKind::Audio, stamp);
                             }
                             _ => {}
                         }
@@ -310,6 +419,8 @@ pub struct MediaResult {
     pub received_audio: u64,
     pub rss_kib: u64,
     pub setup_failed: u32,
+    /// Video frames' latency, send to last packet received, p50 / p99 in ms.
+    pub latency_ms: (f64, f64),
 }
 
 impl MediaResult {
@@ -325,6 +436,20 @@ fn self_cpu() -> f64 {
     crate::client::proc_usage(std::process::id())
         .map(|u| u.0)
         .unwrap_or(f64::NAN)
+}
+
+/// p50 and p99 of the players' video latencies, in ms.
+fn latency_ms(cs: &[Arc<Counters>]) -> (f64, f64) {
+    let mut all: Vec<f64> = cs
+        .iter()
+        .filter_map(|c| c.latency.lock().ok().map(|l| l.clone()))
+        .flatten()
+        .map(|us| us as f64 / 1000.0)
+        .collect();
+    (
+        crate::client::pct(&mut all, 50.0),
+        crate::client::pct(&mut all, 99.0),
+    )
 }
 
 fn sum(cs: &[Arc<Counters>]) -> (u64, u64) {
@@ -344,6 +469,7 @@ pub async fn sfu(
     seconds: u32,
 ) -> Result<MediaResult, String> {
     let room = "bench-media";
+    let clock = Clock::new();
     let mut keep = Vec::new();
     let mut pub_counters = Vec::new();
     let mut play_counters = Vec::new();
@@ -365,7 +491,14 @@ pub async fn sfu(
         let (rtc, socket, mids) = negotiate(&mut c, &tracks).await?;
         let counters = Arc::new(Counters::default());
         pub_counters.push(counters.clone());
-        keep.push(tokio::spawn(run_peer(rtc, socket, mids, true, counters)));
+        keep.push(tokio::spawn(run_peer(
+            rtc,
+            socket,
+            mids,
+            true,
+            counters,
+            clock.clone(),
+        )));
         keep.push(keepalive(c));
     }
     for n in 0..players {
@@ -390,7 +523,14 @@ pub async fn sfu(
             Ok((c, rtc, socket, mids)) => {
                 let counters = Arc::new(Counters::default());
                 play_counters.push(counters.clone());
-                keep.push(tokio::spawn(run_peer(rtc, socket, mids, false, counters)));
+                keep.push(tokio::spawn(run_peer(
+                    rtc,
+                    socket,
+                    mids,
+                    false,
+                    counters,
+                    clock.clone(),
+                )));
                 keep.push(keepalive(c));
             }
             Err(e) => {
@@ -403,16 +543,14 @@ pub async fn sfu(
     tokio::time::sleep(Duration::from_secs(3)).await;
     let window = Window::open(server);
     let cpu0 = self_cpu();
-    // Receipts are counted over the same window as sends, 300 ms later (frames in flight).
-    let (sent0, sent_a0) = sum(&pub_counters);
-    tokio::time::sleep(LAG).await;
-    let (recv0, recv_a0) = sum(&play_counters);
-    tokio::time::sleep(Duration::from_secs(seconds as u64) - LAG).await;
-    let (sent1, sent_a1) = sum(&pub_counters);
-    tokio::time::sleep(LAG).await;
-    let (recv1, recv_a1) = sum(&play_counters);
+    clock.open();
+    tokio::time::sleep(Duration::from_secs(seconds as u64)).await;
+    clock.close();
     let (cpu, wall, rss_kib) = window.close(server);
     let loadgen_cpu = self_cpu() - cpu0;
+    tokio::time::sleep(DRAIN).await;
+    let (sent, sent_audio) = sum(&pub_counters);
+    let (received, received_audio) = sum(&play_counters);
     for k in keep {
         k.abort();
     }
@@ -421,12 +559,13 @@ pub async fn sfu(
         legs: publishers as u64 * players as u64,
         cores: cpu / wall,
         loadgen_cores: loadgen_cpu / wall,
-        expected_video: (sent1 - sent0) * n_players,
-        received_video: recv1 - recv0,
-        expected_audio: (sent_a1 - sent_a0) * n_players,
-        received_audio: recv_a1 - recv_a0,
+        expected_video: sent * n_players,
+        received_video: received,
+        expected_audio: sent_audio * n_players,
+        received_audio,
         rss_kib,
         setup_failed,
+        latency_ms: latency_ms(&play_counters),
     })
 }
 
@@ -443,8 +582,9 @@ pub async fn udp_baseline(
         .trim_start_matches("udp://")
         .parse()
         .map_err(|e| format!("forwarder address: {e}"))?;
-    let received = Arc::new(AtomicU64::new(0));
-    let received_audio = Arc::new(AtomicU64::new(0));
+    let clock = Clock::new();
+    let mut pub_counters = Vec::new();
+    let mut play_counters = Vec::new();
     let mut tasks = Vec::new();
     for _ in 0..players {
         let s = UdpSocket::bind("127.0.0.1:0")
@@ -452,28 +592,33 @@ pub async fn udp_baseline(
             .map_err(|e| e.to_string())?;
         set_buffers(&s);
         s.send_to(b"SUB", target).await.map_err(|e| e.to_string())?;
-        let (received, received_audio) = (received.clone(), received_audio.clone());
+        let counters = Arc::new(Counters::default());
+        play_counters.push(counters.clone());
+        let clock = clock.clone();
         tasks.push(tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
             while let Ok((n, _)) = s.recv_from(&mut buf).await {
-                // First byte: 1 = the last datagram of a video frame, 2 = audio.
-                match buf.get(..n).and_then(|b| b.first()) {
-                    Some(1) => received.fetch_add(1, Ordering::Relaxed),
-                    Some(2) => received_audio.fetch_add(1, Ordering::Relaxed),
-                    _ => 0,
+                // First byte: 1 = the last datagram of a video frame, 2 = audio; then 12
+                // bytes of header, then the payload.
+                let d = buf.get(..n).unwrap_or_default();
+                let kind = match d.first() {
+                    Some(1) => TrackKind::Video,
+                    Some(2) => TrackKind::Audio,
+                    _ => continue,
                 };
+                counters.received(&clock, kind, d.get(13..).unwrap_or_default());
             }
         }));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let sent = Arc::new(AtomicU64::new(0));
-    let sent_audio = Arc::new(AtomicU64::new(0));
     for _ in 0..publishers {
         let s = UdpSocket::bind("127.0.0.1:0")
             .await
             .map_err(|e| e.to_string())?;
         set_buffers(&s);
-        let (sent, sent_audio) = (sent.clone(), sent_audio.clone());
+        let counters = Arc::new(Counters::default());
+        pub_counters.push(counters.clone());
+        let clock = clock.clone();
         tasks.push(tokio::spawn(async move {
             let start = tokio::time::Instant::now();
             let (mut f, mut a) = (0u64, 0u64);
@@ -482,7 +627,8 @@ pub async fn udp_baseline(
                 let next_audio = start + Duration::from_millis(20 * a);
                 tokio::time::sleep_until(next_video.min(next_audio)).await;
                 if tokio::time::Instant::now() >= next_video {
-                    let frame = video_frame(f);
+                    let stamp = clock.now();
+                    let frame = video_frame(f, stamp);
                     let chunks: Vec<&[u8]> = frame.chunks(CHUNK).collect();
                     for (i, c) in chunks.iter().enumerate() {
                         let mut d = Vec::with_capacity(c.len() + 13);
@@ -491,14 +637,16 @@ pub async fn udp_baseline(
                         d.extend_from_slice(c);
                         let _ = s.send_to(&d, target).await;
                     }
-                    sent.fetch_add(1, Ordering::Relaxed);
+                    counters.sent(&clock, TrackKind::Video, stamp);
                     f += 1;
                 }
                 if tokio::time::Instant::now() >= next_audio {
+                    let stamp = clock.now();
                     let mut d = vec![2u8];
-                    d.extend_from_slice(&[0x78; AUDIO_BYTES + 12]);
+                    d.extend_from_slice(&[0; 12]);
+                    d.extend_from_slice(&audio_payload(AUDIO_BYTES, stamp));
                     let _ = s.send_to(&d, target).await;
-                    sent_audio.fetch_add(1, Ordering::Relaxed);
+                    counters.sent(&clock, TrackKind::Audio, stamp);
                     a += 1;
                 }
             }
@@ -507,17 +655,14 @@ pub async fn udp_baseline(
     tokio::time::sleep(Duration::from_secs(1)).await;
     let window = Window::open(forwarder);
     let cpu0 = self_cpu();
-    let pair =
-        |v: &AtomicU64, a: &AtomicU64| (v.load(Ordering::Relaxed), a.load(Ordering::Relaxed));
-    let (s0, sa0) = pair(&sent, &sent_audio);
-    tokio::time::sleep(LAG).await;
-    let (r0, ra0) = pair(&received, &received_audio);
-    tokio::time::sleep(Duration::from_secs(seconds as u64) - LAG).await;
-    let (s1, sa1) = pair(&sent, &sent_audio);
-    tokio::time::sleep(LAG).await;
-    let (r1, ra1) = pair(&received, &received_audio);
+    clock.open();
+    tokio::time::sleep(Duration::from_secs(seconds as u64)).await;
+    clock.close();
     let (cpu, wall, rss_kib) = window.close(forwarder);
     let loadgen_cpu = self_cpu() - cpu0;
+    tokio::time::sleep(DRAIN).await;
+    let (sent, sent_audio) = sum(&pub_counters);
+    let (received, received_audio) = sum(&play_counters);
     for t in tasks {
         t.abort();
     }
@@ -525,11 +670,36 @@ pub async fn udp_baseline(
         legs: publishers as u64 * players as u64,
         cores: cpu / wall,
         loadgen_cores: loadgen_cpu / wall,
-        expected_video: (s1 - s0) * players as u64,
-        received_video: r1 - r0,
-        expected_audio: (sa1 - sa0) * players as u64,
-        received_audio: ra1 - ra0,
+        expected_video: sent * players as u64,
+        received_video: received,
+        expected_audio: sent_audio * players as u64,
+        received_audio,
         rss_kib,
         setup_failed: 0,
+        latency_ms: latency_ms(&play_counters),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stamp_survives_the_frame_and_makes_no_start_code() {
+        for micros in [0, 1, 127, 128, 1 << 40, (1 << 56) - 1] {
+            let f = video_frame(3, micros);
+            assert_eq!(read_stamp(&f), Some(micros));
+            assert!(!f[4..].windows(3).any(|w| w == [0, 0, 1]));
+            assert_eq!(
+                read_stamp(&audio_payload(AUDIO_BYTES, micros)),
+                Some(micros)
+            );
+        }
+        // A payload that carries no stamp is not read as one.
+        assert_eq!(
+            read_stamp(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x7f]),
+            None
+        );
+        assert_eq!(read_stamp(&[0x80; 4]), None);
+    }
 }
