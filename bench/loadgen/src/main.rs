@@ -292,8 +292,9 @@ async fn run(o: &Opts) -> Result<String, String> {
                         zm.setup_failed
                     ));
                     out.push_str(&format!(
-                        "| media {p} x {n}: video frame latency p50 / p99 (ms) | {:.1} / {:.1} | {:.1} / {:.1} | – | publisher's write to the player's last packet |\n",
-                        zm.latency_ms.0, zm.latency_ms.1, bm.latency_ms.0, bm.latency_ms.1
+                        "| media {p} x {n}: video frame latency p50 / p99 (ms) | {:.1} / {:.1} | {:.1} / {:.1} | – | publisher's write to the player's last packet; max {:.0} / {:.0} ms |\n",
+                        zm.latency_ms.0, zm.latency_ms.1, bm.latency_ms.0, bm.latency_ms.1,
+                        zm.latency_ms.2, bm.latency_ms.2
                     ));
                     out.push_str(&format!(
                         "| media {p} x {n}: audio frames lost | {:.2} % | {:.2} % | – | {} / {} and {} / {} received |\n",

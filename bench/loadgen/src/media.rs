@@ -525,8 +525,8 @@ pub struct MediaResult {
     pub received_audio: u64,
     pub rss_kib: u64,
     pub setup_failed: u32,
-    /// Video frames' latency, send to last packet received, p50 / p99 in ms.
-    pub latency_ms: (f64, f64),
+    /// Video frames' latency, send to last packet received, p50 / p99 / max in ms.
+    pub latency_ms: (f64, f64, f64),
 }
 
 impl MediaResult {
@@ -544,8 +544,8 @@ fn self_cpu() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// p50 and p99 of the players' video latencies, in ms.
-fn latency_ms(cs: &[Arc<Counters>]) -> (f64, f64) {
+/// p50, p99 and max of the players' video latencies, in ms.
+fn latency_ms(cs: &[Arc<Counters>]) -> (f64, f64, f64) {
     let mut all: Vec<f64> = cs
         .iter()
         .filter_map(|c| c.latency.lock().ok().map(|l| l.clone()))
@@ -555,6 +555,7 @@ fn latency_ms(cs: &[Arc<Counters>]) -> (f64, f64) {
     (
         crate::client::pct(&mut all, 50.0),
         crate::client::pct(&mut all, 99.0),
+        crate::client::pct(&mut all, 100.0),
     )
 }
 
