@@ -11,9 +11,10 @@
 //!
 //! Counting is by send time, carried in the media ([`Clock`]): every video frame and audio
 //! packet ends with the time it was sent. Frames sent while the window is open are expected at
-//! every player; a player counts a frame whose send time is in the window whenever it arrives,
-//! up to [`DRAIN`] after the window closes, and notes how long it took (the latency figures).
-//! A late frame is then late, not lost, and a frame sent before the window never counts.
+//! every player; a player counts a frame whose send time is in the window if it arrives within
+//! [`LATE`] of being sent (the run waits that long after the window closes), and notes how long
+//! each video frame took (the latency figures, late frames included). A frame later than that
+//! is lost, as it would be to a real-time player; a frame sent before the window never counts.
 
 use crate::client::{room_id, stream_id, Client, Server, Window};
 use futures_util::{SinkExt, StreamExt};
@@ -37,8 +38,8 @@ const KEY_EVERY: u64 = 30;
 const DELTA_BYTES: usize = 4_500;
 const KEY_BYTES: usize = 15_000;
 const AUDIO_BYTES: usize = 120;
-/// How long after the window closes its frames may still arrive.
-const DRAIN: Duration = Duration::from_secs(1);
+/// A frame that arrives later than this after it was sent counts as lost.
+const LATE: Duration = Duration::from_secs(1);
 /// Bytes at the end of each frame that carry its send time.
 const STAMP_BYTES: usize = 8;
 
@@ -271,17 +272,21 @@ impl Counters {
         let Some(stamp) = read_stamp(payload).filter(|s| clock.counts(*s)) else {
             return;
         };
+        let took = clock.now().saturating_sub(stamp);
+        let in_time = took <= LATE.as_micros() as u64;
         match kind {
             TrackKind::Video => {
-                self.video.fetch_add(1, Ordering::Relaxed);
-                let took = clock.now().saturating_sub(stamp).min(u32::MAX as u64) as u32;
+                if in_time {
+                    self.video.fetch_add(1, Ordering::Relaxed);
+                }
                 if let Ok(mut l) = self.latency.lock() {
-                    l.push(took);
+                    l.push(took.min(u32::MAX as u64) as u32);
                 }
             }
-            TrackKind::Audio => {
+            TrackKind::Audio if in_time => {
                 self.audio.fetch_add(1, Ordering::Relaxed);
             }
+            TrackKind::Audio => {}
         }
     }
 
@@ -655,7 +660,7 @@ pub async fn sfu(
     clock.close();
     let (cpu, wall, rss_kib) = window.close(server);
     let loadgen_cpu = self_cpu() - cpu0;
-    tokio::time::sleep(DRAIN).await;
+    tokio::time::sleep(LATE).await;
     let (sent, sent_audio) = sum(&pub_counters);
     let (received, received_audio) = sum(&play_counters);
     for k in keep {
@@ -767,7 +772,7 @@ pub async fn udp_baseline(
     clock.close();
     let (cpu, wall, rss_kib) = window.close(forwarder);
     let loadgen_cpu = self_cpu() - cpu0;
-    tokio::time::sleep(DRAIN).await;
+    tokio::time::sleep(LATE).await;
     let (sent, sent_audio) = sum(&pub_counters);
     let (received, received_audio) = sum(&play_counters);
     for t in tasks {
