@@ -2,19 +2,23 @@
 //! published track to the players of its stream without decoding.
 //!
 //! The engine is always the offerer: it sends its SDP with a map from each m-line (mid) to a
-//! stream and a direction; the SFU answers as ICE-lite. Media of a `send` track of stream S is
-//! written into every `recv` track of S of the other peers (str0m depacketizes to frames and
-//! repacketizes per leg, so NACK/RTX and RTCP run per leg; the codec payload is never decoded).
-//! Players' keyframe requests (PLI/FIR) go to the publisher, throttled, and a keyframe is asked
-//! for whenever a new player track opens.
+//! stream and a direction; the SFU answers as ICE-lite. Peers run in str0m's RTP mode: the RTP
+//! packets of a `send` track of stream S are written into every `recv` track of S of the other
+//! peers, the payload shared between the legs and never decoded or repacketized; SRTP,
+//! NACK/RTX, RTCP and TWCC run per leg. Each leg ([`Leg`]) renumbers its source's sequence
+//! numbers and timestamps, so a player sees one continuous stream even when the source changes
+//! (re-published from a new peer connection, or by another user). Players' keyframe requests
+//! (PLI/FIR) go to the publisher, throttled, and a keyframe is asked for whenever a new player
+//! track opens or a leg changes source.
 //!
 //! Loop: one task owns every `Rtc`. It `select!`s over commands from connections, the UDP
-//! socket and the earliest peer deadline, then takes whatever else the socket already holds
-//! (up to [`RECV_BATCH`] datagrams). After each input the peer is drained with `poll_output()`
-//! until `Timeout`; the packets it emits are written into the players' tracks, and each player
-//! written to is drained once after all of the batch's packets are in, so a player of 30
-//! streams is polled once per batch instead of once per packet. Outgoing datagrams leave together
-//! ([`crate::udp::Batch`]: `sendmmsg`, with a frame's packets to one player as one GSO message).
+//! socket and the earliest deadline, then takes whatever else the socket already holds (up to
+//! [`RECV_BATCH`] datagrams). After each input the peer is drained with `poll_output()` until
+//! `Timeout`; the packets it emits are written into the players' tracks, and the players
+//! written to are moved on and drained once packets have gathered for up to [`COALESCE`], so a
+//! player of 30 streams pays its pass over 60 tracks once for several packets. The datagrams
+//! of an iteration go as one batch to a sending task ([`crate::udp::Batch`]: `sendmmsg`, with
+//! a frame's packets to one player as one GSO message).
 //!
 //! Lookups on the hot path are indexed: a datagram's peer by its source address (the peer is
 //! still asked whether it accepts it), and a published track's players by (stream, kind),
