@@ -357,10 +357,15 @@ async fn negotiate(
         });
     }
     let (offer, pending) = api.apply().ok_or("nothing to offer")?;
+    let receive_only: Vec<Mid> = specs
+        .iter()
+        .filter(|t| t.direction == TrackDirection::Recv)
+        .map(|t| Mid::from(t.mid.as_str()))
+        .collect();
     let reply = c
         .request(Request::MediaOffer {
             sdp: offer.to_sdp_string(),
-            tracks: specs.clone(),
+            tracks: specs,
             fresh: false,
         })
         .await?;
@@ -371,21 +376,9 @@ async fn negotiate(
     rtc.sdp_api()
         .accept_answer(pending, answer)
         .map_err(|e| e.to_string())?;
-    drop_unused_senders(&mut rtc, &specs);
+    // Receive-only m-lines never send: their send streams only cost time.
+    zrooms_proto::media::drop_send_streams(&mut rtc, receive_only);
     Ok((rtc, socket, mids))
-}
-
-/// str0m gives every m-line it offers a send stream, receive-only ones included; each costs a
-/// pass on every input. A receive-only m-line never sends (its RTCP goes out under the
-/// session's own SSRC), so its send stream goes, as the engine does (`media/mod.rs`).
-fn drop_unused_senders(rtc: &mut Rtc, specs: &[TrackSpec]) {
-    let mut api = rtc.direct_api();
-    for t in specs.iter().filter(|t| t.direction == TrackDirection::Recv) {
-        let mid = Mid::from(t.mid.as_str());
-        if let Some(ssrc) = api.stream_tx_by_mid(mid, None).map(|s| s.ssrc()) {
-            api.remove_stream_tx(ssrc);
-        }
-    }
 }
 
 /// Drains a peer's output until its next timeout: datagrams out, a player's packets counted.

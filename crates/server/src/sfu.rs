@@ -190,6 +190,9 @@ type Source = (ConnId, Ssrc);
 /// one that jumps back (libwebrtc drops packets that seem older than half the sequence space).
 struct Leg {
     source: Source,
+    /// The player track's stream: written by SSRC (str0m finds a stream by mid with a scan
+    /// over the peer's streams, once per packet per leg otherwise).
+    ssrc: Ssrc,
     /// The source's payload type and the player's for the same codec.
     pt: (Pt, Pt),
     /// The player's sequence number is the source's plus this.
@@ -216,6 +219,7 @@ impl Leg {
         let start = first_seq(player_ssrc);
         Leg {
             source,
+            ssrc: player_ssrc,
             pt,
             seq_offset: start as i64 - src_seq as i64,
             ts_offset: 0,
@@ -229,19 +233,10 @@ impl Leg {
     /// Continues the player's stream from a new source: the next packet follows the last one
     /// written, and its time is the last one's plus the wall-clock time since (at least one
     /// tick), in the codec's clock rate.
-    fn rebase(
-        &mut self,
-        source: Source,
-        pt: (Pt, Pt),
-        src_seq: u64,
-        src_ts: u32,
-        rate: u32,
-        now: Instant,
-    ) {
+    fn rebase(&mut self, source: Source, src_seq: u64, src_ts: u32, rate: u32, now: Instant) {
         let elapsed = now.saturating_duration_since(self.last_at);
         let ticks = ((elapsed.as_micros() as u64 * rate as u64) / 1_000_000).max(1) as u32;
         self.source = source;
-        self.pt = pt;
         self.floor = self.last_seq + 1;
         self.seq_offset = self.floor as i64 - src_seq as i64;
         self.ts_offset = self.last_ts.wrapping_add(ticks).wrapping_sub(src_ts);
@@ -675,9 +670,15 @@ impl Sfu {
                         continue;
                     };
                     match found {
+                        // The same source in another codec: only the payload types change.
+                        Some(leg) if leg.source == source => {
+                            leg.pt = (src_pt, pt);
+                            leg
+                        }
                         Some(leg) => {
-                            switched |= leg.source != source;
-                            leg.rebase(source, (src_pt, pt), src_seq, src_ts, rate, f.at);
+                            switched = true;
+                            leg.pt = (src_pt, pt);
+                            leg.rebase(source, src_seq, src_ts, rate, f.at);
                             leg
                         }
                         None => {
@@ -703,9 +704,9 @@ impl Sfu {
             let Some((seq, ts)) = leg.map(src_seq, src_ts, f.at) else {
                 continue;
             };
-            let pt = leg.pt.1;
+            let (pt, ssrc) = (leg.pt.1, leg.ssrc);
             let mut api = peer.rtc.direct_api();
-            let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+            let Some(tx) = api.stream_tx(&ssrc) else {
                 continue;
             };
             tx.write_rtp(
@@ -850,7 +851,7 @@ mod tests {
         // 200 ms later the stream comes from another peer whose numbers are far lower and
         // whose clock is elsewhere.
         let t1 = t0 + Duration::from_millis(200);
-        l.rebase(b(), PTS, 5, 4_000_000_000, 90_000, t1);
+        l.rebase(b(), 5, 4_000_000_000, 90_000, t1);
         let (s3, ts3) = l.map(5, 4_000_000_000, t1).unwrap();
         assert_eq!(s3, s2 + 1, "sequence numbers go on by one");
         assert_eq!(
@@ -873,7 +874,7 @@ mod tests {
         let t0 = Instant::now();
         let mut l = leg(10, t0);
         let (_, ts) = l.map(10, 500, t0).unwrap();
-        l.rebase(b(), PTS, 77, 123, 48_000, t0);
+        l.rebase(b(), 77, 123, 48_000, t0);
         let (_, ts2) = l.map(77, 123, t0).unwrap();
         assert_eq!(ts2, ts + 1);
     }

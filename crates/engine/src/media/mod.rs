@@ -738,24 +738,9 @@ impl Media {
             TrackState::Stopping => false,
             _ => true,
         });
-        if applied {
-            self.drop_unused_senders(&newly_active);
-        }
-    }
-
-    /// str0m gives every m-line it offers a send stream, receive-only ones included, and each
-    /// send stream costs a pass on every datagram the peer handles. A player track never sends
-    /// media (its RTCP goes out under the session's own SSRC), so its send stream goes: a
-    /// player of 30 streams then pays for its 60 receive streams, not for 120 streams.
-    fn drop_unused_senders(&mut self, mids: &[Mid]) {
-        let Some(rtc) = self.rtc.as_mut() else {
-            return;
-        };
-        let mut api = rtc.direct_api();
-        for mid in mids {
-            if let Some(ssrc) = api.stream_tx_by_mid(*mid, None).map(|s| s.ssrc()) {
-                api.remove_stream_tx(ssrc);
-            }
+        if let (true, Some(rtc)) = (applied, self.rtc.as_mut()) {
+            // Player tracks never send: their send streams only cost time.
+            zrooms_proto::media::drop_send_streams(rtc, newly_active);
         }
     }
 
