@@ -181,6 +181,8 @@ codes! {
     IM_USER_ID_EMPTY = 1009011;
     /// A custom-command target userID is too long.
     IM_USER_ID_TOO_LONG = 1009012;
+    /// An input list is over its limit (custom-command recipients).
+    IM_INPUT_PARAMS_LENGTH_LIMIT = 1009013;
     /// Broadcast messages sent too often.
     IM_BROADCAST_MESSAGE_QPS_OVERRATE = 1009015;
 }

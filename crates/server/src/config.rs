@@ -16,16 +16,27 @@
 //! require_token = false        # true: a token is needed even with the right appSign
 //! privilege_check = true       # apply a token's room and publish privileges
 //! token_expire_action = "kick" # or "keep": what happens to a session whose token expired
+//! token_layouts = ["gcm"]      # add "cbc" only for generators that make nothing else (weaker)
+//! max_token_lifetime_s = 604800 # a token may expire at most this far ahead (7 days)
+//! max_streams_per_user = 4     # streams one session publishes at once (ZEGO: 4 channels)
+//! max_streams_per_room = 500   # streams published in one room at once
+//! auth_failures_per_app = 50   # failed token logins per second, all sources together
 //!
 //! [app.limits]                 # ZEGO's limits, per app (docs/limits.md); these are defaults
 //! broadcast_per_room = 10      # messages per second
 //! broadcast_per_user = 2
+//! custom_command_recipients = 100
 //! ```
 //!
-//! Server-wide: `max_connections_per_ip` (0 = unlimited), `max_frame_bytes` (256 KiB),
-//! `outbound_queue` (frames waiting for one slow reader before it is closed, 1024),
-//! `hello_timeout_ms` (handshake and hello, each, 10000), `heartbeat_timeout_ms` (30000),
-//! `reconnect_grace_ms` (30000; 0 = none), `replay_window` (frames, 4096).
+//! Server-wide: `max_connections_per_ip` (128; 0 = unlimited), `max_pending_connections`
+//! (connections that have not logged into a room yet, 1024; beyond it the oldest is shed),
+//! `login_timeout_ms` (a connection must log into a room within this time, 30000),
+//! `auth_failures_per_ip` (failed token logins per second from one address, 1),
+//! `max_frame_bytes` (256 KiB), `outbound_queue` (frames waiting for one slow reader before it is
+//! closed, 1024), `hello_timeout_ms` (handshake and hello, each, 5000), `heartbeat_timeout_ms`
+//! (30000), `reconnect_grace_ms` (30000; 0 = none), `replay_window` (frames, 4096),
+//! `replay_window_bytes` (4 MiB), `allowed_origins` (browser origins admitted; empty = any).
+//! Every limit, its default and why: `docs/security.md` and `docs/limits.md`.
 
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -62,8 +73,125 @@ pub struct AppConfig {
     /// What happens when a room's token expires.
     #[serde(default)]
     pub token_expire_action: ExpireAction,
+    /// The token layouts this app accepts. GCM only by default: the CBC layout has no
+    /// authentication (see `docs/security.md`), so it is an explicit opt-in.
+    #[serde(default = "default_layouts")]
+    pub token_layouts: Vec<TokenLayout>,
+    /// A token may expire at most this many seconds after it is presented (1002078 beyond).
+    #[serde(default = "default_token_lifetime")]
+    pub max_token_lifetime_s: i64,
+    /// Streams one session (engine) publishes at once, all its rooms together (1003025 beyond).
+    #[serde(default = "default_streams_per_user")]
+    pub max_streams_per_user: u32,
+    /// Streams published in one room at once (1003025 beyond): bounds a room's snapshot.
+    #[serde(default = "default_streams_per_room")]
+    pub max_streams_per_room: u32,
+    /// Failed token logins per second for the whole app, all sources together; beyond it token
+    /// logins are refused unchecked (1002033) until the bucket refills.
+    #[serde(default = "default_auth_failures_per_app")]
+    pub auth_failures_per_app: f64,
     #[serde(default)]
     pub limits: Limits,
+}
+
+/// A token04 layout an app accepts.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenLayout {
+    Gcm,
+    Cbc,
+}
+
+impl AppConfig {
+    /// Whether this app's settings are usable; the reason when not.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(sign) = &self.app_sign {
+            if sign.len() != 64 || !sign.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "app {}: app_sign must be 64 hex characters",
+                    self.app_id
+                ));
+            }
+        }
+        if let Some(secret) = &self.server_secret {
+            if secret.len() != zrooms_token::SECRET_LEN || !secret.is_ascii() {
+                return Err(format!(
+                    "app {}: server_secret must be 32 ASCII characters",
+                    self.app_id
+                ));
+            }
+        }
+        if self.require_token && self.server_secret.is_none() {
+            return Err(format!(
+                "app {}: require_token needs a server_secret",
+                self.app_id
+            ));
+        }
+        let l = &self.limits;
+        let rates = [
+            l.broadcast_per_room,
+            l.broadcast_per_user,
+            l.barrage_per_room,
+            l.custom_command_single,
+            l.custom_command_multi,
+            l.logins_per_room,
+            l.room_extra_info_per_room,
+            l.requests_per_connection,
+        ];
+        if rates.iter().any(|r| !r.is_finite() || *r <= 0.0) {
+            return Err(format!("app {}: limits must be positive", self.app_id));
+        }
+        if self.token_layouts.is_empty() {
+            return Err(format!(
+                "app {}: token_layouts must name gcm, cbc or both",
+                self.app_id
+            ));
+        }
+        if self.max_token_lifetime_s <= 0
+            || !self.auth_failures_per_app.is_finite()
+            || self.auth_failures_per_app <= 0.0
+        {
+            return Err(format!(
+                "app {}: max_token_lifetime_s and auth_failures_per_app must be positive",
+                self.app_id
+            ));
+        }
+        if self.app_id == 0 {
+            return Err("app_id 0 is not valid".into());
+        }
+        Ok(())
+    }
+
+    /// What the token verifier accepts for this app.
+    pub fn token_check(&self) -> zrooms_token::Check {
+        zrooms_token::Check {
+            layouts: zrooms_token::Layouts {
+                cbc: self.token_layouts.contains(&TokenLayout::Cbc),
+                gcm: self.token_layouts.contains(&TokenLayout::Gcm),
+            },
+            max_lifetime_s: self.max_token_lifetime_s,
+        }
+    }
+}
+
+fn default_layouts() -> Vec<TokenLayout> {
+    vec![TokenLayout::Gcm]
+}
+
+fn default_token_lifetime() -> i64 {
+    7 * 24 * 3600
+}
+
+fn default_streams_per_user() -> u32 {
+    4
+}
+
+fn default_streams_per_room() -> u32 {
+    500
+}
+
+fn default_auth_failures_per_app() -> f64 {
+    50.0
 }
 
 /// What the server does when a logged-in room's token expires (ZEGO lets the app choose).
@@ -103,6 +231,8 @@ pub struct Limits {
     pub stream_extra_info_bytes: usize,
     /// Room extra info key and value: shorter than this.
     pub room_extra_info_bytes: usize,
+    /// Recipients named in one custom command (1009013 beyond).
+    pub custom_command_recipients: usize,
 }
 
 impl Default for Limits {
@@ -119,6 +249,7 @@ impl Default for Limits {
             message_bytes: MAX_MESSAGE_BYTES,
             stream_extra_info_bytes: MAX_STREAM_EXTRA_INFO_BYTES,
             room_extra_info_bytes: MAX_ROOM_EXTRA_INFO_BYTES,
+            custom_command_recipients: 100,
         }
     }
 }
@@ -144,6 +275,11 @@ impl AppConfig {
             require_token: false,
             privilege_check: true,
             token_expire_action: ExpireAction::Kick,
+            token_layouts: default_layouts(),
+            max_token_lifetime_s: default_token_lifetime(),
+            max_streams_per_user: default_streams_per_user(),
+            max_streams_per_room: default_streams_per_room(),
+            auth_failures_per_app: default_auth_failures_per_app(),
             limits: Limits::default(),
         }
     }
@@ -160,8 +296,21 @@ pub struct ServerConfig {
     pub outbound_queue: usize,
     /// Largest WebSocket message (and frame) accepted, in bytes; larger closes the connection.
     pub max_message_bytes: usize,
-    /// Open connections from one IP address; 0 = unlimited. Beyond it the handshake is refused.
+    /// Open connections from one IP address; 0 = unlimited. Beyond it a new connection is
+    /// closed at once.
     pub max_connections_per_ip: u32,
+    /// Connections that have not logged into any room yet, server-wide; 0 = unlimited. A new one
+    /// beyond it sheds the oldest such connection.
+    pub max_pending_connections: usize,
+    /// A connection that has not logged into a room this long after it was accepted is closed.
+    pub login_timeout: Duration,
+    /// Failed token logins per second from one IP address (a burst of 10 first); beyond it token
+    /// logins from that address are refused unchecked (1002033) until the bucket refills.
+    pub auth_failures_per_ip: f64,
+    /// Browser origins whose WebSocket connections are admitted (`Origin` header, e.g.
+    /// `https://app.example.com`); empty: any. Connections without an `Origin` (SDKs) are
+    /// always admitted.
+    pub allowed_origins: Vec<String>,
     /// A connection must finish the WebSocket handshake and say hello within this time.
     pub hello_timeout: Duration,
     /// A connection that sends nothing (not even its heartbeat) for this long is dead.
@@ -171,6 +320,9 @@ pub struct ServerConfig {
     pub reconnect_grace: Duration,
     /// Frames kept per session until the engine acknowledges them, for resuming.
     pub replay_window: usize,
+    /// Bytes those frames may hold; past it the oldest are forgotten and the session can no
+    /// longer be resumed from before them (the engine logs in afresh).
+    pub replay_window_bytes: usize,
     /// The SFU's UDP address; `None`: the signaling listener's IP (127.0.0.1 when that is
     /// unspecified) and a free port. It is the host candidate peers connect to.
     pub media_addr: Option<std::net::SocketAddr>,
@@ -187,11 +339,16 @@ impl Default for ServerConfig {
             online_count_interval: Duration::from_secs(30),
             outbound_queue: 1024,
             max_message_bytes: 256 * 1024,
-            max_connections_per_ip: 0,
-            hello_timeout: Duration::from_secs(10),
+            max_connections_per_ip: 128,
+            max_pending_connections: 1024,
+            login_timeout: Duration::from_secs(30),
+            auth_failures_per_ip: 1.0,
+            allowed_origins: Vec::new(),
+            hello_timeout: Duration::from_secs(5),
             heartbeat_timeout: Duration::from_secs(30),
             reconnect_grace: Duration::from_secs(30),
             replay_window: 4096,
+            replay_window_bytes: 4 << 20,
             media_addr: None,
             media_advertise: None,
         }
@@ -206,7 +363,17 @@ struct ConfigFile {
     #[serde(default)]
     online_count_interval_ms: Option<u64>,
     #[serde(default)]
-    max_connections_per_ip: u32,
+    max_connections_per_ip: Option<u32>,
+    #[serde(default)]
+    max_pending_connections: Option<usize>,
+    #[serde(default)]
+    login_timeout_ms: Option<u64>,
+    #[serde(default)]
+    auth_failures_per_ip: Option<f64>,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+    #[serde(default)]
+    replay_window_bytes: Option<usize>,
     #[serde(default)]
     max_frame_bytes: Option<usize>,
     #[serde(default)]
@@ -236,7 +403,25 @@ impl ServerConfig {
         if let Some(ms) = file.online_count_interval_ms {
             config.online_count_interval = Duration::from_millis(ms.max(100));
         }
-        config.max_connections_per_ip = file.max_connections_per_ip;
+        if let Some(n) = file.max_connections_per_ip {
+            config.max_connections_per_ip = n;
+        }
+        if let Some(n) = file.max_pending_connections {
+            config.max_pending_connections = n;
+        }
+        if let Some(ms) = file.login_timeout_ms {
+            config.login_timeout = Duration::from_millis(ms.max(1000));
+        }
+        if let Some(r) = file.auth_failures_per_ip {
+            if !r.is_finite() || r <= 0.0 {
+                return Err("auth_failures_per_ip must be positive".into());
+            }
+            config.auth_failures_per_ip = r;
+        }
+        config.allowed_origins = file.allowed_origins;
+        if let Some(n) = file.replay_window_bytes {
+            config.replay_window_bytes = n.max(64 * 1024);
+        }
         if let Some(n) = file.max_frame_bytes {
             // Big enough for a media offer with a few dozen tracks (about 1.2 KB an m-line).
             config.max_message_bytes = n.max(16 * 1024);
@@ -258,45 +443,7 @@ impl ServerConfig {
             config.outbound_queue = n.max(16);
         }
         for app in file.app {
-            if let Some(sign) = &app.app_sign {
-                if sign.len() != 64 || !sign.chars().all(|c| c.is_ascii_hexdigit()) {
-                    return Err(format!(
-                        "app {}: app_sign must be 64 hex characters",
-                        app.app_id
-                    ));
-                }
-            }
-            if let Some(secret) = &app.server_secret {
-                if secret.len() != zrooms_token::SECRET_LEN || !secret.is_ascii() {
-                    return Err(format!(
-                        "app {}: server_secret must be 32 ASCII characters",
-                        app.app_id
-                    ));
-                }
-            }
-            if app.require_token && app.server_secret.is_none() {
-                return Err(format!(
-                    "app {}: require_token needs a server_secret",
-                    app.app_id
-                ));
-            }
-            let l = &app.limits;
-            let rates = [
-                l.broadcast_per_room,
-                l.broadcast_per_user,
-                l.barrage_per_room,
-                l.custom_command_single,
-                l.custom_command_multi,
-                l.logins_per_room,
-                l.room_extra_info_per_room,
-                l.requests_per_connection,
-            ];
-            if rates.iter().any(|r| !r.is_finite() || *r <= 0.0) {
-                return Err(format!("app {}: limits must be positive", app.app_id));
-            }
-            if app.app_id == 0 {
-                return Err("app_id 0 is not valid".into());
-            }
+            app.check()?;
             config.apps.insert(app.app_id, app);
         }
         Ok(config)

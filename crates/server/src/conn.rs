@@ -7,13 +7,15 @@
 
 use crate::config::ExpireAction;
 use crate::limits::Bucket;
+use crate::metrics::Metrics;
 use crate::resume::{self, Attach, Handoff, Replay, WsSink, WsSource};
 use crate::sfu::SfuCmd;
-use crate::state::{lock, App, ConnId, Outbound, PublishedStream, RoomState};
+use crate::state::{lock, App, ConnId, Flag, Outbound, PublishedStream, RoomState};
 use crate::{web, Shared};
 use futures_util::StreamExt;
-use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpStream;
@@ -31,6 +33,9 @@ use zrooms_token::Privileges;
 
 /// `roomTokenWillExpire` goes out this long before a room's token expires (ZEGO: 30 s).
 const TOKEN_WARNING_S: i64 = 30;
+/// Members listed in a login's snapshot, at most (ZEGO's user list is not complete past 500
+/// either): with 10,000 members the reply would otherwise be half a megabyte per login.
+pub(crate) const LOGIN_SNAPSHOT_USERS: usize = 500;
 
 type Res<T> = Result<T, ErrorCode>;
 
@@ -39,6 +44,12 @@ struct Conn {
     id: ConnId,
     out: Outbound,
     shared: Arc<Shared>,
+    /// The peer's address (failed token logins are counted per address).
+    ip: IpAddr,
+    /// The connection has logged into a room once: it no longer counts as pending.
+    logged_in_once: bool,
+    /// A media offer of this connection waits for the SFU's answer (one at a time).
+    offer_in_flight: Arc<AtomicBool>,
     app: Option<Arc<App>>,
     user: Option<User>,
     rooms: HashMap<RoomId, Arc<crate::state::Room>>,
@@ -83,9 +94,48 @@ impl Grant {
 }
 pub(crate) async fn serve(
     stream: TcpStream,
+    ip: IpAddr,
+    id: ConnId,
+    shed: Arc<Flag>,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let accepted = tokio::time::Instant::now();
+    // Until its hello is answered a connection may be shed at any await (nothing is registered
+    // for it yet); after, the session loop watches the flag until the first login.
+    let opened = tokio::select! {
+        o = open(stream, ip, &shared) => o,
+        _ = shed.wait() => None,
+    };
+    let Some((sink, source, first)) = opened else {
+        return;
+    };
+    let (sink, source) = match resume_hello(first.as_str()) {
+        Some((hello_id, app_id, resume)) => {
+            match resume::handoff(&shared, app_id, &resume, hello_id, sink, source) {
+                Ok(()) => return,
+                // Not resumable: the hello starts a new session.
+                Err(socket) => socket,
+            }
+        }
+        None => (sink, source),
+    };
+    let start = Start {
+        id,
+        ip,
+        shed,
+        login_deadline: accepted + shared.config.login_timeout,
+    };
+    run_session(shared, start, sink, source, first.as_str(), &mut shutdown).await;
+}
+
+/// The request head, the WebSocket handshake and the first text frame (the hello), each within
+/// the hello timeout. Plain requests are answered and end here.
+async fn open(
+    mut stream: TcpStream,
+    ip: IpAddr,
+    shared: &Shared,
+) -> Option<(WsSink, WsSource, tokio_tungstenite::tungstenite::Utf8Bytes)> {
     // Small buffers: tungstenite's defaults (128 KiB to read, 128 KiB gathered before a write)
     // cost about 130 KB of resident memory a connection, 1.3 GB for 10,000 users
     // (bench/RESULTS.md); ours are messages of a few hundred bytes, written at once.
@@ -98,51 +148,63 @@ pub(crate) async fn serve(
     // `hello_timeout` for the handshake, and as long again for its hello.
     let hello_deadline = tokio::time::Instant::now() + shared.config.hello_timeout;
     // The same port serves the browser client's files (web.rs); only upgrades go on.
-    match tokio::time::timeout_at(hello_deadline, web::peek_head(&stream)).await {
-        Ok(Some(web::Head::Upgrade)) => {}
-        Ok(Some(web::Head::Plain { method, path, len })) => {
+    let read = tokio::time::timeout_at(hello_deadline, web::read_head(&mut stream)).await;
+    let prefix = match read {
+        Ok(Some((web::Head::Upgrade { origin }, bytes))) => {
+            if !web::origin_allowed(origin.as_deref(), &shared.config.allowed_origins) {
+                Metrics::inc(&shared.metrics.refused_origin);
+                tracing::debug!(?origin, "origin not allowed: refused");
+                web::refuse(stream).await;
+                return None;
+            }
+            bytes
+        }
+        Ok(Some((web::Head::Plain { method, path, .. }, _))) => {
+            let metrics = ip.is_loopback().then(|| shared.render_metrics());
             let _ = tokio::time::timeout_at(
                 hello_deadline,
-                web::serve_plain(stream, &method, &path, len),
+                web::serve_plain(stream, &method, &path, metrics),
             )
             .await;
-            return;
+            return None;
         }
-        Ok(None) | Err(_) => return,
-    }
-    let handshake = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config));
+        Ok(None) | Err(_) => return None,
+    };
+    let handshake = tokio_tungstenite::accept_async_with_config(
+        web::Prefixed::new(prefix, stream),
+        Some(ws_config),
+    );
     let ws = match tokio::time::timeout_at(hello_deadline, handshake).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
             tracing::debug!("handshake failed: {e}");
-            return;
+            return None;
         }
         Err(_) => {
             tracing::debug!("no handshake in time: closed");
-            return;
+            return None;
         }
     };
     let hello_deadline = tokio::time::Instant::now() + shared.config.hello_timeout;
     let (sink, mut source) = ws.split();
     // The first frame is the hello. One that resumes a parked session hands the socket over.
-    let first = loop {
+    loop {
         match tokio::time::timeout_at(hello_deadline, source.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) => break text,
+            Ok(Some(Ok(Message::Text(text)))) => return Some((sink, source, text)),
             Ok(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => {}
-            _ => return,
+            _ => return None,
         }
-    };
-    let (sink, source) = match resume_hello(first.as_str()) {
-        Some((id, app_id, resume)) => {
-            match resume::handoff(&shared, app_id, &resume, id, sink, source) {
-                Ok(()) => return,
-                // Not resumable: the hello starts a new session.
-                Err(socket) => socket,
-            }
-        }
-        None => (sink, source),
-    };
-    run_session(shared, sink, source, first.as_str(), &mut shutdown).await;
+    }
+}
+
+/// What a new session starts from.
+struct Start {
+    id: ConnId,
+    ip: IpAddr,
+    /// Raised to close the connection while it has not logged in (budget or descriptors).
+    shed: Arc<Flag>,
+    /// A connection that has not logged into a room by then is closed.
+    login_deadline: tokio::time::Instant,
 }
 
 /// The request id, app and resume of a hello that asks to resume.
@@ -168,20 +230,22 @@ enum Lost {
 
 async fn run_session(
     shared: Arc<Shared>,
+    start: Start,
     sink: WsSink,
     source: WsSource,
     hello: &str,
     shutdown: &mut watch::Receiver<bool>,
 ) {
-    let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let id = start.id;
     let (out, rx, stuck) = Outbound::new(id, shared.config.outbound_queue);
     let replay = Arc::new(std::sync::Mutex::new(Replay::new(
         shared.config.replay_window,
+        shared.config.replay_window_bytes,
     )));
     let (attach_tx, attach_rx) = mpsc::channel::<Attach>(1);
     let (handoff_tx, mut handoff_rx) = mpsc::channel::<Handoff>(1);
     let writer = tokio::spawn(resume::writer(rx, replay.clone(), attach_rx, Some(sink)));
-    let mut conn = Conn::new(id, out, shared.clone());
+    let mut conn = Conn::new(id, out, shared.clone(), start.ip);
     conn.replay = Some(replay.clone());
     let hello_ok = conn.on_text(hello) && conn.app.is_some();
     let session_id = id.to_string();
@@ -260,6 +324,15 @@ async fn run_session(
                 Some(Lost::Ended)
             }
             _ = sleep_until(token_deadline) => { conn.token_timer(); None }
+            _ = start.shed.wait(), if !conn.logged_in_once => {
+                tracing::debug!(conn = id, "shed: had not logged in, and room was needed");
+                Some(Lost::Ended)
+            }
+            _ = tokio::time::sleep_until(start.login_deadline), if !conn.logged_in_once => {
+                tracing::debug!(conn = id, "no login in time: closed");
+                Metrics::inc(&shared.metrics.login_timeouts);
+                Some(Lost::Ended)
+            }
             _ = stuck.wait() => {
                 tracing::warn!(conn = id, "outbound queue full: closing a connection that does not read");
                 Some(Lost::Ended)
@@ -293,7 +366,7 @@ pub(crate) fn run_frames(shared: &Arc<Shared>, conns: usize, frames: &[&str]) ->
         let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
         let (out, rx, _stuck) = Outbound::new(id, shared.config.outbound_queue);
         receivers.push(rx);
-        Conn::new(id, out, shared.clone())
+        Conn::new(id, out, shared.clone(), IpAddr::from([127, 0, 0, 1]))
     };
     let mut receivers = Vec::new();
     let mut live: Vec<Conn> = (0..conns.max(1)).map(|_| open(&mut receivers)).collect();
@@ -347,11 +420,14 @@ fn frame_id(text: &str) -> Option<u64> {
 }
 
 impl Conn {
-    fn new(id: ConnId, out: Outbound, shared: Arc<Shared>) -> Self {
+    fn new(id: ConnId, out: Outbound, shared: Arc<Shared>, ip: IpAddr) -> Self {
         Conn {
             id,
             out,
             shared,
+            ip,
+            logged_in_once: false,
+            offer_in_flight: Arc::new(AtomicBool::new(false)),
             app: None,
             user: None,
             rooms: HashMap::new(),
@@ -453,7 +529,8 @@ impl Conn {
         // No appSign is allowed (ZEGO 2.17+): the logins then need tokens.
         if let Some(sign) = &config.app_sign {
             if !app_sign.is_empty() {
-                if !sign.eq_ignore_ascii_case(app_sign) {
+                let given = app_sign.to_ascii_lowercase();
+                if !crate::ct_eq(sign.to_ascii_lowercase().as_bytes(), given.as_bytes()) {
                     return Err(ErrorCode::ENGINE_APP_SIGN_INCORRECT);
                 }
                 self.signed = true;
@@ -501,6 +578,7 @@ impl Conn {
                 Ok(Some(None))
             }
             Request::RenewToken { room_id, token } => {
+                self.member_room_checked(&room_id)?;
                 self.renew_token(app, room_id, &token)?;
                 Ok(Some(None))
             }
@@ -530,7 +608,7 @@ impl Conn {
                 .set_stream_extra_info(app, id, room_id, stream_id, extra_info)
                 .map(|()| None),
             Request::Play { room_id, stream_id } => {
-                self.member_room(&room_id)?;
+                self.member_room_checked(&room_id)?;
                 app.add_player(&stream_id, &room_id, &self.out);
                 let available = app.is_published(&stream_id);
                 self.reply(id, ErrorCode::SUCCESS, Some(ReplyBody::Play { available }));
@@ -634,6 +712,9 @@ impl Conn {
             } => {
                 let limits = &app.config.limits;
                 check_message(&command, limits.message_bytes)?;
+                if to.len() > limits.custom_command_recipients {
+                    return Err(ErrorCode::IM_INPUT_PARAMS_LENGTH_LIMIT);
+                }
                 self.in_room(&room_id, |st, user, out| {
                     let rates = &mut st
                         .members
@@ -661,12 +742,11 @@ impl Conn {
                         st.broadcast(&msg, Some(out.conn));
                     } else {
                         let frame = crate::state::encode(&msg);
-                        let mut seen: Vec<&UserId> = Vec::with_capacity(to.len());
+                        let mut seen: HashSet<&UserId> = HashSet::with_capacity(to.len());
                         for target in &to {
-                            if seen.contains(&target) {
+                            if !seen.insert(target) {
                                 continue;
                             }
-                            seen.push(target);
                             if let Some(m) = st.members.get(target) {
                                 if m.out.conn != out.conn {
                                     m.out.send(frame.clone());
@@ -702,6 +782,29 @@ impl Conn {
         f(&mut st, user, &self.out)
     }
 
+    /// A room this connection is a member of now, checked under the room's lock. A room it
+    /// was kicked out of (its user logged in again elsewhere) is forgotten here: the connection
+    /// loses every right in it at once (the kicker already removed its plays and streams).
+    fn member_room_checked(&mut self, room_id: &RoomId) -> Res<Arc<crate::state::Room>> {
+        let room = self.member_room(room_id)?;
+        let user = self.user()?;
+        if lock(&room.state).is_member(&user.user_id, self.id) {
+            return Ok(room);
+        }
+        self.forget_room(room_id);
+        Err(ErrorCode::COMMON_NOT_LOGIN_ROOM)
+    }
+
+    /// Drops what this connection knows of a room it no longer belongs to.
+    fn forget_room(&mut self, room_id: &RoomId) {
+        self.rooms.remove(room_id);
+        self.grants.remove(room_id);
+        self.playing.retain(|_, r| r != room_id);
+        if self.rooms.is_empty() {
+            self.user = None;
+        }
+    }
+
     fn user(&self) -> Res<User> {
         self.user.clone().ok_or(ErrorCode::COMMON_NOT_LOGIN_ROOM)
     }
@@ -727,6 +830,7 @@ impl Conn {
         if config.multi_room && !policy.multi_room {
             return Err(ErrorCode::ROOM_ERROR_MULTI_ROOM_NOT_SUPPORT);
         }
+        self.forget_kicked_rooms();
         if self.rooms.contains_key(&room_id) {
             return Err(ErrorCode::ROOM_COUNT_EXCEED);
         }
@@ -798,6 +902,13 @@ impl Conn {
                         stream: s.clone(),
                     });
                 }
+                // The kicked connection plays nothing more through this room, at once.
+                for s in app.revoke_player(old.conn, &room_id) {
+                    self.shared.sfu.send(SfuCmd::Unplay {
+                        conn: old.conn,
+                        stream: s,
+                    });
+                }
             }
             st.members.insert(
                 user.user_id.clone(),
@@ -812,6 +923,7 @@ impl Conn {
                 .members
                 .values()
                 .filter(|m| m.out.conn != self.id)
+                .take(LOGIN_SNAPSHOT_USERS)
                 .map(|m| m.user.clone())
                 .collect();
             let streams: Vec<StreamInfo> = st.streams.values().map(|s| s.info.clone()).collect();
@@ -834,7 +946,27 @@ impl Conn {
         self.user = Some(user);
         self.grants.insert(room_id.clone(), grant);
         self.rooms.insert(room_id, room);
+        if !self.logged_in_once {
+            self.logged_in_once = true;
+            self.shared.pending.remove(self.id);
+        }
         Ok(())
+    }
+
+    /// Forgets every room this connection was kicked out of since it last looked.
+    fn forget_kicked_rooms(&mut self) {
+        let Some(user) = self.user.clone() else {
+            return;
+        };
+        let gone: Vec<RoomId> = self
+            .rooms
+            .iter()
+            .filter(|(_, room)| !lock(&room.state).is_member(&user.user_id, self.id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for room_id in gone {
+            self.forget_room(&room_id);
+        }
     }
 
     /// Who may log into `room_id`: an open app (no appSign, no secret) admits anyone; an engine
@@ -859,14 +991,44 @@ impl Conn {
                 Err(ErrorCode::ROOM_TOKEN_INNER_ERROR)
             };
         };
+        // Failed tokens are throttled per address and per app: past the budget a token is not
+        // even looked at, and the answer is the same as for a bad one.
+        let now = Instant::now();
+        let ip_rate = self.shared.config.auth_failures_per_ip;
+        let allowed = self.shared.auth_failures.allowed(self.ip, ip_rate, now)
+            && lock(&app.auth_failures).ready_burst(
+                policy.auth_failures_per_app,
+                policy.auth_failures_per_app.max(1.0),
+                now,
+            );
+        if !allowed {
+            Metrics::inc(&self.shared.metrics.auth_throttled);
+            return Err(ErrorCode::ROOM_ERROR_AUTHENTICATION_FAILED);
+        }
         let verified = zrooms_token::verify(
             token,
             secret.as_bytes(),
             policy.app_id,
             user_id.as_str(),
             now_s(),
+            policy.token_check(),
         )
-        .map_err(|e| ErrorCode(e.code()))?;
+        .map_err(|e| {
+            self.shared.auth_failures.failed(self.ip, ip_rate, now);
+            lock(&app.auth_failures).take_burst(
+                policy.auth_failures_per_app,
+                policy.auth_failures_per_app.max(1.0),
+                now,
+            );
+            Metrics::inc(&self.shared.metrics.auth_failures);
+            tracing::info!(
+                app = policy.app_id,
+                ip = %self.ip,
+                reason = ?e,
+                "token refused"
+            );
+            ErrorCode(e.code())
+        })?;
         let privileges = if policy.privilege_check {
             verified.privileges
         } else {
@@ -922,7 +1084,10 @@ impl Conn {
                 }
             })
             .min()?;
-        let wait_ms = (next_s * 1000).saturating_sub(now_ms() as i64).max(0) as u64;
+        let wait_ms = next_s
+            .saturating_mul(1000)
+            .saturating_sub(now_ms() as i64)
+            .clamp(0, 24 * 3600 * 1000) as u64;
         Some(tokio::time::Instant::now() + Duration::from_millis(wait_ms))
     }
 
@@ -932,6 +1097,7 @@ impl Conn {
         let Some(app) = self.app.clone() else {
             return;
         };
+        self.forget_kicked_rooms();
         let now = now_s();
         let mut expired = Vec::new();
         for (room_id, g) in &mut self.grants {
@@ -1053,9 +1219,15 @@ impl Conn {
                 self.reply(id, ErrorCode::SUCCESS, None);
                 return Ok(());
             }
-            if !app.claim_stream(&stream_id, &room_id, self.id) {
-                return Err(ErrorCode::PUBLISHER_ERROR_REPETITIVE_PUBLISH_STREAM);
+            if st.streams.len() >= app.config.max_streams_per_room as usize {
+                return Err(ErrorCode::PUBLISHER_FORBIDDEN);
             }
+            app.claim_stream(
+                &stream_id,
+                &room_id,
+                self.id,
+                app.config.max_streams_per_user,
+            )?;
             let info = StreamInfo {
                 stream_id: stream_id.clone(),
                 user,
@@ -1116,10 +1288,17 @@ impl Conn {
         tracks: Vec<TrackSpec>,
         fresh: bool,
     ) -> Res<()> {
+        // Media only for a session that is logged into a room.
+        self.forget_kicked_rooms();
+        if self.rooms.is_empty() {
+            return Err(ErrorCode::COMMON_NOT_LOGIN_ROOM);
+        }
         for t in &tracks {
             let allowed = match t.direction {
                 TrackDirection::Send => app.publisher_of(&t.stream_id) == Some(self.id),
-                TrackDirection::Recv => self.playing.contains_key(&t.stream_id),
+                TrackDirection::Recv => {
+                    self.playing.contains_key(&t.stream_id) && app.is_player(&t.stream_id, self.id)
+                }
             };
             if !allowed {
                 return Err(match t.direction {
@@ -1128,15 +1307,27 @@ impl Conn {
                 });
             }
         }
+        // One offer at a time per connection (the engine and the web client wait for each
+        // answer), and none when the SFU's queue is full.
+        if self.offer_in_flight.swap(true, Ordering::AcqRel) {
+            return Err(ErrorCode::ROOM_ERROR_SIGNALLING_FREQUENCY_LIMIT);
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.shared.sfu.send(SfuCmd::Offer {
+        let queued = self.shared.sfu.offer(SfuCmd::Offer {
             conn: self.id,
+            app_id: app.config.app_id,
             sdp,
             tracks,
             fresh,
             reply: tx,
         });
+        if !queued {
+            self.offer_in_flight.store(false, Ordering::Release);
+            Metrics::inc(&self.shared.metrics.sfu_busy);
+            return Err(ErrorCode::PUBLISHER_INNER_ERROR);
+        }
         let out = self.out.clone();
+        let in_flight = self.offer_in_flight.clone();
         tokio::spawn(async move {
             let msg = match rx.await {
                 Ok(Ok(sdp)) => ServerMsg::Reply {
@@ -1155,6 +1346,7 @@ impl Conn {
                     body: None,
                 },
             };
+            in_flight.store(false, Ordering::Release);
             out.send_msg(&msg);
         });
         Ok(())

@@ -13,6 +13,7 @@ mod conn;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod limits;
+pub mod metrics;
 mod resume;
 pub mod sfu;
 pub mod state;
@@ -21,19 +22,23 @@ mod web;
 
 pub use config::{AppConfig, ServerConfig};
 
-use state::{lock, App};
+use metrics::Metrics;
+use state::{lock, App, Flag};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use zrooms_proto::wire::ServerMsg;
 
-/// Connections accepted at once; more wait in the listen backlog.
+/// Connections open at once, at most (fewer when the descriptor limit is lower).
 const MAX_CONNECTIONS: usize = 50_000;
+/// Descriptors kept free of connections: the SFU's socket, the listener, logs and files, and
+/// the moment between accepting a connection and shedding another.
+const FD_RESERVE: usize = 256;
 
 pub(crate) struct Shared {
     pub config: ServerConfig,
@@ -44,6 +49,13 @@ pub(crate) struct Shared {
     pub per_ip: limits::PerIp,
     /// Live sessions by id, for engines that resume them.
     pub sessions: Mutex<HashMap<String, resume::Entry>>,
+    /// Connections that have not logged into a room yet, oldest first.
+    pub pending: limits::Pending,
+    /// Failed token logins per source address.
+    pub auth_failures: limits::AuthFailures,
+    pub metrics: Metrics,
+    /// Signaling connections open now.
+    pub open: AtomicUsize,
 }
 
 impl Shared {
@@ -56,8 +68,50 @@ impl Shared {
             next_session: AtomicU64::new(1),
             per_ip: limits::PerIp::default(),
             sessions: Mutex::new(HashMap::new()),
+            pending: limits::Pending::default(),
+            auth_failures: limits::AuthFailures::default(),
+            metrics: Metrics::default(),
+            open: AtomicUsize::new(0),
         })
     }
+
+    /// The Prometheus text of the server's counters.
+    pub(crate) fn render_metrics(&self) -> String {
+        self.metrics
+            .render(self.open.load(Ordering::Relaxed), self.pending.len())
+    }
+}
+
+/// Compares two secrets in time that depends on their lengths only.
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// How many connections this process can hold: the descriptor limit (raised to its hard
+/// maximum) less [`FD_RESERVE`], and at most [`MAX_CONNECTIONS`].
+fn connection_capacity() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
+    let fds = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return MAX_CONNECTIONS;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+        lim.rlim_cur
+    };
+    let fds = usize::try_from(fds).unwrap_or(usize::MAX);
+    fds.saturating_sub(FD_RESERVE).clamp(16, MAX_CONNECTIONS)
 }
 
 /// A running server.
@@ -126,17 +180,10 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let shared = Shared::new(config, sfu);
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let capacity = connection_capacity();
     let mut tasks = JoinSet::new();
     tasks.spawn(online_counts(shared.clone(), shutdown.clone()));
     loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = shutdown.changed() => break,
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.changed() => break,
@@ -148,22 +195,49 @@ pub async fn run(
                     .per_ip
                     .admit(ip, shared.config.max_connections_per_ip)
                 {
+                    Metrics::inc(&shared.metrics.refused_per_ip);
                     tracing::debug!(%ip, "too many connections from one address: refused");
                     continue;
                 }
+                // At capacity, a connection that has not logged in makes room for this one;
+                // with none to shed, the new one is closed at once.
+                if shared.open.load(Ordering::Relaxed) >= capacity {
+                    if shared.pending.shed_oldest() {
+                        Metrics::inc(&shared.metrics.shed);
+                    } else {
+                        Metrics::inc(&shared.metrics.refused_capacity);
+                        shared.per_ip.release(ip);
+                        continue;
+                    }
+                }
+                shared.open.fetch_add(1, Ordering::Relaxed);
                 let _ = stream.set_nodelay(true);
+                let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+                let shed = Arc::new(Flag::default());
+                let dropped =
+                    shared
+                        .pending
+                        .add(id, shed.clone(), shared.config.max_pending_connections);
+                for _ in 0..dropped {
+                    Metrics::inc(&shared.metrics.shed);
+                }
                 let shared = shared.clone();
                 let rx = shutdown.clone();
                 tasks.spawn(async move {
-                    conn::serve(stream, shared.clone(), rx).await;
+                    conn::serve(stream, ip, id, shed, shared.clone(), rx).await;
+                    shared.pending.remove(id);
                     shared.per_ip.release(ip);
-                    drop(permit);
+                    shared.open.fetch_sub(1, Ordering::Relaxed);
                 });
             }
             Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
+                // Out of file descriptors and the like: shed a connection that has not logged
+                // in, and back off a moment instead of spinning.
                 tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                if shared.pending.shed_oldest() {
+                    Metrics::inc(&shared.metrics.shed);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
         // Reap finished connection tasks so the set does not grow without bound.
@@ -199,5 +273,16 @@ async fn online_counts(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>)
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(super::ct_eq(b"abcd", b"abcd"));
+        assert!(!super::ct_eq(b"abcd", b"abce"));
+        assert!(!super::ct_eq(b"abcd", b"abc"));
+        assert!(super::ct_eq(b"", b""));
     }
 }

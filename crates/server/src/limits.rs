@@ -16,7 +16,10 @@ pub struct Bucket {
 
 impl Bucket {
     fn refill(&mut self, rate: f64, now: Instant) {
-        let cap = rate.max(1.0);
+        self.refill_to(rate, rate.max(1.0), now);
+    }
+
+    fn refill_to(&mut self, rate: f64, cap: f64, now: Instant) {
         self.tokens = match self.last {
             None => cap,
             Some(last) => {
@@ -35,6 +38,23 @@ impl Bucket {
     /// Takes one event if it fits.
     pub fn take(&mut self, rate: f64, now: Instant) -> bool {
         if self.ready(rate, now) {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether one more event fits in a bucket that holds `cap` (a burst larger than a
+    /// second's worth); does not take it.
+    pub fn ready_burst(&mut self, rate: f64, cap: f64, now: Instant) -> bool {
+        self.refill_to(rate, cap, now);
+        self.tokens >= 1.0
+    }
+
+    /// Takes one event from a bucket that holds `cap`, if it fits.
+    pub fn take_burst(&mut self, rate: f64, cap: f64, now: Instant) -> bool {
+        if self.ready_burst(rate, cap, now) {
             self.tokens -= 1.0;
             true
         } else {
@@ -86,6 +106,94 @@ impl PerIp {
     }
 }
 
+/// Failed token logins from one address may come in a burst this big before the rate applies.
+pub const AUTH_FAILURE_BURST: f64 = 10.0;
+/// Addresses whose failures are remembered at most; past it, addresses whose bucket has refilled
+/// are forgotten (a full bucket is the same as no entry).
+const AUTH_FAILURE_ADDRESSES: usize = 65_536;
+
+/// Failed token logins per source address: a token bucket each, kept only while not full.
+#[derive(Default)]
+pub struct AuthFailures {
+    by_ip: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+impl AuthFailures {
+    /// Whether `ip` may try a token now (its failures have not used up its bucket).
+    pub fn allowed(&self, ip: IpAddr, rate: f64, now: Instant) -> bool {
+        crate::state::lock(&self.by_ip)
+            .get_mut(&ip)
+            .is_none_or(|b| b.ready_burst(rate, AUTH_FAILURE_BURST, now))
+    }
+
+    /// Counts a failed token from `ip`.
+    pub fn failed(&self, ip: IpAddr, rate: f64, now: Instant) {
+        let mut by_ip = crate::state::lock(&self.by_ip);
+        if by_ip.len() >= AUTH_FAILURE_ADDRESSES && !by_ip.contains_key(&ip) {
+            by_ip.retain(|_, b| {
+                b.ready_burst(rate, AUTH_FAILURE_BURST, now) && b.tokens < AUTH_FAILURE_BURST - 0.5
+            });
+            if by_ip.len() >= AUTH_FAILURE_ADDRESSES {
+                // Every remembered address is still failing: the newest is not tracked (each
+                // attempt is still throttled by the app's own bucket).
+                return;
+            }
+        }
+        by_ip
+            .entry(ip)
+            .or_default()
+            .take_burst(rate, AUTH_FAILURE_BURST, now);
+    }
+}
+
+/// Connections that have not logged into a room yet, oldest first, each with the flag that
+/// closes it. Over the budget, the oldest is shed to make room for the newest: a flood of
+/// connections that never log in cannot keep users who do from getting in.
+#[derive(Default)]
+pub struct Pending {
+    conns: Mutex<std::collections::BTreeMap<u64, std::sync::Arc<crate::state::Flag>>>,
+}
+
+impl Pending {
+    /// Registers connection `seq` (numbered in accept order); returns how many were shed.
+    pub fn add(&self, seq: u64, flag: std::sync::Arc<crate::state::Flag>, budget: usize) -> usize {
+        let mut conns = crate::state::lock(&self.conns);
+        conns.insert(seq, flag);
+        let mut shed = 0;
+        while budget > 0 && conns.len() > budget {
+            if let Some((_, oldest)) = conns.pop_first() {
+                oldest.raise();
+                shed += 1;
+            }
+        }
+        shed
+    }
+
+    /// Sheds the oldest pending connection (to free a descriptor); false if there is none.
+    pub fn shed_oldest(&self) -> bool {
+        match crate::state::lock(&self.conns).pop_first() {
+            Some((_, oldest)) => {
+                oldest.raise();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Connection `seq` logged in or ended.
+    pub fn remove(&self, seq: u64) {
+        crate::state::lock(&self.conns).remove(&seq);
+    }
+
+    pub fn len(&self) -> usize {
+        crate::state::lock(&self.conns).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +219,36 @@ mod tests {
         assert!(!Bucket::take_both((&mut a, 2.0), (&mut b, 1.0), t0));
         // `a` kept its second token.
         assert!(a.take(2.0, t0));
+    }
+
+    #[test]
+    fn auth_failures_burst_then_pace_per_address() {
+        let t0 = Instant::now();
+        let f = AuthFailures::default();
+        let (a, b): (IpAddr, IpAddr) = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
+        for _ in 0..10 {
+            assert!(f.allowed(a, 1.0, t0));
+            f.failed(a, 1.0, t0);
+        }
+        assert!(!f.allowed(a, 1.0, t0), "the burst is used up");
+        assert!(f.allowed(b, 1.0, t0), "another address is not affected");
+        assert!(f.allowed(a, 1.0, t0 + Duration::from_millis(1001)));
+    }
+
+    #[test]
+    fn pending_sheds_the_oldest_over_budget() {
+        use crate::state::Flag;
+        use std::sync::Arc;
+        let p = Pending::default();
+        let flags: Vec<Arc<Flag>> = (0..4).map(|_| Arc::new(Flag::default())).collect();
+        for (i, f) in flags.iter().enumerate() {
+            p.add(i as u64, f.clone(), 3);
+        }
+        assert!(flags[0].is_raised() && !flags[1].is_raised() && !flags[3].is_raised());
+        p.remove(1);
+        assert!(p.shed_oldest());
+        assert!(flags[2].is_raised() && !flags[3].is_raised());
+        assert_eq!(p.len(), 1);
     }
 
     #[test]

@@ -16,14 +16,13 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::SinkExt;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 use zrooms_proto::wire::Resume;
 
-pub(crate) type WsSink = SplitSink<WebSocketStream<TcpStream>, Message>;
-pub(crate) type WsSource = SplitStream<WebSocketStream<TcpStream>>;
+pub(crate) type WsSink = SplitSink<WebSocketStream<crate::web::Prefixed>, Message>;
+pub(crate) type WsSource = SplitStream<WebSocketStream<crate::web::Prefixed>>;
 
 /// The frames of one session not yet acknowledged, with their position in the session.
 pub(crate) struct Replay {
@@ -31,32 +30,54 @@ pub(crate) struct Replay {
     /// Position of `frames[0]` among all frames of the session.
     start: u64,
     cap: usize,
+    /// Bytes in `frames`, and at most how many.
+    bytes: usize,
+    max_bytes: usize,
 }
 
 impl Replay {
-    pub fn new(cap: usize) -> Self {
+    pub fn new(cap: usize, max_bytes: usize) -> Self {
         Replay {
             frames: VecDeque::new(),
             start: 0,
             cap: cap.max(1),
+            bytes: 0,
+            max_bytes,
         }
     }
 
     fn push(&mut self, frame: Utf8Bytes) {
-        if self.frames.len() >= self.cap {
-            // The engine is far behind: what it has not acknowledged is forgotten, and a
-            // resume from before this point is no longer possible.
-            self.frames.pop_front();
-            self.start += 1;
-        }
+        self.bytes += frame.len();
         self.frames.push_back(frame);
+        // The engine is far behind (in frames or in bytes): what it has not acknowledged is
+        // forgotten, and a resume from before this point is no longer possible (the engine
+        // logs in afresh). The newest frame always stays.
+        while self.frames.len() > 1 && (self.frames.len() > self.cap || self.bytes > self.max_bytes)
+        {
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) -> bool {
+        match self.frames.pop_front() {
+            Some(f) => {
+                self.bytes -= f.len();
+                self.start += 1;
+                true
+            }
+            None => false,
+        }
     }
 
     /// The engine has received the first `received` frames.
     pub fn ack(&mut self, received: u64) {
-        while self.start < received && self.frames.pop_front().is_some() {
-            self.start += 1;
-        }
+        while self.start < received && self.pop_front() {}
+    }
+
+    /// Bytes held for the engine now.
+    #[cfg(test)]
+    fn held_bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Whether an engine that received `received` frames can be given the rest.
@@ -171,13 +192,7 @@ pub(crate) fn handoff(
     else {
         return Err((sink, source));
     };
-    let same_key = entry.key.len() == resume.key.len()
-        && entry
-            .key
-            .bytes()
-            .zip(resume.key.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
+    let same_key = crate::ct_eq(entry.key.as_bytes(), resume.key.as_bytes());
     if !same_key || entry.app_id != app_id || !lock(&entry.replay).can_resume(resume.received) {
         return Err((sink, source));
     }
@@ -211,7 +226,7 @@ mod tests {
 
     #[test]
     fn replay_window() {
-        let mut r = Replay::new(3);
+        let mut r = Replay::new(3, 1 << 20);
         for i in 0..3 {
             r.push(Utf8Bytes::from(i.to_string()));
         }
@@ -229,5 +244,22 @@ mod tests {
         r.ack(3);
         assert_eq!(r.since(3).unwrap(), vec![Utf8Bytes::from("3")]);
         assert!(!r.can_resume(2));
+    }
+
+    #[test]
+    fn replay_window_is_bounded_in_bytes() {
+        let mut r = Replay::new(4096, 10_000);
+        let big = Utf8Bytes::from("x".repeat(3_000));
+        for _ in 0..10 {
+            r.push(big.clone());
+        }
+        assert!(r.held_bytes() <= 10_000, "{} bytes held", r.held_bytes());
+        assert!(!r.can_resume(0), "the oldest frames were forgotten");
+        assert!(r.can_resume(10 - 3), "the newest three frames are kept");
+        // A single frame over the cap still goes through (the newest stays).
+        r.push(Utf8Bytes::from("y".repeat(20_000)));
+        assert!(r.can_resume(10));
+        r.ack(11);
+        assert_eq!(r.held_bytes(), 0);
     }
 }

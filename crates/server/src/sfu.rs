@@ -21,8 +21,15 @@
 //! a frame's packets to one player as one GSO message).
 //!
 //! Lookups on the hot path are indexed: a datagram's peer by its source address (the peer is
-//! still asked whether it accepts it), and a published track's players by (stream, kind),
+//! still asked whether it accepts it), and a published track's players by (app, stream, kind),
 //! rebuilt when tracks change.
+//!
+//! Apps never meet here: stream IDs are unique per app only, so every route is keyed by the
+//! app of the peer's signaling session, and a keyframe request reaches only a publisher of the
+//! same app. A datagram from an address no peer knows is looked at only if it is a STUN
+//! request whose USERNAME names a peer's ICE ufrag (one map lookup; junk costs nothing more),
+//! and a peer learns at most [`MAX_ADDRS_PER_PEER`] source addresses. Offers waiting for the
+//! SFU are capped ([`OFFER_QUEUE`]); beyond it an offer is refused at once.
 
 use crate::state::ConnId;
 use crate::udp;
@@ -58,12 +65,21 @@ const SOCKET_BUFFER: usize = 4 << 20;
 const COALESCE: Duration = Duration::from_millis(2);
 /// Batches waiting for the sending task before the loop waits for it.
 const SEND_QUEUE: usize = 16;
+/// Media offers waiting for the SFU, all connections together; more are refused (each
+/// connection has at most one in flight).
+pub const OFFER_QUEUE: usize = 64;
+/// Source addresses one peer may use (its host, reflexive and relayed candidates): each new
+/// one is a peer-reflexive candidate str0m pairs and checks, so without a cap one peer could
+/// make every STUN request dearer by sending from thousands of ports.
+pub const MAX_ADDRS_PER_PEER: usize = 16;
 
 pub enum SfuCmd {
     /// An engine's offer; the reply is the answer SDP. `fresh`: from a new peer connection
     /// of the engine, which replaces the current one.
     Offer {
         conn: ConnId,
+        /// The app of the connection's session: its routes never leave it.
+        app_id: u32,
         sdp: String,
         tracks: Vec<TrackSpec>,
         fresh: bool,
@@ -77,24 +93,56 @@ pub enum SfuCmd {
     Unplay { conn: ConnId, stream: StreamId },
 }
 
-/// Where connections send SFU commands.
+/// Where connections send SFU commands. One queue keeps every connection's commands in order.
+/// Offers, the only costly command a peer can repeat at will, are admitted while fewer than
+/// [`OFFER_QUEUE`] wait ([`SfuHandle::offer`] refuses beyond). The others (close, unpublish,
+/// unplay) are never refused: each undoes something admitted before (one close per accepted
+/// connection, one unpublish or unplay per publish or play), so their number is bounded by the
+/// connection, stream and player limits.
 #[derive(Clone)]
 pub struct SfuHandle {
     tx: mpsc::UnboundedSender<SfuCmd>,
+    offers: Arc<std::sync::atomic::AtomicUsize>,
     pub addr: SocketAddr,
 }
 
 impl SfuHandle {
+    /// Queues a close, unpublish or unplay.
     pub fn send(&self, cmd: SfuCmd) {
         let _ = self.tx.send(cmd);
     }
-}
 
-impl SfuHandle {
+    /// Queues an offer unless [`OFFER_QUEUE`] already wait; false when refused.
+    pub fn offer(&self, cmd: SfuCmd) -> bool {
+        use std::sync::atomic::Ordering;
+        let admitted = self
+            .offers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < OFFER_QUEUE).then_some(n + 1)
+            })
+            .is_ok();
+        if admitted && self.tx.send(cmd).is_err() {
+            self.offers.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        admitted
+    }
+
+    /// An offer left the queue.
+    fn offer_taken(&self) {
+        self.offers
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
     /// A handle whose commands are read from the returned receiver instead of an SFU task.
     pub(crate) fn detached(addr: SocketAddr) -> (SfuHandle, mpsc::UnboundedReceiver<SfuCmd>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (SfuHandle { tx, addr }, rx)
+        let handle = SfuHandle {
+            tx,
+            offers: Arc::default(),
+            addr,
+        };
+        (handle, rx)
     }
 }
 
@@ -124,6 +172,7 @@ impl SfuCore {
         let (reply, mut rx) = oneshot::channel();
         self.0.command(SfuCmd::Offer {
             conn,
+            app_id: 1,
             sdp: sdp.to_owned(),
             tracks,
             fresh,
@@ -158,9 +207,9 @@ pub async fn start(
 ) -> std::io::Result<(SfuHandle, tokio::task::JoinHandle<()>)> {
     let socket = UdpSocket::bind(addr).await?;
     let addr = socket.local_addr()?;
-    let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run(socket, advertise.unwrap_or(addr), rx));
-    Ok((SfuHandle { tx, addr }, task))
+    let (handle, rx) = SfuHandle::detached(addr);
+    let task = tokio::spawn(run(socket, advertise.unwrap_or(addr), rx, handle.clone()));
+    Ok((handle, task))
 }
 
 /// The SFU side of a peer: ICE-lite, RTP mode (packets in and out, no frames), with the
@@ -173,6 +222,12 @@ fn peer_config() -> str0m::RtcConfig {
 
 struct Peer {
     rtc: Rtc,
+    /// The app of the connection's session.
+    app_id: u32,
+    /// The local ICE ufrag, under which [`Sfu::by_ufrag`] finds this peer.
+    ufrag: String,
+    /// Source addresses learned for this peer (at most [`MAX_ADDRS_PER_PEER`]).
+    addrs: usize,
     tracks: HashMap<Mid, TrackSpec>,
     last_keyframe_request: HashMap<Mid, Instant>,
     /// The forwarding state of each player track written to.
@@ -270,11 +325,11 @@ struct Forward {
 /// Something one peer's output asks of the others.
 enum Propagate {
     Rtp(Box<Forward>),
-    Keyframe(StreamId, KeyframeRequestKind),
+    Keyframe(u32, StreamId, KeyframeRequestKind),
 }
 
-/// The player tracks of each published (stream, kind).
-type Routes = HashMap<(StreamId, TrackKind), Vec<(ConnId, Mid)>>;
+/// The player tracks of each published (app, stream, kind).
+type Routes = HashMap<(u32, StreamId, TrackKind), Vec<(ConnId, Mid)>>;
 
 struct Sfu {
     addr: SocketAddr,
@@ -283,6 +338,8 @@ struct Sfu {
     outgoing: udp::Batch,
     /// The peer that last accepted a datagram from each address.
     by_addr: HashMap<SocketAddr, ConnId>,
+    /// Each peer by its local ICE ufrag, for STUN from addresses not seen yet.
+    by_ufrag: HashMap<String, ConnId>,
     /// `None` when tracks changed since it was built.
     routes: Option<Routes>,
     /// Peers written to and not drained yet (a peer may be listed more than once).
@@ -291,7 +348,12 @@ struct Sfu {
     dirty_since: Option<Instant>,
 }
 
-async fn run(socket: UdpSocket, addr: SocketAddr, mut rx: mpsc::UnboundedReceiver<SfuCmd>) {
+async fn run(
+    socket: UdpSocket,
+    addr: SocketAddr,
+    mut rx: mpsc::UnboundedReceiver<SfuCmd>,
+    handle: SfuHandle,
+) {
     udp::set_buffers(&socket, SOCKET_BUFFER);
     let socket = Arc::new(socket);
     // Sending (the kernel's UDP path, on loopback the receivers' too) runs in its own task,
@@ -319,7 +381,12 @@ async fn run(socket: UdpSocket, addr: SocketAddr, mut rx: mpsc::UnboundedReceive
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         tokio::select! {
             cmd = rx.recv() => match cmd {
-                Some(cmd) => sfu.command(cmd),
+                Some(cmd) => {
+                    if matches!(cmd, SfuCmd::Offer { .. }) {
+                        handle.offer_taken();
+                    }
+                    sfu.command(cmd);
+                }
                 None => return,
             },
             r = socket.recv_from(&mut buf) => match r {
@@ -359,6 +426,7 @@ impl Sfu {
             queue: VecDeque::new(),
             outgoing: udp::Batch::new(gso),
             by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
             routes: None,
             dirty: Vec::new(),
             dirty_since: None,
@@ -369,6 +437,7 @@ impl Sfu {
         match cmd {
             SfuCmd::Offer {
                 conn,
+                app_id,
                 sdp,
                 tracks,
                 fresh,
@@ -379,7 +448,8 @@ impl Sfu {
                         old.rtc.disconnect();
                     }
                 }
-                let _ = reply.send(self.offer(conn, &sdp, tracks));
+                let _ = reply.send(self.offer(conn, app_id, &sdp, tracks));
+                self.forget_gone();
                 self.routes = None;
                 self.drain(conn);
                 self.request_keyframes_for(conn);
@@ -390,23 +460,30 @@ impl Sfu {
                 }
                 self.forget_gone();
             }
+            // The routes are rebuilt only when a track really went.
             SfuCmd::Unpublish { conn, stream } => {
                 if let Some(p) = self.peers.get_mut(&conn) {
+                    let before = p.tracks.len();
                     p.tracks.retain(|_, t| {
                         !(t.direction == TrackDirection::Send && t.stream_id == stream)
                     });
+                    if p.tracks.len() != before {
+                        self.routes = None;
+                    }
                 }
-                self.routes = None;
             }
             SfuCmd::Unplay { conn, stream } => {
                 if let Some(p) = self.peers.get_mut(&conn) {
+                    let before = p.tracks.len();
                     p.tracks.retain(|_, t| {
                         !(t.direction == TrackDirection::Recv && t.stream_id == stream)
                     });
                     let tracks = &p.tracks;
                     p.legs.retain(|mid, _| tracks.contains_key(mid));
+                    if p.tracks.len() != before {
+                        self.routes = None;
+                    }
                 }
-                self.routes = None;
             }
         }
     }
@@ -414,6 +491,7 @@ impl Sfu {
     fn offer(
         &mut self,
         conn: ConnId,
+        app_id: u32,
         sdp: &str,
         tracks: Vec<TrackSpec>,
     ) -> Result<String, ErrorCode> {
@@ -429,6 +507,9 @@ impl Sfu {
                 rtc.add_local_candidate(candidate);
                 e.insert(Peer {
                     rtc,
+                    app_id,
+                    ufrag: String::new(),
+                    addrs: 0,
                     tracks: HashMap::new(),
                     last_keyframe_request: HashMap::new(),
                     legs: HashMap::new(),
@@ -440,6 +521,13 @@ impl Sfu {
             tracing::debug!("offer refused: {e}");
             ErrorCode::COMMON_ILLEGAL_PARAM
         })?;
+        // An ICE restart gives the peer a new ufrag: the index follows it.
+        let ufrag = peer.rtc.direct_api().local_ice_credentials().ufrag;
+        if ufrag != peer.ufrag {
+            self.by_ufrag.remove(&peer.ufrag);
+            self.by_ufrag.insert(ufrag.clone(), conn);
+            peer.ufrag = ufrag;
+        }
         let tracks: HashMap<Mid, TrackSpec> = tracks
             .into_iter()
             .map(|t| (Mid::from(t.mid.as_str()), t))
@@ -474,18 +562,29 @@ impl Sfu {
                 contents,
             },
         );
-        let known = self
-            .by_addr
-            .get(&source)
-            .copied()
-            .filter(|c| self.peers.get(c).is_some_and(|p| p.rtc.accepts(&input)));
-        let conn = match known {
+        let known = self.by_addr.get(&source).copied();
+        let conn = match known.filter(|c| self.peers.get(c).is_some_and(|p| p.rtc.accepts(&input)))
+        {
             Some(c) => c,
             None => {
-                let Some((&c, _)) = self.peers.iter().find(|(_, p)| p.rtc.accepts(&input)) else {
+                // A path opens only with a STUN request naming a peer's ufrag; anything else
+                // from an unknown address is dropped without asking any peer.
+                let Some(&c) = stun_local_ufrag(data).and_then(|u| self.by_ufrag.get(u)) else {
                     return;
                 };
-                self.by_addr.insert(source, c);
+                let Some(peer) = self.peers.get_mut(&c) else {
+                    return;
+                };
+                if !peer.rtc.accepts(&input) {
+                    return;
+                }
+                if known != Some(c) {
+                    if peer.addrs >= MAX_ADDRS_PER_PEER {
+                        return;
+                    }
+                    peer.addrs += 1;
+                    self.by_addr.insert(source, c);
+                }
                 c
             }
         };
@@ -550,10 +649,12 @@ impl Sfu {
         }
     }
 
-    /// Drops the address and route entries of peers that are gone.
+    /// Drops the address, ufrag and route entries of peers that are gone (or replaced).
     fn forget_gone(&mut self) {
         let peers = &self.peers;
         self.by_addr.retain(|_, c| peers.contains_key(c));
+        self.by_ufrag
+            .retain(|u, c| peers.get(c).is_some_and(|p| p.ufrag == *u));
         self.routes = None;
     }
 
@@ -596,6 +697,7 @@ impl Sfu {
                         if let Some(spec) = peer.tracks.get(&req.mid) {
                             if spec.direction == TrackDirection::Recv {
                                 self.queue.push_back(Propagate::Keyframe(
+                                    peer.app_id,
                                     spec.stream_id.clone(),
                                     req.kind,
                                 ));
@@ -620,19 +722,22 @@ impl Sfu {
     fn propagate(&mut self, item: Propagate) {
         match item {
             Propagate::Rtp(f) => self.forward(*f),
-            Propagate::Keyframe(stream, kind) => self.request_keyframe(&stream, kind),
+            Propagate::Keyframe(app, stream, kind) => self.request_keyframe(app, &stream, kind),
         }
     }
 
     /// Writes a publisher's packet into every player track of the same stream and kind.
     fn forward(&mut self, f: Forward) {
-        let Some(spec) = self.peers.get(&f.origin).and_then(|p| p.tracks.get(&f.mid)) else {
+        let Some(origin) = self.peers.get(&f.origin) else {
+            return;
+        };
+        let Some(spec) = origin.tracks.get(&f.mid) else {
             return;
         };
         if spec.direction != TrackDirection::Send {
             return;
         }
-        let key = (spec.stream_id.clone(), spec.kind);
+        let key = (origin.app_id, spec.stream_id.clone(), spec.kind);
         let nackable = spec.kind == TrackKind::Video;
         let source: Source = (f.origin, f.packet.header.ssrc);
         let src_pt = f.packet.header.payload_type;
@@ -727,23 +832,27 @@ impl Sfu {
         if switched {
             // The players now follow a new source: it starts them with a keyframe.
             self.queue
-                .push_back(Propagate::Keyframe(key.0, KeyframeRequestKind::Pli));
+                .push_back(Propagate::Keyframe(key.0, key.1, KeyframeRequestKind::Pli));
         }
     }
 
     /// Asks the publisher of `stream` for a keyframe, at most every [`KEYFRAME_INTERVAL`].
-    fn request_keyframe(&mut self, stream: &StreamId, kind: KeyframeRequestKind) {
+    fn request_keyframe(&mut self, app_id: u32, stream: &StreamId, kind: KeyframeRequestKind) {
         let now = Instant::now();
-        let source = self.peers.iter().find_map(|(c, p)| {
-            p.tracks
-                .iter()
-                .find(|(_, t)| {
-                    t.direction == TrackDirection::Send
-                        && t.kind == TrackKind::Video
-                        && t.stream_id == *stream
-                })
-                .map(|(m, _)| (*c, *m))
-        });
+        let source = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.app_id == app_id)
+            .find_map(|(c, p)| {
+                p.tracks
+                    .iter()
+                    .find(|(_, t)| {
+                        t.direction == TrackDirection::Send
+                            && t.kind == TrackKind::Video
+                            && t.stream_id == *stream
+                    })
+                    .map(|(m, _)| (*c, *m))
+            });
         let Some((conn, mid)) = source else {
             return;
         };
@@ -766,31 +875,54 @@ impl Sfu {
 
     /// A peer opened player tracks: their publishers send a keyframe so decoding starts now.
     fn request_keyframes_for(&mut self, conn: ConnId) {
-        let streams: Vec<StreamId> = self
-            .peers
-            .get(&conn)
-            .map(|p| {
-                p.tracks
-                    .values()
-                    .filter(|t| t.direction == TrackDirection::Recv && t.kind == TrackKind::Video)
-                    .map(|t| t.stream_id.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let Some(peer) = self.peers.get(&conn) else {
+            return;
+        };
+        let app_id = peer.app_id;
+        let streams: Vec<StreamId> = peer
+            .tracks
+            .values()
+            .filter(|t| t.direction == TrackDirection::Recv && t.kind == TrackKind::Video)
+            .map(|t| t.stream_id.clone())
+            .collect();
         for s in streams {
-            self.request_keyframe(&s, KeyframeRequestKind::Pli);
+            self.request_keyframe(app_id, &s, KeyframeRequestKind::Pli);
         }
     }
 }
 
-/// Every player track, by the (stream, kind) it plays.
+/// The local ufrag a STUN request names (its USERNAME is "local:remote"), or `None` for
+/// anything that is not a STUN message with a USERNAME.
+fn stun_local_ufrag(data: &[u8]) -> Option<&str> {
+    const MAGIC: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
+    const USERNAME: u16 = 0x0006;
+    let header = data.get(..20)?;
+    if header.first()? & 0xc0 != 0 || header.get(4..8)? != MAGIC {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([*header.get(2)?, *header.get(3)?]));
+    let attrs = data.get(20..20 + len)?;
+    let mut at = 0;
+    while let Some(head) = attrs.get(at..at + 4) {
+        let kind = u16::from_be_bytes([head[0], head[1]]);
+        let n = usize::from(u16::from_be_bytes([head[2], head[3]]));
+        let value = attrs.get(at + 4..at + 4 + n)?;
+        if kind == USERNAME {
+            return std::str::from_utf8(value).ok()?.split(':').next();
+        }
+        at += 4 + n.div_ceil(4) * 4;
+    }
+    None
+}
+
+/// Every player track, by the (app, stream, kind) it plays.
 fn routes(peers: &HashMap<ConnId, Peer>) -> Routes {
     let mut routes = Routes::new();
     for (conn, p) in peers {
         for (mid, t) in &p.tracks {
             if t.direction == TrackDirection::Recv {
                 routes
-                    .entry((t.stream_id.clone(), t.kind))
+                    .entry((p.app_id, t.stream_id.clone(), t.kind))
                     .or_default()
                     .push((*conn, *mid));
             }
@@ -867,6 +999,81 @@ mod tests {
         assert_eq!(l.source, b());
         // A packet the new source sent before the switch would reuse a number: dropped.
         assert_eq!(l.map(4, 3_999_997_000, t1), None);
+    }
+
+    #[test]
+    fn offers_beyond_the_queue_are_refused_at_once() {
+        let (handle, mut rx) = SfuHandle::detached(SocketAddr::from(([127, 0, 0, 1], 9)));
+        let offer = |conn| {
+            let (reply, _) = oneshot::channel();
+            SfuCmd::Offer {
+                conn,
+                app_id: 1,
+                sdp: String::new(),
+                tracks: Vec::new(),
+                fresh: false,
+                reply,
+            }
+        };
+        for conn in 0..OFFER_QUEUE as u64 {
+            assert!(handle.offer(offer(conn)));
+        }
+        assert!(!handle.offer(offer(999)), "the queue is full");
+        // Control commands are never refused (each undoes something admitted).
+        handle.send(SfuCmd::Close { conn: 1 });
+        // One offer taken by the SFU makes room for one more.
+        assert!(rx.try_recv().is_ok());
+        handle.offer_taken();
+        assert!(handle.offer(offer(1000)));
+        assert!(!handle.offer(offer(1001)));
+    }
+
+    /// A peer's STUN requests sent from thousands of source ports (each a new peer-reflexive
+    /// candidate) teach the SFU at most [`MAX_ADDRS_PER_PEER`] addresses; a datagram that is not
+    /// STUN from an unknown address reaches no peer.
+    #[test]
+    fn a_peer_learns_a_bounded_number_of_addresses() {
+        use str0m::media::{Direction, MediaKind};
+        let sfu_addr = SocketAddr::from(([127, 0, 0, 1], 9));
+        let mut sfu = Sfu::new(sfu_addr, false);
+        let now = Instant::now();
+        let mut client = Rtc::builder().build(now);
+        let local = SocketAddr::from(([127, 0, 0, 1], 40_000));
+        client.add_local_candidate(Candidate::host(local, "udp").unwrap());
+        let mut api = client.sdp_api();
+        api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let (offer, pending) = api.apply().unwrap();
+        let tracks = vec![TrackSpec {
+            mid: "0".into(),
+            stream_id: StreamId::new("s").unwrap(),
+            kind: TrackKind::Audio,
+            direction: TrackDirection::Send,
+        }];
+        let answer = sfu.offer(7, 1, &offer.to_sdp_string(), tracks).unwrap();
+        let answer = str0m::change::SdpAnswer::from_sdp_string(&answer).unwrap();
+        client.sdp_api().accept_answer(pending, answer).unwrap();
+        // The client's first connectivity check to the SFU.
+        let stun = loop {
+            match client.poll_output().unwrap() {
+                Output::Transmit(t) if t.destination == sfu_addr => break t.contents.to_vec(),
+                Output::Timeout(t) => client.handle_input(Input::Timeout(t)).unwrap(),
+                _ => {}
+            }
+        };
+        assert!(
+            stun_local_ufrag(&stun).is_some(),
+            "a STUN request with a USERNAME"
+        );
+        for port in 0..500u16 {
+            sfu.datagram(SocketAddr::from(([127, 0, 0, 2], 20_000 + port)), &stun);
+        }
+        assert_eq!(sfu.peers.get(&7).map(|p| p.addrs), Some(MAX_ADDRS_PER_PEER));
+        assert_eq!(sfu.by_addr.len(), MAX_ADDRS_PER_PEER);
+        // Junk from an address nobody knows is dropped before any peer is asked.
+        sfu.datagram(SocketAddr::from(([127, 0, 0, 3], 1)), &[0x80; 100]);
+        assert_eq!(sfu.by_addr.len(), MAX_ADDRS_PER_PEER);
+        assert_eq!(stun_local_ufrag(&[0x80; 100]), None);
+        assert_eq!(stun_local_ufrag(&stun[..30]), None, "a cut STUN message");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use zrooms_proto::wire::{
     DeleteReason, RoomExtraInfo, ServerMsg, StreamDelete, StreamInfo, UpdateType,
 };
-use zrooms_proto::{RoomId, StreamId, User, UserId};
+use zrooms_proto::{ErrorCode, RoomId, StreamId, User, UserId};
 
 pub type ConnId = u64;
 
@@ -30,16 +30,26 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Outbound {
     pub conn: ConnId,
     tx: mpsc::Sender<Utf8Bytes>,
-    stuck: Arc<Stuck>,
+    stuck: Arc<Flag>,
 }
 
+/// A one-way flag a task can wait for (a stuck reader, a connection to shed).
 #[derive(Debug, Default)]
-pub struct Stuck {
+pub struct Flag {
     flag: AtomicBool,
     notify: Notify,
 }
 
-impl Stuck {
+impl Flag {
+    pub fn raise(&self) {
+        self.flag.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    pub fn is_raised(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
     pub async fn wait(&self) {
         loop {
             let notified = self.notify.notified();
@@ -52,9 +62,9 @@ impl Stuck {
 }
 
 impl Outbound {
-    pub fn new(conn: ConnId, capacity: usize) -> (Self, mpsc::Receiver<Utf8Bytes>, Arc<Stuck>) {
+    pub fn new(conn: ConnId, capacity: usize) -> (Self, mpsc::Receiver<Utf8Bytes>, Arc<Flag>) {
         let (tx, rx) = mpsc::channel(capacity);
-        let stuck = Arc::new(Stuck::default());
+        let stuck = Arc::new(Flag::default());
         (
             Outbound {
                 conn,
@@ -70,8 +80,7 @@ impl Outbound {
     /// and its task closes it, so it can never slow down the others.
     pub fn send(&self, frame: Utf8Bytes) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(frame) {
-            self.stuck.flag.store(true, Ordering::Release);
-            self.stuck.notify.notify_one();
+            self.stuck.raise();
         }
     }
 
@@ -89,6 +98,13 @@ pub fn encode(msg: &ServerMsg) -> Utf8Bytes {
     }
 }
 
+/// Who publishes each stream ID of an app, and how many streams each connection publishes.
+#[derive(Default)]
+struct StreamRegistry {
+    by_id: HashMap<StreamId, (RoomId, ConnId)>,
+    per_conn: HashMap<ConnId, u32>,
+}
+
 /// The players of one stream: connection → (the room they play it through, their queue).
 type Players = HashMap<ConnId, (RoomId, Outbound)>;
 
@@ -96,7 +112,9 @@ pub struct App {
     pub config: AppConfig,
     rooms: Mutex<HashMap<RoomId, Arc<Room>>>,
     /// Stream IDs are unique per app: who publishes each, in which room.
-    streams: Mutex<HashMap<StreamId, (RoomId, ConnId)>>,
+    streams: Mutex<StreamRegistry>,
+    /// Failed token logins, all sources together (`auth_failures_per_app`).
+    pub auth_failures: Mutex<Bucket>,
     /// Who plays each stream ID, through which of their rooms.
     players: Mutex<HashMap<StreamId, Players>>,
     /// Publishers' device states (audio, video) that are not plain "open".
@@ -108,7 +126,8 @@ impl App {
         App {
             config,
             rooms: Mutex::new(HashMap::new()),
-            streams: Mutex::new(HashMap::new()),
+            streams: Mutex::new(StreamRegistry::default()),
+            auth_failures: Mutex::new(Bucket::default()),
             players: Mutex::new(HashMap::new()),
             stream_states: Mutex::new(HashMap::new()),
         }
@@ -173,33 +192,74 @@ impl App {
         lock(&self.rooms).values().cloned().collect()
     }
 
-    /// Claims a stream ID for `conn`; false if someone else holds it.
-    pub fn claim_stream(&self, stream: &StreamId, room: &RoomId, conn: ConnId) -> bool {
-        let mut streams = lock(&self.streams);
-        match streams.get(stream) {
-            Some((r, c)) => *c == conn && r == room,
+    /// Claims a stream ID for `conn`: refused if someone else holds it (1003028), or if
+    /// `conn` already publishes `max_per_conn` streams (1003025).
+    pub fn claim_stream(
+        &self,
+        stream: &StreamId,
+        room: &RoomId,
+        conn: ConnId,
+        max_per_conn: u32,
+    ) -> Result<(), ErrorCode> {
+        let mut reg = lock(&self.streams);
+        match reg.by_id.get(stream) {
+            Some((r, c)) if *c == conn && r == room => Ok(()),
+            Some(_) => Err(ErrorCode::PUBLISHER_ERROR_REPETITIVE_PUBLISH_STREAM),
             None => {
-                streams.insert(stream.clone(), (room.clone(), conn));
-                true
+                let n = reg.per_conn.entry(conn).or_insert(0);
+                if *n >= max_per_conn {
+                    return Err(ErrorCode::PUBLISHER_FORBIDDEN);
+                }
+                *n += 1;
+                reg.by_id.insert(stream.clone(), (room.clone(), conn));
+                Ok(())
             }
         }
     }
 
     pub fn release_stream(&self, stream: &StreamId, conn: ConnId) {
-        let mut streams = lock(&self.streams);
-        if streams.get(stream).is_some_and(|(_, c)| *c == conn) {
-            streams.remove(stream);
+        let mut reg = lock(&self.streams);
+        if reg.by_id.get(stream).is_some_and(|(_, c)| *c == conn) {
+            reg.by_id.remove(stream);
+            if let Some(n) = reg.per_conn.get_mut(&conn) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    reg.per_conn.remove(&conn);
+                }
+            }
             lock(&self.stream_states).remove(stream);
         }
     }
 
     /// The connection publishing `stream`, if any.
     pub fn publisher_of(&self, stream: &StreamId) -> Option<ConnId> {
-        lock(&self.streams).get(stream).map(|(_, c)| *c)
+        lock(&self.streams).by_id.get(stream).map(|(_, c)| *c)
     }
 
     pub fn is_published(&self, stream: &StreamId) -> bool {
-        lock(&self.streams).contains_key(stream)
+        lock(&self.streams).by_id.contains_key(stream)
+    }
+
+    /// Whether `conn` plays `stream` (through any room).
+    pub fn is_player(&self, stream: &StreamId, conn: ConnId) -> bool {
+        lock(&self.players)
+            .get(stream)
+            .is_some_and(|set| set.contains_key(&conn))
+    }
+
+    /// Removes `conn` as a player of every stream it plays through `room`: it was kicked out of
+    /// that room (another login of its user). Returns those streams.
+    pub fn revoke_player(&self, conn: ConnId, room: &RoomId) -> Vec<StreamId> {
+        let mut players = lock(&self.players);
+        let mut gone = Vec::new();
+        players.retain(|stream, set| {
+            if set.get(&conn).is_some_and(|(r, _)| r == room) {
+                set.remove(&conn);
+                gone.push(stream.clone());
+            }
+            !set.is_empty()
+        });
+        gone
     }
 
     pub fn add_player(&self, stream: &StreamId, room: &RoomId, out: &Outbound) {

@@ -1,11 +1,18 @@
 //! The browser client (`web/`), served on the signaling port.
 //!
-//! A connection's request head is peeked before the WebSocket handshake: an upgrade goes on to
-//! the signaling, a plain `GET` of one of the page's files is answered here and the connection
-//! closed. The files are compiled into the binary, so a server started anywhere (the CLI, the
-//! Node package's `startServer`) serves the same page.
+//! A connection's request head is read before the WebSocket handshake: an upgrade goes on to
+//! the signaling (the bytes read are replayed to the handshake through [`Prefixed`]), a plain
+//! `GET` of one of the page's files is answered here and the connection closed. The files are
+//! compiled into the binary, so a server started anywhere (the CLI, the Node package's
+//! `startServer`) serves the same page. `GET /metrics` answers the server's counters to
+//! clients on the loopback address only.
+//!
+//! The head is read, never peeked in a loop: a peer that sends half a head and waits costs a
+//! task that sleeps until more bytes come (or the hello timeout), not a poll every few ms.
 
-use tokio::io::AsyncWriteExt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// The largest request head read; bigger ones are refused.
@@ -43,8 +50,8 @@ const FILES: &[(&str, &str, &str)] = &[
 /// What a connection's first bytes ask for.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Head {
-    /// A WebSocket upgrade (or something the handshake should judge).
-    Upgrade,
+    /// A WebSocket upgrade (or something the handshake should judge), with its `Origin`.
+    Upgrade { origin: Option<String> },
     /// A plain request: method, path, and the head's length in bytes.
     Plain {
         method: String,
@@ -53,28 +60,24 @@ pub(crate) enum Head {
     },
 }
 
-/// Reads what the request head asks for without consuming it. `None`: the peer closed or sent
-/// no complete head within [`MAX_HEAD`] bytes.
-pub(crate) async fn peek_head(stream: &TcpStream) -> Option<Head> {
-    let mut buf = vec![0u8; MAX_HEAD];
-    let mut seen = 0;
+/// Reads until the request head is complete. Returns what it asks for and every byte read
+/// (the head and anything the peer sent after it). `None`: the peer closed or sent no complete
+/// head within [`MAX_HEAD`] bytes.
+pub(crate) async fn read_head(stream: &mut TcpStream) -> Option<(Head, Vec<u8>)> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
     loop {
-        let n = stream.peek(&mut buf).await.ok()?;
+        let n = stream.read(&mut chunk).await.ok()?;
         if n == 0 {
             return None;
         }
-        if let Some(head) = parse_head(buf.get(..n)?) {
-            return Some(head);
+        buf.extend_from_slice(chunk.get(..n)?);
+        if let Some(head) = parse_head(&buf) {
+            return Some((head, buf));
         }
-        if n == MAX_HEAD {
+        if buf.len() >= MAX_HEAD {
             return None;
         }
-        if n == seen {
-            // Nothing new yet: peek returns at once while the bytes are unchanged.
-            stream.readable().await.ok()?;
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        seen = n;
     }
 }
 
@@ -86,14 +89,22 @@ pub(crate) fn parse_head(bytes: &[u8]) -> Option<Head> {
     let mut request = lines.next().unwrap_or_default().split(' ');
     let method = request.next().unwrap_or_default().to_owned();
     let path = request.next().unwrap_or_default().to_owned();
-    let upgrade = lines.any(|l| {
-        l.split_once(':').is_some_and(|(name, value)| {
-            name.trim().eq_ignore_ascii_case("upgrade")
+    let mut upgrade = false;
+    let mut origin = None;
+    for l in lines {
+        if let Some((name, value)) = l.split_once(':') {
+            let name = name.trim();
+            if name.eq_ignore_ascii_case("upgrade")
                 && value.trim().eq_ignore_ascii_case("websocket")
-        })
-    });
+            {
+                upgrade = true;
+            } else if name.eq_ignore_ascii_case("origin") {
+                origin = Some(value.trim().to_owned());
+            }
+        }
+    }
     Some(if upgrade {
-        Head::Upgrade
+        Head::Upgrade { origin }
     } else {
         Head::Plain {
             method,
@@ -101,6 +112,85 @@ pub(crate) fn parse_head(bytes: &[u8]) -> Option<Head> {
             len: end,
         }
     })
+}
+
+/// Whether a WebSocket upgrade from `origin` is admitted: any when `allowed` is empty, a
+/// connection without an `Origin` (not a browser) always, else only a listed origin.
+pub(crate) fn origin_allowed(origin: Option<&str>, allowed: &[String]) -> bool {
+    match origin {
+        _ if allowed.is_empty() => true,
+        None => true,
+        Some(o) => allowed.iter().any(|a| {
+            a.trim_end_matches('/')
+                .eq_ignore_ascii_case(o.trim_end_matches('/'))
+        }),
+    }
+}
+
+/// Refuses an upgrade whose origin is not allowed, and closes.
+pub(crate) async fn refuse(mut stream: TcpStream) {
+    let _ = stream
+        .write_all(
+            b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 18\r\nConnection: close\r\n\r\norigin not allowed",
+        )
+        .await;
+    let _ = stream.shutdown().await;
+}
+
+/// A TCP stream whose first bytes (read while looking at the request head) are read again.
+pub(crate) struct Prefixed {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: TcpStream,
+}
+
+impl Prefixed {
+    pub(crate) fn new(prefix: Vec<u8>, inner: TcpStream) -> Self {
+        Prefixed {
+            prefix,
+            pos: 0,
+            inner,
+        }
+    }
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(rest) = this.prefix.get(this.pos..).filter(|r| !r.is_empty()) {
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(rest.get(..n).unwrap_or_default());
+            this.pos += n;
+            if this.pos >= this.prefix.len() {
+                this.prefix = Vec::new();
+                this.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 /// The response to a plain request: the file, 404, or 405 for anything but GET and HEAD.
@@ -125,17 +215,24 @@ pub(crate) fn respond(method: &str, path: &str) -> Vec<u8> {
     out
 }
 
-/// Answers a plain request on `stream` (its head is `len` bytes) and closes it.
-pub(crate) async fn serve_plain(mut stream: TcpStream, method: &str, path: &str, len: usize) {
-    // Consume the head that was peeked, then answer.
-    let mut head = vec![0u8; len];
-    if tokio::io::AsyncReadExt::read_exact(&mut stream, &mut head)
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let _ = stream.write_all(&respond(method, path)).await;
+/// Answers a plain request on `stream` (its head already read) and closes it. `metrics`: the
+/// counters' text, when this peer may read them.
+pub(crate) async fn serve_plain(
+    mut stream: TcpStream,
+    method: &str,
+    path: &str,
+    metrics: Option<String>,
+) {
+    let response = match metrics {
+        Some(text) if method == "GET" && path.split('?').next() == Some("/metrics") => format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\
+             Cache-Control: no-store\r\nConnection: close\r\n\r\n{text}",
+            text.len()
+        )
+        .into_bytes(),
+        _ => respond(method, path),
+    };
+    let _ = stream.write_all(&response).await;
     let _ = stream.shutdown().await;
 }
 
@@ -146,7 +243,19 @@ mod tests {
     #[test]
     fn heads_are_told_apart() {
         let ws = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
-        assert_eq!(parse_head(ws), Some(Head::Upgrade));
+        assert_eq!(parse_head(ws), Some(Head::Upgrade { origin: None }));
+        let browser = b"GET / HTTP/1.1\r\nOrigin: https://a.example\r\nUpgrade: websocket\r\n\r\n";
+        assert_eq!(
+            parse_head(browser),
+            Some(Head::Upgrade {
+                origin: Some("https://a.example".into())
+            })
+        );
+        let allowed = vec!["https://a.example".to_string()];
+        assert!(origin_allowed(Some("https://a.example"), &allowed));
+        assert!(!origin_allowed(Some("https://evil.example"), &allowed));
+        assert!(origin_allowed(None, &allowed), "SDKs send no Origin");
+        assert!(origin_allowed(Some("https://evil.example"), &[]));
         let page = b"GET /app.js?v=1 HTTP/1.1\r\nHost: x\r\n\r\n";
         assert_eq!(
             parse_head(page),

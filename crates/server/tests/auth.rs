@@ -6,10 +6,10 @@
 mod common;
 use common::*;
 use std::time::Duration;
-use zrooms_server::config::ExpireAction;
+use zrooms_server::config::{ExpireAction, TokenLayout};
 use zrooms_token::{generate, Claims, Layout, Privileges};
 
-const SIGNED: u32 = 7; // appSign and secret; appSign alone is enough
+const SIGNED: u32 = 7; // appSign and secret; appSign alone is enough; CBC tokens opted in
 const TOKEN_ONLY: u32 = 8; // require_token
 const KEEP: u32 = 9; // secret; sessions outlive their token
 
@@ -23,7 +23,13 @@ fn config() -> ServerConfig {
         server_secret: Some(SECRET.into()),
         ..AppConfig::dev(app_id)
     };
-    c.apps.insert(SIGNED, app(SIGNED));
+    c.apps.insert(
+        SIGNED,
+        AppConfig {
+            token_layouts: vec![TokenLayout::Gcm, TokenLayout::Cbc],
+            ..app(SIGNED)
+        },
+    );
     c.apps.insert(
         TOKEN_ONLY,
         AppConfig {
@@ -160,15 +166,16 @@ async fn both_layouts_admit_and_every_token_error_has_its_code() {
             format!("03{}", &good[2..]),
             ErrorCode::ROOM_TOKEN_VERSION_ERROR,
         ),
+        // Anything that does not decrypt and parse as the claims: one answer (no oracle).
         (
             "not base64",
             "04%%%%".into(),
-            ErrorCode::ROOM_TOKEN_FORMAT_ERROR,
+            ErrorCode::ROOM_ERROR_AUTHENTICATION_FAILED,
         ),
         (
             "truncated",
             good[..30].to_string(),
-            ErrorCode::ROOM_TOKEN_FORMAT_ERROR,
+            ErrorCode::ROOM_ERROR_AUTHENTICATION_FAILED,
         ),
         (
             "for another room",

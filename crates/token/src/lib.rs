@@ -28,42 +28,74 @@ pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
 const MODE_GCM: u8 = 1;
 
-/// Why a token was refused, one variant per ZEGO error code (see [`TokenError::code`]).
+/// Why a token was refused. The variants are for the server's own log; what a peer is told is
+/// [`TokenError::code`], and every token that does not decrypt and parse as the documented
+/// claims gets one and the same code (1002033), whatever went wrong inside: a distinct answer
+/// for "the CBC padding was wrong" and "the padding was right but the plaintext was not JSON"
+/// is a padding oracle that forges tokens without the secret (see `docs/security.md`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenError {
-    /// Not a "04" token (1002079).
+    /// Not a "04" token (1002079): decided on the text alone, before any decoding.
     Version,
-    /// Bad base64, truncated or inconsistent layout, claims that are not the documented JSON, or
-    /// a payload that is not valid privilege JSON (1002075).
+    /// Bad base64, truncated or inconsistent layout (1002033).
     Format,
-    /// It does not decrypt with this app's secret, or the privileges refuse the login (1002033).
+    /// A layout this app does not accept (1002033).
+    Layout,
+    /// It does not decrypt with this app's secret (bad tag, bad padding) (1002033).
+    Decrypt,
+    /// It decrypted to something that is not the documented claims: not JSON, a field missing
+    /// or of the wrong type, the header's expiry not the claims', a payload that is not
+    /// privilege JSON (1002033).
+    Claims,
+    /// The privileges refuse the login (another room, login denied) (1002033).
     Authentication,
-    /// `app_id` missing, not a number, or another app's (1002076).
+    /// Another app's token (1002076).
     AppId,
-    /// `user_id` missing, not a string, or not the user logging in (1002077).
+    /// Another user's token (1002077).
     UserId,
-    /// `expire` is not in the future (1002078).
+    /// `expire` is not in the future, or further away than the app allows (1002078).
     Expired,
-    /// `nonce` is not an integer (1002080).
-    Nonce,
     /// The server cannot check tokens for this app (no secret configured) (1002074).
     Inner,
 }
 
 impl TokenError {
-    /// ZEGO's error code for this refusal.
+    /// ZEGO's error code for this refusal: the one a peer sees.
     pub fn code(self) -> u32 {
         match self {
             TokenError::Inner => 1002074,
-            TokenError::Format => 1002075,
             TokenError::AppId => 1002076,
             TokenError::UserId => 1002077,
             TokenError::Expired => 1002078,
             TokenError::Version => 1002079,
-            TokenError::Nonce => 1002080,
-            TokenError::Authentication => 1002033,
+            TokenError::Format
+            | TokenError::Layout
+            | TokenError::Decrypt
+            | TokenError::Claims
+            | TokenError::Authentication => 1002033,
         }
     }
+}
+
+/// Which of the two layouts a verifier accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layouts {
+    /// AES-CBC without authentication: malleable, and an oracle away from forgery if any
+    /// failure after decryption answers differently. Only by an app's explicit choice.
+    pub cbc: bool,
+    /// AES-GCM: authenticated (the default).
+    pub gcm: bool,
+}
+
+impl Layouts {
+    pub const GCM: Layouts = Layouts {
+        cbc: false,
+        gcm: true,
+    };
+    pub const BOTH: Layouts = Layouts {
+        cbc: true,
+        gcm: true,
+    };
 }
 
 /// The two published layouts, with the random bytes the caller chose.
@@ -139,8 +171,9 @@ pub struct Verified {
     pub privileges: Privileges,
 }
 
-/// Decodes and decrypts a token, with no check of what it claims.
-pub fn decode(token: &str, secret: &[u8]) -> Result<Claims, TokenError> {
+/// Decodes and decrypts a token in one of the `accepted` layouts, with no check of what it
+/// claims beyond its shape.
+pub fn decode(token: &str, secret: &[u8], accepted: Layouts) -> Result<Claims, TokenError> {
     if secret.len() != SECRET_LEN {
         return Err(TokenError::Inner);
     }
@@ -154,53 +187,103 @@ pub fn decode(token: &str, secret: &[u8]) -> Result<Claims, TokenError> {
     let field1 = r.field()?;
     let field2 = r.field()?;
     let plain = match r.0 {
-        [] => {
+        [] if accepted.cbc => {
             let iv: [u8; 16] = field1.try_into().map_err(|_| TokenError::Format)?;
-            cbc::Decryptor::<aes::Aes256>::new_from_slices(secret, &iv)
-                .map_err(|_| TokenError::Inner)?
-                .decrypt_padded_vec_mut::<Pkcs7>(field2)
-                .map_err(|_| TokenError::Authentication)?
+            cbc_decrypt(secret, &iv, field2)?
         }
-        [MODE_GCM] => {
+        [MODE_GCM] if accepted.gcm => {
             if field1.len() != 12 {
                 return Err(TokenError::Format);
             }
             Aes256Gcm::new_from_slice(secret)
                 .map_err(|_| TokenError::Inner)?
                 .decrypt(Nonce::from_slice(field1), field2)
-                .map_err(|_| TokenError::Authentication)?
+                .map_err(|_| TokenError::Decrypt)?
         }
+        [] | [MODE_GCM] => return Err(TokenError::Layout),
         _ => return Err(TokenError::Format),
     };
     let claims = parse_claims(&plain)?;
     if claims.expire != expire {
-        return Err(TokenError::Format);
+        return Err(TokenError::Claims);
     }
     Ok(claims)
 }
 
-/// Verifies a token presented by `user_id` of `app_id` at unix time `now_s`: it must decrypt
-/// with `secret`, name this app and user, not have expired, and carry a readable payload.
-/// Room privileges are returned, not applied: the caller checks them against the room.
+/// AES-256-CBC with PKCS#7 padding. The padding is checked without an early exit and the
+/// plaintext is parsed whether or not it was right, so a wrong padding and a right padding over
+/// garbage take the same path and give the same error (the caller answers both with 1002033).
+fn cbc_decrypt(secret: &[u8], iv: &[u8; 16], data: &[u8]) -> Result<Vec<u8>, TokenError> {
+    use aes::cipher::block_padding::NoPadding;
+    if data.is_empty() || !data.len().is_multiple_of(16) {
+        return Err(TokenError::Format);
+    }
+    let mut plain = cbc::Decryptor::<aes::Aes256>::new_from_slices(secret, iv)
+        .map_err(|_| TokenError::Inner)?
+        .decrypt_padded_vec_mut::<NoPadding>(data)
+        .map_err(|_| TokenError::Format)?;
+    let n = plain.last().copied().unwrap_or(0);
+    let mut bad = u8::from(n == 0 || n > 16);
+    let tail = plain.len().saturating_sub(16);
+    for (i, b) in plain.iter().enumerate().skip(tail) {
+        // Inside the padding (the last n bytes), every byte must be n.
+        let inside = u8::from(plain.len() - i <= usize::from(n));
+        bad |= inside & u8::from(*b != n);
+    }
+    let keep = if bad == 0 {
+        plain.len() - usize::from(n)
+    } else {
+        plain.len()
+    };
+    plain.truncate(keep);
+    // Parsed either way (see above); a bad padding fails after the parse, as garbage does.
+    let parsed = parse_claims(&plain);
+    match (bad, parsed) {
+        (0, Ok(_)) => Ok(plain),
+        _ => Err(TokenError::Decrypt),
+    }
+}
+
+/// Verifies a token presented by `user_id` of `app_id` at unix time `now_s`: it must be in an
+/// `accepted` layout, decrypt with `secret`, name this app and user, not have expired, expire
+/// at most `max_lifetime_s` from now, and carry a readable payload. Room privileges are
+/// returned, not applied: the caller checks them against the room.
 pub fn verify(
     token: &str,
     secret: &[u8],
     app_id: u32,
     user_id: &str,
     now_s: i64,
+    check: Check,
 ) -> Result<Verified, TokenError> {
-    let claims = decode(token, secret)?;
+    let claims = decode(token, secret, check.layouts)?;
+    let privileges = parse_privileges(&claims.payload).map_err(|_| TokenError::Claims)?;
     if claims.app_id != app_id {
         return Err(TokenError::AppId);
     }
     if claims.user_id != user_id {
         return Err(TokenError::UserId);
     }
-    if claims.expire <= now_s {
+    if claims.expire <= now_s || claims.expire.saturating_sub(now_s) > check.max_lifetime_s {
         return Err(TokenError::Expired);
     }
-    let privileges = parse_privileges(&claims.payload)?;
     Ok(Verified { claims, privileges })
+}
+
+/// What [`verify`] accepts besides the secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Check {
+    pub layouts: Layouts,
+    /// A token may expire at most this many seconds after it is presented.
+    pub max_lifetime_s: i64,
+}
+
+impl Check {
+    /// Both layouts and any lifetime: for tools and tests that read any valid token.
+    pub const ANY: Check = Check {
+        layouts: Layouts::BOTH,
+        max_lifetime_s: i64::MAX,
+    };
 }
 
 /// Makes a token. `nonce` is the claims' random int32 and `layout` carries the cipher's random
@@ -263,33 +346,33 @@ impl<'a> Reader<'a> {
 
 fn parse_claims(plain: &[u8]) -> Result<Claims, TokenError> {
     let Ok(Value::Object(json)) = serde_json::from_slice::<Value>(plain) else {
-        return Err(TokenError::Format);
+        return Err(TokenError::Claims);
     };
     let app_id = json
         .get("app_id")
         .and_then(Value::as_u64)
         .and_then(|v| u32::try_from(v).ok())
-        .ok_or(TokenError::AppId)?;
+        .ok_or(TokenError::Claims)?;
     let user_id = json
         .get("user_id")
         .and_then(Value::as_str)
-        .ok_or(TokenError::UserId)?
+        .ok_or(TokenError::Claims)?
         .to_owned();
     let nonce = json
         .get("nonce")
         .and_then(Value::as_i64)
-        .ok_or(TokenError::Nonce)?;
+        .ok_or(TokenError::Claims)?;
     let int = |key: &str| {
         json.get(key)
             .and_then(Value::as_i64)
-            .ok_or(TokenError::Format)
+            .ok_or(TokenError::Claims)
     };
     let ctime = int("ctime")?;
     let expire = int("expire")?;
     let payload = match json.get("payload") {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
-        Some(_) => return Err(TokenError::Format),
+        Some(_) => return Err(TokenError::Claims),
     };
     Ok(Claims {
         app_id,
@@ -374,10 +457,20 @@ mod tests {
             Layout::Gcm { nonce: [7; 12] },
         ] {
             let t = generate(&claims(2_000_000_000), SECRET, layout).unwrap();
-            let v = verify(&t, SECRET, 1234, "alice", 1_900_000_000).unwrap();
+            let v = verify(&t, SECRET, 1234, "alice", 1_900_000_000, Check::ANY).unwrap();
             assert_eq!(v.claims, claims(2_000_000_000));
             assert_eq!(v.privileges, Privileges::ALL);
         }
+    }
+
+    fn check(
+        t: &str,
+        secret: &[u8],
+        app_id: u32,
+        user: &str,
+        now: i64,
+    ) -> Result<Verified, TokenError> {
+        verify(t, secret, app_id, user, now, Check::ANY)
     }
 
     #[test]
@@ -387,36 +480,96 @@ mod tests {
         let now = 1_900_000_000;
         let other = b"ffffffffffffffffffffffffffffffff";
         assert_eq!(
-            verify(&t, other, 1234, "alice", now),
-            Err(TokenError::Authentication)
+            check(&t, other, 1234, "alice", now),
+            Err(TokenError::Decrypt)
         );
-        assert_eq!(verify(&t, SECRET, 99, "alice", now), Err(TokenError::AppId));
+        assert_eq!(check(&t, SECRET, 99, "alice", now), Err(TokenError::AppId));
+        assert_eq!(check(&t, SECRET, 1234, "bob", now), Err(TokenError::UserId));
         assert_eq!(
-            verify(&t, SECRET, 1234, "bob", now),
-            Err(TokenError::UserId)
-        );
-        assert_eq!(
-            verify(&t, SECRET, 1234, "alice", 2_000_000_000),
+            check(&t, SECRET, 1234, "alice", 2_000_000_000),
             Err(TokenError::Expired)
         );
         assert_eq!(
-            verify(&t[2..], SECRET, 1234, "alice", now),
+            check(&t[2..], SECRET, 1234, "alice", now),
             Err(TokenError::Version)
         );
         assert_eq!(
-            verify("04!!", SECRET, 1234, "alice", now),
+            check("04!!", SECRET, 1234, "alice", now),
             Err(TokenError::Format)
         );
         assert_eq!(
-            verify(&t, b"short", 1234, "alice", now),
+            check(&t, b"short", 1234, "alice", now),
             Err(TokenError::Inner)
         );
-        // Truncated anywhere: a format error, never a panic.
+        // Truncated anywhere: refused, never a panic.
         let raw = STANDARD.decode(&t[2..]).unwrap();
         for n in 0..raw.len() {
             let cut = format!("04{}", STANDARD.encode(&raw[..n]));
-            assert!(verify(&cut, SECRET, 1234, "alice", now).is_err());
+            assert!(check(&cut, SECRET, 1234, "alice", now).is_err());
         }
+    }
+
+    #[test]
+    fn layouts_and_lifetime_are_the_apps_choice() {
+        let now = 1_900_000_000;
+        let cbc = generate(&claims(now + 600), SECRET, Layout::Cbc { iv: [b'k'; 16] }).unwrap();
+        let gcm = generate(&claims(now + 600), SECRET, Layout::Gcm { nonce: [2; 12] }).unwrap();
+        let strict = Check {
+            layouts: Layouts::GCM,
+            max_lifetime_s: 3600,
+        };
+        assert_eq!(
+            verify(&cbc, SECRET, 1234, "alice", now, strict),
+            Err(TokenError::Layout)
+        );
+        assert_eq!(TokenError::Layout.code(), 1002033);
+        assert!(verify(&gcm, SECRET, 1234, "alice", now, strict).is_ok());
+        let far = generate(&claims(i64::MAX), SECRET, Layout::Gcm { nonce: [2; 12] }).unwrap();
+        assert_eq!(
+            verify(&far, SECRET, 1234, "alice", now, strict),
+            Err(TokenError::Expired)
+        );
+    }
+
+    /// The attack of a padding oracle, run against the verifier: a CBC token's last block is
+    /// kept and the block before it (the "IV" of the last block) is varied byte by byte. Every
+    /// answer must be the same code, whether or not the padding came out right.
+    #[test]
+    fn cbc_padding_is_no_oracle() {
+        let now = 1_900_000_000;
+        let t = generate(&claims(now + 600), SECRET, Layout::Cbc { iv: [b'z'; 16] }).unwrap();
+        let raw = STANDARD.decode(&t[2..]).unwrap();
+        // expire(8) | len(2) | iv(16) | len(2) | ciphertext
+        let ct = raw[28..].to_vec();
+        let last = &ct[ct.len() - 16..];
+        let mut codes = std::collections::BTreeSet::new();
+        let mut padding_right = 0;
+        for guess in 0..=255u8 {
+            for pos in [15usize, 14] {
+                let mut iv = [0u8; 16];
+                iv[pos] = guess;
+                let mut forged = raw[..8].to_vec();
+                forged.extend_from_slice(&16u16.to_be_bytes());
+                forged.extend_from_slice(&iv);
+                forged.extend_from_slice(&16u16.to_be_bytes());
+                forged.extend_from_slice(last);
+                let token = format!("04{}", STANDARD.encode(&forged));
+                let got = check(&token, SECRET, 1234, "alice", now);
+                let e = got.expect_err("a forged block never verifies");
+                codes.insert(e.code());
+                // Count the guesses whose padding was right, to show the set held both kinds.
+                let mut plain = last.to_vec();
+                cbc::Decryptor::<aes::Aes256>::new_from_slices(SECRET, &iv)
+                    .unwrap()
+                    .decrypt_padded_mut::<aes::cipher::block_padding::NoPadding>(&mut plain)
+                    .unwrap();
+                if plain[15] == 1 || (plain[15] == 2 && plain[14] == 2) {
+                    padding_right += 1;
+                }
+            }
+        }
+        assert!(padding_right >= 1, "no guess had a right padding");
+        assert_eq!(codes.into_iter().collect::<Vec<_>>(), vec![1002033]);
     }
 
     #[test]
