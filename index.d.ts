@@ -363,6 +363,14 @@ export interface ServerAppOptions {
   multiRoom?: boolean
   maxRoomsPerUser?: number
   maxMembers?: number
+  /** The app's 32-character ServerSecret: logins' token04s are verified with it. */
+  serverSecret?: string
+  /** A token is needed even with the right appSign (needs `serverSecret`). */
+  requireToken?: boolean
+  /** Token layouts accepted; default `['gcm']`. `'cbc'` is weaker (docs/security.md). */
+  tokenLayouts?: Array<'gcm' | 'cbc'>
+  /** Streams one engine may publish at once; default 4. */
+  maxStreamsPerUser?: number
 }
 
 export interface StartServerOptions {
@@ -373,6 +381,10 @@ export interface StartServerOptions {
   /** Admit unknown appIDs with multi-room on; default true when `apps` is absent. */
   devDefault?: boolean
   onlineCountIntervalMs?: number
+  /** Open connections from one IP address; default 128, 0 = unlimited. */
+  maxConnectionsPerIp?: number
+  /** Browser origins whose WebSocket connections are admitted; default any. */
+  allowedOrigins?: string[]
 }
 
 export interface RunningServer {

@@ -832,7 +832,9 @@ function voidResult() {
 /**
  * Starts a room server inside this process (for examples and tests). Resolves
  * `{url, port, close()}`. Options: `{host, port, apps: [{appID, appSign, multiRoom,
- * maxRoomsPerUser, maxMembers}], devDefault, onlineCountIntervalMs}`.
+ * maxRoomsPerUser, maxMembers, serverSecret, requireToken, tokenLayouts, maxStreamsPerUser}],
+ * devDefault, onlineCountIntervalMs, maxConnectionsPerIp, allowedOrigins}`. Without `apps` the
+ * server runs the open development mode and says so once on stderr.
  */
 async function startServer(options) {
   const server = await native.startServer(options ?? undefined)
