@@ -158,15 +158,22 @@ fn servers(opts: &Opts, config: Option<&str>, baseline: &str) -> Result<(Server,
     let mut args = vec!["--host", "127.0.0.1", "--port", "0"];
     let path = std::env::temp_dir().join(format!("zrooms-loadgen-{}.toml", std::process::id()));
     let path_s = path.to_string_lossy().to_string();
-    if let Some(text) = config {
-        std::fs::write(&path, text).map_err(|e| e.to_string())?;
-        args.extend(["--config", path_s.as_str()]);
-    }
+    // Every simulated user connects from 127.0.0.1: the per-address connection cap and the
+    // budget of connections not logged in yet (safe defaults for a public host) are lifted.
+    let text = match config {
+        Some(text) => format!("{ONE_ADDRESS}{text}"),
+        None => format!("dev_default = true\n{ONE_ADDRESS}"),
+    };
+    std::fs::write(&path, text).map_err(|e| e.to_string())?;
+    args.extend(["--config", path_s.as_str()]);
     let ours = Server::start(&opts.server_bin, &args)?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let base = Server::start(&exe.to_string_lossy(), &["--serve", baseline])?;
     Ok((ours, base))
 }
+
+/// Server-wide settings of every run: the load comes from one address.
+const ONE_ADDRESS: &str = "max_connections_per_ip = 0\nmax_pending_connections = 0\n";
 
 /// The room server with ZEGO's broadcast limits lifted, for the throughput scenario.
 const UNLIMITED: &str = "[[app]]\napp_id = 1\nmulti_room = true\n[app.limits]\nbroadcast_per_room = 1000000\nbroadcast_per_user = 1000000\nrequests_per_connection = 1000000\n";
