@@ -23,16 +23,66 @@ impl Client {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .map_err(|e| e.to_string())?;
+        Client::hello(ws, 1).await
+    }
+
+    /// Connects from the local address `from` (a loopback address such as 127.0.0.2, to stand
+    /// for another host) and says hello as `app_id`.
+    pub async fn connect_from(
+        url: &str,
+        from: std::net::IpAddr,
+        app_id: u32,
+    ) -> Result<Client, String> {
+        let addr: std::net::SocketAddr = url
+            .trim_start_matches("ws://")
+            .parse()
+            .map_err(|e| format!("{url}: {e}"))?;
+        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        socket
+            .bind(std::net::SocketAddr::new(from, 0))
+            .map_err(|e| e.to_string())?;
+        let tcp = socket.connect(addr).await.map_err(|e| e.to_string())?;
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp))
+            .await
+            .map_err(|e| e.to_string())?;
+        Client::hello(ws, app_id).await
+    }
+
+    async fn hello(ws: Ws, app_id: u32) -> Result<Client, String> {
         let mut c = Client { ws, next: 1 };
         c.request(Request::Hello {
             version: PROTOCOL_VERSION,
-            app_id: 1,
+            app_id,
             app_sign: String::new(),
             sdk_version: "loadgen".into(),
             resume: None,
         })
         .await?;
         Ok(c)
+    }
+
+    /// Sends a request and reads until its reply: its code (0 for success).
+    pub async fn code(&mut self, req: Request) -> Result<u32, String> {
+        let (id, text) = self.frame(req)?;
+        self.ws
+            .send(Message::text(text))
+            .await
+            .map_err(|e| e.to_string())?;
+        loop {
+            match self.ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    if let Ok(ServerMsg::Reply { id: rid, code, .. }) =
+                        serde_json::from_str(t.as_str())
+                    {
+                        if rid == id {
+                            return Ok(code.0);
+                        }
+                    }
+                }
+                Some(Ok(_)) => {}
+                _ => return Err("connection closed".into()),
+            }
+        }
     }
 
     /// A connection that has not said hello (the baseline's).
@@ -137,6 +187,8 @@ pub struct Server {
     child: Child,
     /// What it printed after "listening on ": `ws://…` or `udp://…`.
     pub url: String,
+    /// The SFU's UDP address, when it printed one (`(media udp ADDR)`).
+    pub media: Option<std::net::SocketAddr>,
 }
 
 impl Server {
@@ -162,11 +214,18 @@ impl Server {
             .next()
             .unwrap_or_default()
             .to_string();
-        Ok(Server { child, url })
+        let media = rest
+            .split_once("media udp ")
+            .and_then(|(_, a)| a.trim_end_matches(')').parse().ok());
+        Ok(Server { child, url, media })
     }
 
     pub fn usage(&self) -> Option<(f64, u64)> {
         proc_usage(self.child.id())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 

@@ -16,6 +16,7 @@
 //! server) for the signaling scenarios and `udp-baseline` (a raw UDP forwarder) for `sfu`; both
 //! are this binary started with `--serve NAME` (see `baseline.rs`).
 
+mod attack;
 mod baseline;
 mod client;
 mod media;
@@ -39,6 +40,9 @@ struct Opts {
     topologies: Vec<(u32, u32)>,
     seconds: u32,
     out: Option<String>,
+    /// `security`: the server binary from before the hardening, and the attacks to run.
+    before_bin: Option<String>,
+    attacks: Vec<String>,
 }
 
 const ALL: [&str; 5] = ["login", "fanout", "throughput", "users", "sfu"];
@@ -59,10 +63,12 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         topologies: vec![(1, 200), (30, 30)],
         seconds: 10,
         out: None,
+        before_bin: None,
+        attacks: attack::ATTACKS.iter().map(|a| a.to_string()).collect(),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        if ALL.contains(&a.as_str()) {
+        if ALL.contains(&a.as_str()) || a == "security" {
             o.scenarios.push(a.clone());
             continue;
         }
@@ -90,6 +96,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
                     .collect::<Result<_, String>>()?
             }
             "--out" => o.out = Some(v()?),
+            "--before-bin" => o.before_bin = Some(v()?),
+            "--attacks" => o.attacks = v()?.split(',').map(str::to_string).collect(),
             _ => return Err(format!("unknown argument {a}")),
         }
     }
@@ -310,8 +318,67 @@ async fn run(o: &Opts) -> Result<String, String> {
                     ));
                 }
             }
+            "security" => security(o, &mut out).await?,
             _ => {}
         }
     }
     Ok(out)
+}
+
+/// Each attack against the binary from before the hardening (`--before-bin`) and this one.
+async fn security(o: &Opts, out: &mut String) -> Result<(), String> {
+    let before = o
+        .before_bin
+        .as_deref()
+        .ok_or("security needs --before-bin (a zrooms-server built before the hardening)")?;
+    out.push_str("\n| attack | measure | before | after |\n|---|---|---|---|\n");
+    for a in &o.attacks {
+        eprintln!("   {a}");
+        let b = attack::run(before, a, o.seconds).await?;
+        let z = attack::run(&o.server_bin, a, o.seconds).await?;
+        let lost = |r: &attack::Outcome| {
+            format!(
+                "{:.1} % ({} of {})",
+                100.0 * (1.0 - r.video_received as f64 / r.video_sent.max(1) as f64),
+                r.video_sent.saturating_sub(r.video_received),
+                r.video_sent
+            )
+        };
+        let rows: [(&str, String, String); 6] = [
+            (
+                "what the attacker got",
+                b.attacker.clone(),
+                z.attacker.clone(),
+            ),
+            (
+                "user's broadcast round trip p99 (ms); lost",
+                format!("{:.1}; {}", b.broadcast_p99_ms, b.broadcasts_lost),
+                format!("{:.1}; {}", z.broadcast_p99_ms, z.broadcasts_lost),
+            ),
+            (
+                "new user's connect + login p99 (ms); failed",
+                format!("{:.1}; {}", b.join_p99_ms, b.joins_failed),
+                format!("{:.1}; {}", z.join_p99_ms, z.joins_failed),
+            ),
+            (
+                "640x360 stream: video frames lost at its player",
+                lost(&b),
+                lost(&z),
+            ),
+            (
+                "server peak resident memory (MiB)",
+                format!("{:.0}", b.peak_rss_kib as f64 / 1024.0),
+                format!("{:.0}", z.peak_rss_kib as f64 / 1024.0),
+            ),
+            (
+                "server CPU (cores)",
+                format!("{:.2}", b.cores),
+                format!("{:.2}", z.cores),
+            ),
+        ];
+        for (what, bv, zv) in rows {
+            out.push_str(&format!("| {a} | {what} | {bv} | {zv} |\n"));
+        }
+    }
+    Ok(())
 }

@@ -35,7 +35,7 @@
 //! `max_frame_bytes` (256 KiB), `outbound_queue` (frames waiting for one slow reader before it is
 //! closed, 1024), `hello_timeout_ms` (handshake and hello, each, 5000), `heartbeat_timeout_ms`
 //! (30000), `reconnect_grace_ms` (30000; 0 = none), `replay_window` (frames, 4096),
-//! `replay_window_bytes` (4 MiB), `allowed_origins` (browser origins admitted; empty = any).
+//! `replay_window_bytes` (1 MiB), `allowed_origins` (browser origins admitted; empty = any).
 //! Every limit, its default and why: `docs/security.md` and `docs/limits.md`.
 
 use serde::Deserialize;
@@ -348,7 +348,7 @@ impl Default for ServerConfig {
             heartbeat_timeout: Duration::from_secs(30),
             reconnect_grace: Duration::from_secs(30),
             replay_window: 4096,
-            replay_window_bytes: 4 << 20,
+            replay_window_bytes: 1 << 20,
             media_addr: None,
             media_advertise: None,
         }

@@ -934,6 +934,10 @@ impl Conn {
                 extra_info: st.extra_info.iter().cloned().collect(),
                 online_count: st.members.len() as u32,
             };
+            // From the login's answer on, the session's frames are kept for a resume.
+            if let Some(replay) = &self.replay {
+                lock(replay).keep();
+            }
             // Replied under the lock, so no room event can overtake the login's answer.
             self.reply(id, ErrorCode::SUCCESS, Some(body));
             if existing.is_none() {

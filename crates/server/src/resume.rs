@@ -33,6 +33,10 @@ pub(crate) struct Replay {
     /// Bytes in `frames`, and at most how many.
     bytes: usize,
     max_bytes: usize,
+    /// Whether frames are kept at all: only once the session has logged into a room. Before,
+    /// a dropped connection ends the session (there is nothing to resume), so a connection that
+    /// never logs in costs no window, however much it is answered.
+    keeping: bool,
 }
 
 impl Replay {
@@ -43,10 +47,20 @@ impl Replay {
             cap: cap.max(1),
             bytes: 0,
             max_bytes,
+            keeping: false,
         }
     }
 
+    /// From now on frames are kept until acknowledged.
+    pub fn keep(&mut self) {
+        self.keeping = true;
+    }
+
     fn push(&mut self, frame: Utf8Bytes) {
+        if !self.keeping {
+            self.start += 1;
+            return;
+        }
         self.bytes += frame.len();
         self.frames.push_back(frame);
         // The engine is far behind (in frames or in bytes): what it has not acknowledged is
@@ -227,6 +241,7 @@ mod tests {
     #[test]
     fn replay_window() {
         let mut r = Replay::new(3, 1 << 20);
+        r.keep();
         for i in 0..3 {
             r.push(Utf8Bytes::from(i.to_string()));
         }
@@ -249,6 +264,7 @@ mod tests {
     #[test]
     fn replay_window_is_bounded_in_bytes() {
         let mut r = Replay::new(4096, 10_000);
+        r.keep();
         let big = Utf8Bytes::from("x".repeat(3_000));
         for _ in 0..10 {
             r.push(big.clone());
@@ -261,5 +277,18 @@ mod tests {
         assert!(r.can_resume(10));
         r.ack(11);
         assert_eq!(r.held_bytes(), 0);
+    }
+
+    #[test]
+    fn nothing_is_kept_before_a_login() {
+        let mut r = Replay::new(4096, 1 << 20);
+        for _ in 0..100 {
+            r.push(Utf8Bytes::from("x".repeat(1000)));
+        }
+        assert_eq!(r.held_bytes(), 0);
+        assert!(r.can_resume(100) && !r.can_resume(99));
+        r.keep();
+        r.push(Utf8Bytes::from("y"));
+        assert_eq!(r.since(100).unwrap(), vec![Utf8Bytes::from("y")]);
     }
 }
