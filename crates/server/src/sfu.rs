@@ -72,6 +72,8 @@ pub const OFFER_QUEUE: usize = 64;
 /// one is a peer-reflexive candidate str0m pairs and checks, so without a cap one peer could
 /// make every STUN request dearer by sending from thousands of ports.
 pub const MAX_ADDRS_PER_PEER: usize = 16;
+/// Candidates an offer may carry (1000017 beyond).
+pub const MAX_OFFER_CANDIDATES: usize = 32;
 
 pub enum SfuCmd {
     /// An engine's offer; the reply is the answer SDP. `fresh`: from a new peer connection
@@ -495,6 +497,11 @@ impl Sfu {
         sdp: &str,
         tracks: Vec<TrackSpec>,
     ) -> Result<String, ErrorCode> {
+        // Each remote candidate is kept and paired by the peer's ICE agent: an offer may carry
+        // a handful (host, reflexive, relayed per interface), not thousands.
+        if sdp.matches("a=candidate:").count() > MAX_OFFER_CANDIDATES {
+            return Err(ErrorCode::COMMON_ILLEGAL_PARAM);
+        }
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|_| ErrorCode::COMMON_ILLEGAL_PARAM)?;
         let now = Instant::now();
         let addr = self.addr;
@@ -1074,6 +1081,22 @@ mod tests {
         assert_eq!(sfu.by_addr.len(), MAX_ADDRS_PER_PEER);
         assert_eq!(stun_local_ufrag(&[0x80; 100]), None);
         assert_eq!(stun_local_ufrag(&stun[..30]), None, "a cut STUN message");
+        // An offer with more candidates than a client has interfaces is refused.
+        let many: String = (0..=MAX_OFFER_CANDIDATES)
+            .map(|i| {
+                format!(
+                    "a=candidate:{i} 1 udp 2130706431 127.0.0.1 {} typ host\r\n",
+                    1000 + i
+                )
+            })
+            .collect();
+        let sdp = offer
+            .to_sdp_string()
+            .replacen("a=mid:", &format!("{many}a=mid:"), 1);
+        assert_eq!(
+            sfu.offer(8, 1, &sdp, Vec::new()),
+            Err(ErrorCode::COMMON_ILLEGAL_PARAM)
+        );
     }
 
     #[test]
