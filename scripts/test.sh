@@ -10,7 +10,7 @@ logs=$(mktemp -d)
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --release --all-targets -- -D warnings
+cargo clippy --release --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --release --workspace 2>&1 | tee "$logs/cargo.txt"
 echo "== ava"

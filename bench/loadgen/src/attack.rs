@@ -588,7 +588,7 @@ async fn udp(server: &Server, until: Instant) -> Result<String, String> {
                 let _ = s.send_to(&stun, media);
                 sources += 1;
             }
-            if sources % 256 == 0 {
+            if sources.is_multiple_of(256) {
                 tokio::task::yield_now().await;
             }
         }

@@ -63,26 +63,7 @@ impl Client {
 
     /// Sends a request and reads until its reply: its code (0 for success).
     pub async fn code(&mut self, req: Request) -> Result<u32, String> {
-        let (id, text) = self.frame(req)?;
-        self.ws
-            .send(Message::text(text))
-            .await
-            .map_err(|e| e.to_string())?;
-        loop {
-            match self.ws.next().await {
-                Some(Ok(Message::Text(t))) => {
-                    if let Ok(ServerMsg::Reply { id: rid, code, .. }) =
-                        serde_json::from_str(t.as_str())
-                    {
-                        if rid == id {
-                            return Ok(code.0);
-                        }
-                    }
-                }
-                Some(Ok(_)) => {}
-                _ => return Err("connection closed".into()),
-            }
-        }
+        self.exchange(req).await.map(|(code, _)| code.0)
     }
 
     /// A connection that has not said hello (the baseline's).
@@ -98,8 +79,17 @@ impl Client {
         Ok((id, text))
     }
 
-    /// Sends a request and reads until its reply (other frames are dropped).
+    /// Sends a request and reads until its reply (other frames are dropped): the body on
+    /// success, the code as an error otherwise.
     pub async fn request(&mut self, req: Request) -> Result<Option<ReplyBody>, String> {
+        match self.exchange(req).await? {
+            (code, body) if code.is_success() => Ok(body),
+            (code, _) => Err(format!("error {code}")),
+        }
+    }
+
+    /// Sends a request and reads until its reply: its code and body.
+    async fn exchange(&mut self, req: Request) -> Result<(ErrorCode, Option<ReplyBody>), String> {
         let (id, text) = self.frame(req)?;
         self.ws
             .send(Message::text(text))
@@ -115,11 +105,7 @@ impl Client {
                     }) = serde_json::from_str(t.as_str())
                     {
                         if rid == id {
-                            return if code.is_success() {
-                                Ok(body)
-                            } else {
-                                Err(format!("error {code}"))
-                            };
+                            return Ok((code, body));
                         }
                     }
                 }

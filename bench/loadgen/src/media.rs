@@ -580,31 +580,17 @@ pub async fn sfu(
     let mut play_counters = Vec::new();
     let mut setup_failed = 0;
     for p in 0..publishers {
-        let stream = format!("pub{p}");
-        let mut c = Client::connect(&server.url).await?;
-        c.login(room, &format!("publisher{p}")).await?;
-        c.request(Request::Publish {
-            room_id: room_id(room)?,
-            stream_id: stream_id(&stream)?,
-            extra_info: String::new(),
-        })
+        let publisher = format!("publisher{p}");
+        let counters = start_publisher(
+            server,
+            room,
+            &publisher,
+            &format!("pub{p}"),
+            &clock,
+            &mut keep,
+        )
         .await?;
-        let tracks = [
-            (stream.clone(), TrackKind::Audio, TrackDirection::Send),
-            (stream.clone(), TrackKind::Video, TrackDirection::Send),
-        ];
-        let (rtc, socket, mids) = negotiate(&mut c, &tracks).await?;
-        let counters = Arc::new(Counters::default());
-        pub_counters.push(counters.clone());
-        keep.push(tokio::spawn(run_peer(
-            rtc,
-            socket,
-            mids,
-            true,
-            counters,
-            clock.clone(),
-        )));
-        keep.push(keepalive(c));
+        pub_counters.push(counters);
     }
     for n in 0..players {
         let setup = async {
@@ -674,6 +660,42 @@ pub async fn sfu(
     })
 }
 
+/// Logs `user` into `room`, publishes `stream` and starts a str0m peer sending it (video and
+/// audio, counted with `clock`); its tasks go to `keep`.
+async fn start_publisher(
+    server: &Server,
+    room: &str,
+    user: &str,
+    stream: &str,
+    clock: &Arc<Clock>,
+    keep: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<Arc<Counters>, String> {
+    let mut c = Client::connect(&server.url).await?;
+    c.login(room, user).await?;
+    c.request(Request::Publish {
+        room_id: room_id(room)?,
+        stream_id: stream_id(stream)?,
+        extra_info: String::new(),
+    })
+    .await?;
+    let tracks = [
+        (stream.to_string(), TrackKind::Audio, TrackDirection::Send),
+        (stream.to_string(), TrackKind::Video, TrackDirection::Send),
+    ];
+    let (rtc, socket, mids) = negotiate(&mut c, &tracks).await?;
+    let counters = Arc::new(Counters::default());
+    keep.push(tokio::spawn(run_peer(
+        rtc,
+        socket,
+        mids,
+        true,
+        counters.clone(),
+        clock.clone(),
+    )));
+    keep.push(keepalive(c));
+    Ok(counters)
+}
+
 /// One stream (640x360@15 and audio) published and played by str0m peers in app 1: what an
 /// attack costs a user's media (`zrooms-loadgen security`).
 pub struct Probe {
@@ -689,29 +711,8 @@ impl Probe {
     pub async fn start(server: &Server, room: &str, stream: &str) -> Result<Probe, String> {
         let clock = Clock::new();
         let mut keep = Vec::new();
-        let mut c = Client::connect(&server.url).await?;
-        c.login(room, "probe-publisher").await?;
-        c.request(Request::Publish {
-            room_id: room_id(room)?,
-            stream_id: stream_id(stream)?,
-            extra_info: String::new(),
-        })
-        .await?;
-        let tracks = [
-            (stream.to_string(), TrackKind::Audio, TrackDirection::Send),
-            (stream.to_string(), TrackKind::Video, TrackDirection::Send),
-        ];
-        let (rtc, socket, mids) = negotiate(&mut c, &tracks).await?;
-        let publisher = Arc::new(Counters::default());
-        keep.push(tokio::spawn(run_peer(
-            rtc,
-            socket,
-            mids,
-            true,
-            publisher.clone(),
-            clock.clone(),
-        )));
-        keep.push(keepalive(c));
+        let publisher =
+            start_publisher(server, room, "probe-publisher", stream, &clock, &mut keep).await?;
         let mut probe = Probe {
             clock,
             publisher,
