@@ -295,6 +295,39 @@ mod tests {
         }
     }
 
+    /// A peer that sends half a head and waits costs no wake-ups: on virtual time, a second of
+    /// waiting polls the read once or twice (a peek loop polled it every 5 ms, 200 times).
+    #[tokio::test(start_paused = true)]
+    async fn a_partial_head_waits_without_waking() {
+        use std::future::Future;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nUpgr")
+            .await
+            .unwrap();
+        let polls = Arc::new(AtomicUsize::new(0));
+        let counted = {
+            let polls = polls.clone();
+            let mut read = Box::pin(read_head(&mut server));
+            std::future::poll_fn(move |cx| {
+                polls.fetch_add(1, Ordering::Relaxed);
+                read.as_mut().poll(cx)
+            })
+        };
+        tokio::select! {
+            head = counted => panic!("a partial head was taken as complete: {head:?}"),
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+        let n = polls.load(Ordering::Relaxed);
+        assert!(n <= 3, "polled {n} times while no byte came");
+    }
+
     #[test]
     fn files_missing_paths_and_methods() {
         let ok = String::from_utf8(respond("GET", "/?room=a")).unwrap();
