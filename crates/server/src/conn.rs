@@ -999,12 +999,9 @@ impl Conn {
         // even looked at, and the answer is the same as for a bad one.
         let now = Instant::now();
         let ip_rate = self.shared.config.auth_failures_per_ip;
+        let app_rate = policy.auth_failures_per_app;
         let allowed = self.shared.auth_failures.allowed(self.ip, ip_rate, now)
-            && lock(&app.auth_failures).ready_burst(
-                policy.auth_failures_per_app,
-                policy.auth_failures_per_app.max(1.0),
-                now,
-            );
+            && lock(&app.auth_failures).ready(app_rate, now);
         if !allowed {
             Metrics::inc(&self.shared.metrics.auth_throttled);
             return Err(ErrorCode::ROOM_ERROR_AUTHENTICATION_FAILED);
@@ -1019,11 +1016,7 @@ impl Conn {
         )
         .map_err(|e| {
             self.shared.auth_failures.failed(self.ip, ip_rate, now);
-            lock(&app.auth_failures).take_burst(
-                policy.auth_failures_per_app,
-                policy.auth_failures_per_app.max(1.0),
-                now,
-            );
+            lock(&app.auth_failures).take(app_rate, now);
             Metrics::inc(&self.shared.metrics.auth_failures);
             tracing::info!(
                 app = policy.app_id,

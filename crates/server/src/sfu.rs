@@ -448,10 +448,14 @@ impl Sfu {
                 if fresh {
                     if let Some(mut old) = self.peers.remove(&conn) {
                         old.rtc.disconnect();
+                        // The new peer has a ufrag and a budget of addresses of its own: its
+                        // addresses are learned again from its STUN, so replacing a peer over
+                        // and over cannot grow the address index.
+                        self.by_ufrag.remove(&old.ufrag);
+                        self.by_addr.retain(|_, c| *c != conn);
                     }
                 }
                 let _ = reply.send(self.offer(conn, app_id, &sdp, tracks));
-                self.forget_gone();
                 self.routes = None;
                 self.drain(conn);
                 self.request_keyframes_for(conn);

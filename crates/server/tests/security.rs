@@ -530,22 +530,27 @@ async fn partial_request_heads_are_closed_at_the_hello_timeout() {
     s.shutdown().await;
 }
 
+/// A media offer (its SDP is never read: the grant is checked first) of one video track.
+fn offer_of(stream: &str, direction: TrackDirection) -> Request {
+    Request::MediaOffer {
+        sdp: "v=0".into(),
+        tracks: vec![TrackSpec {
+            mid: "0".into(),
+            stream_id: sid(stream),
+            kind: TrackKind::Video,
+            direction,
+        }],
+        fresh: false,
+    }
+}
+
 /// Media needs a login, and a member's offer may name only what its session publishes or
 /// plays.
 #[tokio::test]
 async fn media_offers_need_a_login_and_a_grant() {
     let s = server(open_app()).await;
     let mut c = Client::connect(&s, 1).await;
-    let offer = |direction| Request::MediaOffer {
-        sdp: "v=0".into(),
-        tracks: vec![TrackSpec {
-            mid: "0".into(),
-            stream_id: sid("x"),
-            kind: TrackKind::Video,
-            direction,
-        }],
-        fresh: false,
-    };
+    let offer = |direction| offer_of("x", direction);
     assert_eq!(
         c.request(offer(TrackDirection::Send)).await.0,
         ErrorCode::COMMON_NOT_LOGIN_ROOM
@@ -598,16 +603,7 @@ async fn a_kicked_session_loses_every_right_in_its_room() {
         token: "04x".into(),
     };
     assert_eq!(old.request(renew).await.0, ErrorCode::COMMON_NOT_LOGIN_ROOM);
-    let offer = Request::MediaOffer {
-        sdp: "v=0".into(),
-        tracks: vec![TrackSpec {
-            mid: "0".into(),
-            stream_id: sid("s"),
-            kind: TrackKind::Video,
-            direction: TrackDirection::Recv,
-        }],
-        fresh: false,
-    };
+    let offer = offer_of("s", TrackDirection::Recv);
     assert_eq!(old.request(offer).await.0, ErrorCode::COMMON_NOT_LOGIN_ROOM);
     // The stream stops and starts again: the kicked connection hears nothing of it. The barrier
     // is its own request's reply, queued after anything sent to it before.

@@ -186,34 +186,35 @@ pub fn decode(token: &str, secret: &[u8], accepted: Layouts) -> Result<Claims, T
     let expire = i64::from_be_bytes(r.take(8)?.try_into().map_err(|_| TokenError::Format)?);
     let field1 = r.field()?;
     let field2 = r.field()?;
-    let plain = match r.0 {
+    let claims = match r.0 {
         [] if accepted.cbc => {
             let iv: [u8; 16] = field1.try_into().map_err(|_| TokenError::Format)?;
-            cbc_decrypt(secret, &iv, field2)?
+            cbc_claims(secret, &iv, field2)?
         }
         [MODE_GCM] if accepted.gcm => {
             if field1.len() != 12 {
                 return Err(TokenError::Format);
             }
-            Aes256Gcm::new_from_slice(secret)
+            let plain = Aes256Gcm::new_from_slice(secret)
                 .map_err(|_| TokenError::Inner)?
                 .decrypt(Nonce::from_slice(field1), field2)
-                .map_err(|_| TokenError::Decrypt)?
+                .map_err(|_| TokenError::Decrypt)?;
+            parse_claims(&plain)?
         }
         [] | [MODE_GCM] => return Err(TokenError::Layout),
         _ => return Err(TokenError::Format),
     };
-    let claims = parse_claims(&plain)?;
     if claims.expire != expire {
         return Err(TokenError::Claims);
     }
     Ok(claims)
 }
 
-/// AES-256-CBC with PKCS#7 padding. The padding is checked without an early exit and the
-/// plaintext is parsed whether or not it was right, so a wrong padding and a right padding over
-/// garbage take the same path and give the same error (the caller answers both with 1002033).
-fn cbc_decrypt(secret: &[u8], iv: &[u8; 16], data: &[u8]) -> Result<Vec<u8>, TokenError> {
+/// The claims of an AES-256-CBC ciphertext with PKCS#7 padding. The padding is checked without
+/// an early exit and the plaintext is parsed whether or not it was right, so a wrong padding and
+/// a right padding over garbage take the same path and give the same error (the caller answers
+/// both with 1002033).
+fn cbc_claims(secret: &[u8], iv: &[u8; 16], data: &[u8]) -> Result<Claims, TokenError> {
     use aes::cipher::block_padding::NoPadding;
     if data.is_empty() || !data.len().is_multiple_of(16) {
         return Err(TokenError::Format);
@@ -237,9 +238,8 @@ fn cbc_decrypt(secret: &[u8], iv: &[u8; 16], data: &[u8]) -> Result<Vec<u8>, Tok
     };
     plain.truncate(keep);
     // Parsed either way (see above); a bad padding fails after the parse, as garbage does.
-    let parsed = parse_claims(&plain);
-    match (bad, parsed) {
-        (0, Ok(_)) => Ok(plain),
+    match (bad, parse_claims(&plain)) {
+        (0, Ok(claims)) => Ok(claims),
         _ => Err(TokenError::Decrypt),
     }
 }
