@@ -43,12 +43,13 @@ pub fn signaling(frames: &[&str]) -> usize {
             },
         );
         let shared = Shared::new(config, sfu);
-        let queued = crate::conn::run_frames(&shared, 2, frames);
+        let queued = run_frames(&shared, 2, frames);
         let mut core = SfuCore::new(addr);
+        let now = Instant::now();
         while let Ok(cmd) = commands.try_recv() {
-            core.command(cmd);
+            core.command(cmd, now);
         }
-        core.tick(Instant::now());
+        core.tick(now);
         tokio::task::yield_now().await;
         queued + core.take_outgoing().len()
     })
@@ -111,23 +112,73 @@ pub fn sdp_datagrams(data: &[u8]) -> usize {
     };
     let addr = SocketAddr::from(([127, 0, 0, 1], 9));
     let mut sfu = SfuCore::new(addr);
+    // Virtual time: each datagram arrives 5 ms after the one before.
+    let mut now = Instant::now();
     if mode % 2 == 0 {
         let sdp = String::from_utf8_lossy(rest);
-        let _ = sfu.offer(1, &sdp, tracks(), false);
-        sfu.tick(Instant::now());
+        let _ = sfu.offer(1, &sdp, tracks(), false, now);
+        sfu.tick(now);
         return sfu.take_outgoing().len();
     }
-    let _ = sfu.offer(1, valid_offer(), tracks(), false);
+    let _ = sfu.offer(1, valid_offer(), tracks(), false, now);
     let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
     let stranger = SocketAddr::from(([10, 0, 0, 1], 40000));
     let mut n = 0usize;
     while let [hi, lo, body @ ..] = rest {
         let take = usize::from(u16::from_be_bytes([*hi, *lo])).min(body.len());
         let (datagram, tail) = body.split_at(take);
-        sfu.datagram(if n % 3 == 2 { stranger } else { peer }, datagram);
-        sfu.tick(Instant::now());
+        now += std::time::Duration::from_millis(5);
+        sfu.datagram(if n % 3 == 2 { stranger } else { peer }, datagram, now);
+        sfu.tick(now);
         rest = tail;
         n += 1;
     }
     sfu.take_outgoing().len()
+}
+
+/// Runs text frames through sessions of an in-memory server (no sockets): each frame goes to
+/// session `i % conns`, which says hello to app 1 first unless the frame is a hello itself; a
+/// frame that would close its connection closes it and a new one takes its place. Returns how
+/// many frames were queued to the peers.
+fn run_frames(shared: &std::sync::Arc<Shared>, conns: usize, frames: &[&str]) -> usize {
+    use crate::clock::Now;
+    use crate::session::Session;
+    use crate::state::Outbound;
+    use std::sync::atomic::Ordering;
+    let hello = r#"{"id":0,"type":"hello","version":1,"app_id":1}"#;
+    let now = Now::system();
+    let open = |receivers: &mut Vec<tokio::sync::mpsc::Receiver<_>>| {
+        let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (out, rx, _stuck) = Outbound::new(id, shared.config.outbound_queue);
+        receivers.push(rx);
+        Session::new(
+            id,
+            out,
+            shared.clone(),
+            std::net::IpAddr::from([127, 0, 0, 1]),
+        )
+    };
+    let mut receivers = Vec::new();
+    let mut live: Vec<Session> = (0..conns.max(1)).map(|_| open(&mut receivers)).collect();
+    for (i, frame) in frames.iter().enumerate() {
+        let k = i % live.len();
+        if live[k].app.is_none() && !frame.contains("hello") && !live[k].on_text(hello, now) {
+            continue;
+        }
+        if !live[k].on_text(frame, now) {
+            let fresh = open(&mut receivers);
+            std::mem::replace(&mut live[k], fresh).close();
+        }
+        // Every token timer fires at once: the fuzzer reaches the warning and expiry paths.
+        if live[k].token_deadline(now).is_some() {
+            live[k].token_timer(now);
+        }
+    }
+    for c in live {
+        c.close();
+    }
+    receivers
+        .iter_mut()
+        .map(|rx| std::iter::from_fn(|| rx.try_recv().ok()).count())
+        .sum()
 }

@@ -1,29 +1,38 @@
 //! The zrooms room server: WebSocket signaling for ZEGO-style multi-room apps.
 //!
 //! [`Server::bind`] listens and returns a handle with the bound address and a graceful
-//! [`Server::shutdown`]. The accept loop runs one task per connection ([`conn`]); shared state
-//! ([`state`]) is per app and per room, each room behind its own lock. A ticker pushes each
-//! room's online count at the configured interval.
+//! [`Server::shutdown`]. The accept loop runs one task per connection ([`transport`]), which
+//! drives that engine's [`session`]; shared state is per app ([`app`]) and per room ([`room`],
+//! each room the only owner of its state, behind its own lock). A ticker pushes each room's
+//! online count at the configured interval. Time is read where events enter and passed in
+//! ([`clock`]).
 //!
 //! Media (the SFU) and token authentication are separate concerns that plug in beside the
 //! signaling: see `docs/architecture.md`.
 
+pub mod app;
+pub mod clock;
 pub mod config;
-mod conn;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod limits;
 pub mod metrics;
 mod resume;
+pub mod room;
+mod session;
 pub mod sfu;
 pub mod state;
+#[cfg(test)]
+mod testing;
+mod transport;
 mod udp;
 mod web;
 
 pub use config::{AppConfig, ServerConfig};
 
+use app::App;
 use metrics::Metrics;
-use state::{lock, App, Flag};
+use state::{lock, Flag};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -32,7 +41,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use zrooms_proto::wire::ServerMsg;
 
 /// Connections open at once, at most (fewer when the descriptor limit is lower).
 const MAX_CONNECTIONS: usize = 50_000;
@@ -224,7 +232,7 @@ pub async fn run(
                 let shared = shared.clone();
                 let rx = shutdown.clone();
                 tasks.spawn(async move {
-                    conn::serve(stream, ip, id, shed, shared.clone(), rx).await;
+                    transport::serve(stream, ip, id, shed, shared.clone(), rx).await;
                     shared.pending.remove(id);
                     shared.per_ip.release(ip);
                     shared.open.fetch_sub(1, Ordering::Relaxed);
@@ -263,14 +271,7 @@ async fn online_counts(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>)
         let apps: Vec<Arc<App>> = lock(&shared.apps).values().cloned().collect();
         for app in apps {
             for room in app.rooms() {
-                let st = lock(&room.state);
-                st.broadcast(
-                    &ServerMsg::OnlineCount {
-                        room_id: room.id.clone(),
-                        count: st.members.len() as u32,
-                    },
-                    None,
-                );
+                room.push_online_count();
             }
         }
     }

@@ -1,0 +1,245 @@
+//! Forwarding: a publisher's packets written into its players' tracks (renumbered per
+//! [`Leg`]), keyframe requests towards publishers, and the routes from a published track to
+//! its players.
+
+use super::leg::{Leg, Peer, Source};
+use super::peers::{Forward, Propagate, Routes, Sfu};
+use super::KEYFRAME_INTERVAL;
+use crate::state::ConnId;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+use str0m::format::PayloadParams;
+use str0m::media::{KeyframeRequestKind, Mid, Pt};
+use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo};
+use zrooms_proto::wire::{TrackDirection, TrackKind};
+use zrooms_proto::StreamId;
+
+impl Sfu {
+    pub(super) fn propagate(&mut self, item: Propagate, now: Instant) {
+        match item {
+            Propagate::Rtp(f) => self.forward(*f),
+            Propagate::Keyframe(app, stream, kind) => {
+                self.request_keyframe(app, &stream, kind, now)
+            }
+        }
+    }
+
+    /// Writes a publisher's packet into every player track of the same stream and kind.
+    fn forward(&mut self, f: Forward) {
+        let Some(origin) = self.peers.get(&f.origin) else {
+            return;
+        };
+        let Some(spec) = origin.tracks.get(&f.mid) else {
+            return;
+        };
+        if spec.direction != TrackDirection::Send {
+            return;
+        }
+        let key = (origin.app_id, spec.stream_id.clone(), spec.kind);
+        let nackable = spec.kind == TrackKind::Video;
+        let source: Source = (f.origin, f.packet.header.ssrc);
+        let src_pt = f.packet.header.payload_type;
+        let src_seq = *f.packet.seq_no;
+        let src_ts = f.packet.header.timestamp;
+        // Extensions a player can use as they are; str0m sets its own MID, transport-wide
+        // sequence number and send time per leg.
+        let header = &f.packet.header.ext_vals;
+        let ext_vals = ExtensionValues {
+            audio_level: header.audio_level,
+            voice_activity: header.voice_activity,
+            video_orientation: header.video_orientation,
+            ..Default::default()
+        };
+        let mut switched = false;
+        // Out of `self` while the players are written to; writing does not change the routes.
+        let routes = self.routes.take().unwrap_or_else(|| routes(&self.peers));
+        for &(conn, mid) in routes.get(&key).into_iter().flatten() {
+            if conn == f.origin {
+                continue;
+            }
+            let Some(peer) = self.peers.get_mut(&conn) else {
+                continue;
+            };
+            let from = SourcePacket {
+                source,
+                pt: src_pt,
+                params: f.params,
+                seq: src_seq,
+                ts: src_ts,
+                at: f.at,
+            };
+            let Some((leg, rebased)) = leg_for(peer, mid, &from) else {
+                continue;
+            };
+            switched |= rebased;
+            let Some((seq, ts)) = leg.map(src_seq, src_ts, f.at) else {
+                continue;
+            };
+            let (pt, ssrc) = (leg.pt.1, leg.ssrc);
+            let mut api = peer.rtc.direct_api();
+            let Some(tx) = api.stream_tx(&ssrc) else {
+                continue;
+            };
+            tx.write_rtp(
+                RtpWrite::new(
+                    pt,
+                    SeqNo::from(seq),
+                    ts,
+                    f.at,
+                    Arc::clone(&f.packet.payload),
+                )
+                .marker(f.packet.header.marker)
+                .ext_vals(ext_vals.clone())
+                .nackable(nackable),
+            );
+            self.dirty.push(conn);
+        }
+        self.routes = Some(routes);
+        if switched {
+            // The players now follow a new source: it starts them with a keyframe.
+            self.queue
+                .push_back(Propagate::Keyframe(key.0, key.1, KeyframeRequestKind::Pli));
+        }
+    }
+
+    /// Asks the publisher of `stream` for a keyframe, at most every [`KEYFRAME_INTERVAL`].
+    fn request_keyframe(
+        &mut self,
+        app_id: u32,
+        stream: &StreamId,
+        kind: KeyframeRequestKind,
+        now: Instant,
+    ) {
+        let source = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.app_id == app_id)
+            .find_map(|(c, p)| {
+                p.tracks
+                    .iter()
+                    .find(|(_, t)| {
+                        t.direction == TrackDirection::Send
+                            && t.kind == TrackKind::Video
+                            && t.stream_id == *stream
+                    })
+                    .map(|(m, _)| (*c, *m))
+            });
+        let Some((conn, mid)) = source else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        if peer
+            .last_keyframe_request
+            .get(&mid)
+            .is_some_and(|t| now.duration_since(*t) < KEYFRAME_INTERVAL)
+        {
+            return;
+        }
+        if let Some(rx) = peer.rtc.direct_api().stream_rx_by_mid(mid, None) {
+            rx.request_keyframe(kind);
+            peer.last_keyframe_request.insert(mid, now);
+        }
+        self.dirty.push(conn);
+    }
+
+    /// A peer opened player tracks: their publishers send a keyframe so decoding starts now.
+    pub(super) fn request_keyframes_for(&mut self, conn: ConnId, now: Instant) {
+        let Some(peer) = self.peers.get(&conn) else {
+            return;
+        };
+        let app_id = peer.app_id;
+        let streams: Vec<StreamId> = peer
+            .tracks
+            .values()
+            .filter(|t| t.direction == TrackDirection::Recv && t.kind == TrackKind::Video)
+            .map(|t| t.stream_id.clone())
+            .collect();
+        for s in streams {
+            self.request_keyframe(app_id, &s, KeyframeRequestKind::Pli, now);
+        }
+    }
+}
+
+/// The local ufrag a STUN request names (its USERNAME is "local:remote"), or `None` for
+/// anything that is not a STUN message with a USERNAME.
+pub(super) fn stun_local_ufrag(data: &[u8]) -> Option<&str> {
+    const MAGIC: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
+    const USERNAME: u16 = 0x0006;
+    let header = data.get(..20)?;
+    if header.first()? & 0xc0 != 0 || header.get(4..8)? != MAGIC {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([*header.get(2)?, *header.get(3)?]));
+    let attrs = data.get(20..20 + len)?;
+    let mut at = 0;
+    while let Some(head) = attrs.get(at..at + 4) {
+        let kind = u16::from_be_bytes([head[0], head[1]]);
+        let n = usize::from(u16::from_be_bytes([head[2], head[3]]));
+        let value = attrs.get(at + 4..at + 4 + n)?;
+        if kind == USERNAME {
+            return std::str::from_utf8(value).ok()?.split(':').next();
+        }
+        at += 4 + n.div_ceil(4) * 4;
+    }
+    None
+}
+
+/// Every player track, by the (app, stream, kind) it plays.
+pub(super) fn routes(peers: &HashMap<ConnId, Peer>) -> Routes {
+    let mut routes = Routes::new();
+    for (conn, p) in peers {
+        for (mid, t) in &p.tracks {
+            if t.direction == TrackDirection::Recv {
+                routes
+                    .entry((p.app_id, t.stream_id.clone(), t.kind))
+                    .or_default()
+                    .push((*conn, *mid));
+            }
+        }
+    }
+    routes
+}
+
+/// Where a forwarded packet comes from, as a leg needs it.
+struct SourcePacket {
+    source: Source,
+    pt: Pt,
+    params: PayloadParams,
+    seq: u64,
+    ts: u32,
+    at: Instant,
+}
+
+/// The leg of player track `mid` of `peer` for a packet `from` a source, started or moved to
+/// that source if needed; true when it changed source. `None` when the player cannot take the
+/// codec or has no such track.
+fn leg_for<'a>(peer: &'a mut Peer, mid: Mid, from: &SourcePacket) -> Option<(&'a mut Leg, bool)> {
+    let current = peer.legs.get(&mid).map(|l| (l.source, l.pt.0));
+    if current == Some((from.source, from.pt)) {
+        return peer.legs.get_mut(&mid).map(|l| (l, false));
+    }
+    let pt = peer.rtc.codec_config().match_params(from.params)?.pt();
+    match current {
+        // The same source in another codec: only the payload types change.
+        Some((source, _)) if source == from.source => {
+            let leg = peer.legs.get_mut(&mid)?;
+            leg.pt = (from.pt, pt);
+            Some((leg, false))
+        }
+        Some(_) => {
+            let leg = peer.legs.get_mut(&mid)?;
+            leg.pt = (from.pt, pt);
+            let rate = from.params.spec().clock_rate.get();
+            leg.rebase(from.source, from.seq, from.ts, rate, from.at);
+            Some((leg, true))
+        }
+        None => {
+            let ssrc = peer.rtc.direct_api().stream_tx_by_mid(mid, None)?.ssrc();
+            let leg = Leg::new(from.source, (from.pt, pt), from.seq, ssrc, from.at);
+            Some((peer.legs.entry(mid).or_insert(leg), false))
+        }
+    }
+}

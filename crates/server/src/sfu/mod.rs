@@ -1,0 +1,299 @@
+//! The SFU: one str0m peer per engine connection, all on one UDP port, forwarding each
+//! published track to the players of its stream without decoding.
+//!
+//! The engine is always the offerer: it sends its SDP with a map from each m-line (mid) to a
+//! stream and a direction; the SFU answers as ICE-lite. Peers run in str0m's RTP mode: the RTP
+//! packets of a `send` track of stream S are written into every `recv` track of S of the other
+//! peers, the payload shared between the legs and never decoded or repacketized; SRTP,
+//! NACK/RTX, RTCP and TWCC run per leg. Each leg ([`Leg`]) renumbers its source's sequence
+//! numbers and timestamps, so a player sees one continuous stream even when the source changes
+//! (re-published from a new peer connection, or by another user). Players' keyframe requests
+//! (PLI/FIR) go to the publisher, throttled, and a keyframe is asked for whenever a new player
+//! track opens or a leg changes source.
+//!
+//! Pieces: [`leg`] (a peer and the renumbering of one forwarded track), [`peers`] (the peers
+//! table: offers, datagrams, timeouts, draining), [`forward`] (writing a publisher's packets to
+//! its players, keyframe requests, routes). The core reads no clock: every input comes with
+//! the time, as in str0m, so it runs on virtual time in tests ([`SfuCore`]).
+//!
+//! Loop: one task owns every `Rtc`. It `select!`s over commands from connections, the UDP
+//! socket and the earliest deadline, then takes whatever else the socket already holds (up to
+//! [`RECV_BATCH`] datagrams). After each input the peer is drained with `poll_output()` until
+//! `Timeout`; the packets it emits are written into the players' tracks, and the players
+//! written to are moved on and drained once packets have gathered for up to [`COALESCE`], so a
+//! player of 30 streams pays its pass over 60 tracks once for several packets. The datagrams
+//! of an iteration go as one batch to a sending task ([`crate::udp::Batch`]: `sendmmsg`, with
+//! a frame's packets to one player as one GSO message).
+//!
+//! Lookups on the hot path are indexed: a datagram's peer by its source address (the peer is
+//! still asked whether it accepts it), and a published track's players by (app, stream, kind),
+//! rebuilt when tracks change.
+//!
+//! Apps never meet here: stream IDs are unique per app only, so every route is keyed by the
+//! app of the peer's signaling session, and a keyframe request reaches only a publisher of the
+//! same app. A datagram from an address no peer knows is looked at only if it is a STUN
+//! request whose USERNAME names a peer's ICE ufrag (one map lookup; junk costs nothing more),
+//! and a peer learns at most [`MAX_ADDRS_PER_PEER`] source addresses. Offers waiting for the
+//! SFU are capped ([`OFFER_QUEUE`]); beyond it an offer is refused at once.
+
+use crate::state::ConnId;
+use crate::udp;
+use peers::Sfu;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use zrooms_proto::wire::TrackSpec;
+use zrooms_proto::{ErrorCode, StreamId};
+
+mod forward;
+mod leg;
+mod peers;
+#[cfg(test)]
+mod tests;
+
+/// Keyframe requests towards one publisher track, at most this often.
+pub(super) const KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
+/// Packets each player track keeps for retransmission, and for how long. str0m keeps 3 s by
+/// default, which is most of the SFU's memory with many legs (some 0.3 MB per 600 kbit/s
+/// leg); a NACK answered after a second is too late for a real-time player anyway.
+pub(super) const RTX_PACKETS: usize = 1000;
+pub(super) const RTX_AGE: Duration = Duration::from_secs(1);
+/// Datagrams read from the socket before the players are drained and the batch is sent.
+const RECV_BATCH: usize = 64;
+/// Kernel buffer asked for the SFU's socket each way.
+const SOCKET_BUFFER: usize = 4 << 20;
+/// How long packets written into players' tracks may wait for more before those players are
+/// moved on and drained: each drain of a player of 30 streams costs a pass over its 60 tracks,
+/// so it is worth doing once for several packets rather than once per datagram read.
+pub(super) const COALESCE: Duration = Duration::from_millis(2);
+/// Batches waiting for the sending task before the loop waits for it.
+const SEND_QUEUE: usize = 16;
+/// Media offers waiting for the SFU, all connections together; more are refused (each
+/// connection has at most one in flight).
+pub const OFFER_QUEUE: usize = 64;
+/// Source addresses one peer may use (its host, reflexive and relayed candidates): each new
+/// one is a peer-reflexive candidate str0m pairs and checks, so without a cap one peer could
+/// make every STUN request dearer by sending from thousands of ports.
+pub const MAX_ADDRS_PER_PEER: usize = 16;
+/// Candidates an offer may carry (1000017 beyond).
+pub const MAX_OFFER_CANDIDATES: usize = 32;
+
+/// Where an offer's answer goes.
+pub type OfferReply = Box<dyn FnOnce(Result<String, ErrorCode>) + Send>;
+
+pub enum SfuCmd {
+    /// An engine's offer; the reply is the answer SDP. `fresh`: from a new peer connection
+    /// of the engine, which replaces the current one.
+    Offer {
+        conn: ConnId,
+        /// The app of the connection's session: its routes never leave it.
+        app_id: u32,
+        sdp: String,
+        tracks: Vec<TrackSpec>,
+        fresh: bool,
+        /// Called once with the answer SDP or the refusal (the session's reply to the engine).
+        reply: OfferReply,
+    },
+    /// The connection is gone: drop its peer.
+    Close { conn: ConnId },
+    /// `conn` no longer publishes `stream` (stopped, logged out, kicked).
+    Unpublish { conn: ConnId, stream: StreamId },
+    /// `conn` no longer plays `stream`.
+    Unplay { conn: ConnId, stream: StreamId },
+}
+
+/// Where connections send SFU commands. One queue keeps every connection's commands in order.
+/// Offers, the only costly command a peer can repeat at will, are admitted while fewer than
+/// [`OFFER_QUEUE`] wait ([`SfuHandle::offer`] refuses beyond). The others (close, unpublish,
+/// unplay) are never refused: each undoes something admitted before (one close per accepted
+/// connection, one unpublish or unplay per publish or play), so their number is bounded by the
+/// connection, stream and player limits.
+#[derive(Clone)]
+pub struct SfuHandle {
+    tx: mpsc::UnboundedSender<SfuCmd>,
+    offers: Arc<std::sync::atomic::AtomicUsize>,
+    pub addr: SocketAddr,
+}
+
+impl SfuHandle {
+    /// Queues a close, unpublish or unplay.
+    pub fn send(&self, cmd: SfuCmd) {
+        let _ = self.tx.send(cmd);
+    }
+
+    /// Queues an offer unless [`OFFER_QUEUE`] already wait; false when refused.
+    pub fn offer(&self, cmd: SfuCmd) -> bool {
+        use std::sync::atomic::Ordering;
+        let admitted = self
+            .offers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < OFFER_QUEUE).then_some(n + 1)
+            })
+            .is_ok();
+        if admitted && self.tx.send(cmd).is_err() {
+            self.offers.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        admitted
+    }
+
+    /// An offer left the queue.
+    fn offer_taken(&self) {
+        self.offers
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// A handle whose commands are read from the returned receiver instead of an SFU task.
+    pub(crate) fn detached(addr: SocketAddr) -> (SfuHandle, mpsc::UnboundedReceiver<SfuCmd>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = SfuHandle {
+            tx,
+            offers: Arc::default(),
+            addr,
+        };
+        (handle, rx)
+    }
+}
+
+/// The SFU without its socket and task: commands, datagrams and time go in, datagrams come out.
+/// The fuzz targets drive it (`fuzz/`); the server runs the same code inside [`start`].
+#[doc(hidden)]
+pub struct SfuCore(Sfu);
+
+#[doc(hidden)]
+impl SfuCore {
+    pub fn new(addr: SocketAddr) -> Self {
+        SfuCore(Sfu::new(addr, false))
+    }
+
+    pub fn command(&mut self, cmd: SfuCmd, now: Instant) {
+        self.0.command(cmd, now);
+    }
+
+    /// An offer from connection `conn`; the answer SDP or the refusal.
+    pub fn offer(
+        &mut self,
+        conn: ConnId,
+        sdp: &str,
+        tracks: Vec<TrackSpec>,
+        fresh: bool,
+        now: Instant,
+    ) -> Result<String, ErrorCode> {
+        let answer = Arc::new(std::sync::Mutex::new(None));
+        let slot = answer.clone();
+        self.0.command(
+            SfuCmd::Offer {
+                conn,
+                app_id: 1,
+                sdp: sdp.to_owned(),
+                tracks,
+                fresh,
+                reply: Box::new(move |a| *crate::state::lock(&slot) = Some(a)),
+            },
+            now,
+        );
+        let answered = crate::state::lock(&answer).take();
+        answered.unwrap_or(Err(ErrorCode::PUBLISHER_INNER_ERROR))
+    }
+
+    pub fn datagram(&mut self, source: SocketAddr, data: &[u8], now: Instant) {
+        self.0.datagram(source, data, now);
+    }
+
+    pub fn tick(&mut self, now: Instant) {
+        self.0.tick(now);
+    }
+
+    pub fn take_outgoing(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
+        self.0.outgoing.take()
+    }
+
+    pub fn peers(&self) -> usize {
+        self.0.peers.len()
+    }
+}
+
+/// Binds the SFU's UDP socket and starts its task. Peers are given `advertise` as the SFU's
+/// candidate when set (a NAT's or a relay's address in front of it), else the bound address.
+pub async fn start(
+    addr: SocketAddr,
+    advertise: Option<SocketAddr>,
+) -> std::io::Result<(SfuHandle, tokio::task::JoinHandle<()>)> {
+    let socket = UdpSocket::bind(addr).await?;
+    let addr = socket.local_addr()?;
+    let (handle, rx) = SfuHandle::detached(addr);
+    let task = tokio::spawn(run(socket, advertise.unwrap_or(addr), rx, handle.clone()));
+    Ok((handle, task))
+}
+
+async fn run(
+    socket: UdpSocket,
+    addr: SocketAddr,
+    mut rx: mpsc::UnboundedReceiver<SfuCmd>,
+    handle: SfuHandle,
+) {
+    udp::set_buffers(&socket, SOCKET_BUFFER);
+    let socket = Arc::new(socket);
+    // Sending (the kernel's UDP path, on loopback the receivers' too) runs in its own task,
+    // so on a machine with cores to spare it overlaps with the next batch's forwarding.
+    let (to_sender, mut batches) = mpsc::channel::<udp::Batch>(SEND_QUEUE);
+    let (give_back, mut spare) = mpsc::unbounded_channel::<udp::Batch>();
+    tokio::spawn({
+        let socket = Arc::clone(&socket);
+        async move {
+            while let Some(mut batch) = batches.recv().await {
+                batch.send(&socket).await;
+                let _ = give_back.send(batch);
+            }
+        }
+    });
+    let mut sfu = Sfu::new(addr, udp::GSO);
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let deadline = sfu
+            .peers
+            .values()
+            .map(|p| p.deadline)
+            .chain(sfu.dirty_since.map(|t| t + COALESCE))
+            .min()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                Some(cmd) => {
+                    if matches!(cmd, SfuCmd::Offer { .. }) {
+                        handle.offer_taken();
+                    }
+                    sfu.command(cmd, Instant::now());
+                }
+                None => return,
+            },
+            r = socket.recv_from(&mut buf) => match r {
+                Ok((n, source)) => {
+                    let now = Instant::now();
+                    sfu.datagram(source, buf.get(..n).unwrap_or_default(), now);
+                    for _ in 1..RECV_BATCH {
+                        let Ok((n, source)) = socket.try_recv_from(&mut buf) else {
+                            break;
+                        };
+                        sfu.datagram(source, buf.get(..n).unwrap_or_default(), now);
+                    }
+                }
+                Err(e) => tracing::debug!("sfu recv: {e}"),
+            },
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+        }
+        sfu.tick(Instant::now());
+        if !sfu.outgoing.is_empty() {
+            let next = spare
+                .try_recv()
+                .unwrap_or_else(|_| udp::Batch::new(udp::GSO));
+            let full = std::mem::replace(&mut sfu.outgoing, next);
+            // A full queue holds the loop, as a full socket buffer did.
+            if to_sender.send(full).await.is_err() {
+                return;
+            }
+        }
+    }
+}

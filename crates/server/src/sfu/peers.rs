@@ -1,0 +1,364 @@
+//! The SFU's peers: offers, datagrams, timeouts and each peer's output. Time comes in with
+//! every input.
+
+use super::forward::stun_local_ufrag;
+use super::leg::{peer_config, Peer};
+use super::{SfuCmd, COALESCE, MAX_ADDRS_PER_PEER, MAX_OFFER_CANDIDATES, RTX_AGE, RTX_PACKETS};
+use crate::state::ConnId;
+use crate::udp;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use str0m::change::SdpOffer;
+use str0m::format::PayloadParams;
+use str0m::media::{KeyframeRequestKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpPacket;
+use str0m::{Candidate, Event, IceConnectionState, Input, Output};
+use zrooms_proto::wire::{TrackDirection, TrackKind, TrackSpec};
+use zrooms_proto::{ErrorCode, StreamId};
+
+/// A packet of a published track, on its way to the players.
+pub(super) struct Forward {
+    pub origin: ConnId,
+    pub mid: Mid,
+    pub params: PayloadParams,
+    pub packet: RtpPacket,
+    pub at: Instant,
+}
+
+/// Something one peer's output asks of the others.
+pub(super) enum Propagate {
+    Rtp(Box<Forward>),
+    Keyframe(u32, StreamId, KeyframeRequestKind),
+}
+
+/// The player tracks of each published (app, stream, kind).
+pub(super) type Routes = HashMap<(u32, StreamId, TrackKind), Vec<(ConnId, Mid)>>;
+
+pub(super) struct Sfu {
+    pub addr: SocketAddr,
+    pub peers: HashMap<ConnId, Peer>,
+    pub queue: VecDeque<Propagate>,
+    pub outgoing: udp::Batch,
+    /// The peer that last accepted a datagram from each address.
+    pub by_addr: HashMap<SocketAddr, ConnId>,
+    /// Each peer by its local ICE ufrag, for STUN from addresses not seen yet.
+    pub by_ufrag: HashMap<String, ConnId>,
+    /// `None` when tracks changed since it was built.
+    pub routes: Option<Routes>,
+    /// Peers written to and not drained yet (a peer may be listed more than once).
+    pub dirty: Vec<ConnId>,
+    /// Since when `dirty` has waited.
+    pub dirty_since: Option<Instant>,
+}
+
+impl Sfu {
+    pub fn new(addr: SocketAddr, gso: bool) -> Sfu {
+        Sfu {
+            addr,
+            peers: HashMap::new(),
+            queue: VecDeque::new(),
+            outgoing: udp::Batch::new(gso),
+            by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            routes: None,
+            dirty: Vec::new(),
+            dirty_since: None,
+        }
+    }
+
+    pub fn command(&mut self, cmd: SfuCmd, now: Instant) {
+        match cmd {
+            SfuCmd::Offer {
+                conn,
+                app_id,
+                sdp,
+                tracks,
+                fresh,
+                reply,
+            } => {
+                if fresh {
+                    if let Some(mut old) = self.peers.remove(&conn) {
+                        old.rtc.disconnect();
+                        // The new peer has a ufrag and a budget of addresses of its own: its
+                        // addresses are learned again from its STUN, so replacing a peer over
+                        // and over cannot grow the address index.
+                        self.by_ufrag.remove(&old.ufrag);
+                        self.by_addr.retain(|_, c| *c != conn);
+                    }
+                }
+                reply(self.offer(conn, app_id, &sdp, tracks, now));
+                self.routes = None;
+                self.drain(conn, now);
+                self.request_keyframes_for(conn, now);
+            }
+            SfuCmd::Close { conn } => {
+                if let Some(mut p) = self.peers.remove(&conn) {
+                    p.rtc.disconnect();
+                }
+                self.forget_gone();
+            }
+            // The routes are rebuilt only when a track really went.
+            SfuCmd::Unpublish { conn, stream } => {
+                if let Some(p) = self.peers.get_mut(&conn) {
+                    let before = p.tracks.len();
+                    p.tracks.retain(|_, t| {
+                        !(t.direction == TrackDirection::Send && t.stream_id == stream)
+                    });
+                    if p.tracks.len() != before {
+                        self.routes = None;
+                    }
+                }
+            }
+            SfuCmd::Unplay { conn, stream } => {
+                if let Some(p) = self.peers.get_mut(&conn) {
+                    let before = p.tracks.len();
+                    p.tracks.retain(|_, t| {
+                        !(t.direction == TrackDirection::Recv && t.stream_id == stream)
+                    });
+                    let tracks = &p.tracks;
+                    p.legs.retain(|mid, _| tracks.contains_key(mid));
+                    if p.tracks.len() != before {
+                        self.routes = None;
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn offer(
+        &mut self,
+        conn: ConnId,
+        app_id: u32,
+        sdp: &str,
+        tracks: Vec<TrackSpec>,
+        now: Instant,
+    ) -> Result<String, ErrorCode> {
+        // Each remote candidate is kept and paired by the peer's ICE agent: an offer may carry
+        // a handful (host, reflexive, relayed per interface), not thousands.
+        if sdp.matches("a=candidate:").count() > MAX_OFFER_CANDIDATES {
+            return Err(ErrorCode::COMMON_ILLEGAL_PARAM);
+        }
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|_| ErrorCode::COMMON_ILLEGAL_PARAM)?;
+        let addr = self.addr;
+        let peer = match self.peers.entry(conn) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let mut rtc = peer_config().build(now);
+                let candidate =
+                    Candidate::host(addr, "udp").map_err(|_| ErrorCode::PUBLISHER_INNER_ERROR)?;
+                rtc.add_local_candidate(candidate);
+                e.insert(Peer {
+                    rtc,
+                    app_id,
+                    ufrag: String::new(),
+                    addrs: 0,
+                    tracks: HashMap::new(),
+                    last_keyframe_request: HashMap::new(),
+                    legs: HashMap::new(),
+                    deadline: now,
+                })
+            }
+        };
+        let answer = peer.rtc.sdp_api().accept_offer(offer).map_err(|e| {
+            tracing::debug!("offer refused: {e}");
+            ErrorCode::COMMON_ILLEGAL_PARAM
+        })?;
+        // An ICE restart gives the peer a new ufrag: the index follows it.
+        let ufrag = peer.rtc.direct_api().local_ice_credentials().ufrag;
+        if ufrag != peer.ufrag {
+            self.by_ufrag.remove(&peer.ufrag);
+            self.by_ufrag.insert(ufrag.clone(), conn);
+            peer.ufrag = ufrag;
+        }
+        let tracks: HashMap<Mid, TrackSpec> = tracks
+            .into_iter()
+            .map(|t| (Mid::from(t.mid.as_str()), t))
+            .collect();
+        for (mid, t) in &tracks {
+            if t.direction == TrackDirection::Recv && !peer.tracks.contains_key(mid) {
+                if let Some(tx) = peer.rtc.direct_api().stream_tx_by_mid(*mid, None) {
+                    tx.set_rtx_cache(RTX_PACKETS, RTX_AGE, Some(0.15));
+                }
+            }
+        }
+        peer.legs.retain(|mid, _| {
+            tracks
+                .get(mid)
+                .is_some_and(|t| t.direction == TrackDirection::Recv)
+        });
+        peer.tracks = tracks;
+        Ok(answer.to_sdp_string())
+    }
+
+    /// A datagram from the network goes to the peer that accepts it.
+    pub fn datagram(&mut self, source: SocketAddr, data: &[u8], now: Instant) {
+        let Ok(contents) = data.try_into() else {
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.addr,
+                contents,
+            },
+        );
+        let known = self.by_addr.get(&source).copied();
+        let conn = match known.filter(|c| self.peers.get(c).is_some_and(|p| p.rtc.accepts(&input)))
+        {
+            Some(c) => c,
+            None => {
+                // A path opens only with a STUN request naming a peer's ufrag; anything else
+                // from an unknown address is dropped without asking any peer.
+                let Some(&c) = stun_local_ufrag(data).and_then(|u| self.by_ufrag.get(u)) else {
+                    return;
+                };
+                let Some(peer) = self.peers.get_mut(&c) else {
+                    return;
+                };
+                if !peer.rtc.accepts(&input) {
+                    return;
+                }
+                if known != Some(c) {
+                    if peer.addrs >= MAX_ADDRS_PER_PEER {
+                        return;
+                    }
+                    peer.addrs += 1;
+                    self.by_addr.insert(source, c);
+                }
+                c
+            }
+        };
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        if let Err(e) = peer.rtc.handle_input(input) {
+            tracing::debug!(conn, "peer input failed: {e}");
+            peer.rtc.disconnect();
+        }
+        self.drain(conn, now);
+    }
+
+    /// Drives every peer whose deadline passed, then propagates until nothing is left.
+    pub fn tick(&mut self, now: Instant) {
+        let due: Vec<ConnId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in due {
+            if let Some(p) = self.peers.get_mut(&conn) {
+                if p.rtc.handle_input(Input::Timeout(now)).is_err() {
+                    p.rtc.disconnect();
+                }
+            }
+            self.drain(conn, now);
+        }
+        loop {
+            while let Some(item) = self.queue.pop_front() {
+                self.propagate(item, now);
+            }
+            if self.dirty.is_empty() {
+                self.dirty_since = None;
+                break;
+            }
+            let since = *self.dirty_since.get_or_insert(now);
+            if now.saturating_duration_since(since) < COALESCE {
+                break;
+            }
+            self.dirty_since = None;
+            let mut dirty = std::mem::take(&mut self.dirty);
+            dirty.sort_unstable();
+            dirty.dedup();
+            for conn in dirty {
+                // Written packets leave once time moves on for their peer (str0m stamps them
+                // with the next timeout's time).
+                if let Some(p) = self.peers.get_mut(&conn) {
+                    if p.rtc.handle_input(Input::Timeout(now)).is_err() {
+                        p.rtc.disconnect();
+                    }
+                }
+                self.drain(conn, now);
+            }
+        }
+        let before = self.peers.len();
+        self.peers.retain(|_, p| p.rtc.is_alive());
+        if self.peers.len() != before {
+            self.forget_gone();
+        }
+    }
+
+    /// Drops the address, ufrag and route entries of peers that are gone (or replaced).
+    fn forget_gone(&mut self) {
+        let peers = &self.peers;
+        self.by_addr.retain(|_, c| peers.contains_key(c));
+        self.by_ufrag
+            .retain(|u, c| peers.get(c).is_some_and(|p| p.ufrag == *u));
+        self.routes = None;
+    }
+
+    /// Drains one peer's output until its next timeout.
+    fn drain(&mut self, conn: ConnId, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        loop {
+            match peer.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    peer.deadline = t;
+                    return;
+                }
+                Ok(Output::Transmit(t)) => self.outgoing.push(t.destination, &t.contents),
+                Ok(Output::Event(ev)) => match ev {
+                    Event::RtpPacket(packet) => {
+                        let Some(mid) = peer
+                            .rtc
+                            .direct_api()
+                            .stream_rx(&packet.header.ssrc)
+                            .map(|s| s.mid())
+                        else {
+                            continue;
+                        };
+                        let pt = packet.header.payload_type;
+                        let Some(params) = peer.rtc.codec_config().find(|p| p.pt() == pt).copied()
+                        else {
+                            continue;
+                        };
+                        self.queue.push_back(Propagate::Rtp(Box::new(Forward {
+                            origin: conn,
+                            mid,
+                            params,
+                            at: packet.timestamp,
+                            packet,
+                        })));
+                    }
+                    Event::KeyframeRequest(req) => {
+                        if let Some(spec) = peer.tracks.get(&req.mid) {
+                            if spec.direction == TrackDirection::Recv {
+                                self.queue.push_back(Propagate::Keyframe(
+                                    peer.app_id,
+                                    spec.stream_id.clone(),
+                                    req.kind,
+                                ));
+                            }
+                        }
+                    }
+                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                        peer.rtc.disconnect();
+                    }
+                    _ => {}
+                },
+                Err(e) => {
+                    tracing::debug!(conn, "peer failed: {e}");
+                    peer.rtc.disconnect();
+                    peer.deadline = now + Duration::from_secs(3600);
+                    return;
+                }
+            }
+        }
+    }
+}
