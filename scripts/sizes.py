@@ -40,7 +40,7 @@ def check(path, report):
         before = "\n".join(lines[max(0, i - 8):i])
         if "// size:" in before:
             continue
-        name = line.strip().split("(")[0]
+        name = re.sub(r"^pub(\([a-z]+\))? ", "", line.strip()).split("(")[0]
         report.append(f"{path}:{i + 1}: {name} is {end - i + 1} lines")
 
 
