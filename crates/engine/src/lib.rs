@@ -365,7 +365,7 @@ async fn drive(
     let mut buf = vec![0u8; 2048];
     loop {
         let deadline = d.drain().await;
-        let deadline = match (deadline, d.media.deadline) {
+        let deadline = match (deadline, d.media.deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -432,7 +432,7 @@ async fn drive(
             }
             r = async { match &udp { Some(u) => u.recv_from(&mut buf).await, None => std::future::pending().await } } => {
                 if let Ok((n, from)) = r {
-                    d.media.receive(from, buf.get(..n).unwrap_or_default());
+                    d.media.receive(from, buf.get(..n).unwrap_or_default(), Instant::now());
                 }
             }
             Some(frame) = encoded_rx.recv() => {
@@ -503,11 +503,18 @@ impl Driver {
                     let _ = self.events.send(EngineEvent::Session(ev));
                 }
                 Output::Idle(deadline) => {
-                    if self.media.negotiate(&mut self.session) {
+                    let now = Instant::now();
+                    if let Some(offer) = self.media.negotiate(now) {
+                        self.session
+                            .send_media_offer(offer.sdp, offer.tracks, offer.fresh);
                         continue;
                     }
                     let mut out = Vec::new();
-                    let touched = self.media.poll(&mut self.session, &mut out);
+                    let first_media = self.media.poll(now, &mut out);
+                    for stream_id in &first_media {
+                        self.session.handle_media_received(now, stream_id);
+                    }
+                    let touched = !first_media.is_empty();
                     if let Some(udp) = &self.udp {
                         for t in out {
                             let _ = udp.send_to(&t.contents, t.destination).await;
@@ -528,7 +535,7 @@ impl Driver {
         match UdpSocket::bind(SocketAddr::new(ip, 0)).await {
             Ok(sock) => match sock.local_addr() {
                 Ok(local) => {
-                    self.media.ensure_peer(local);
+                    self.media.ensure_peer(local, Instant::now());
                     self.udp = Some(Arc::new(sock));
                 }
                 Err(e) => tracing::warn!("media socket: {e}"),

@@ -1,107 +1,35 @@
 //! The engine's media: one str0m peer connection carrying every published and played stream
 //! of every room, tracks added and removed as streams start and stop.
 //!
-//! The engine is always the offerer: [`Media::negotiate`] turns pending track changes into an
-//! SDP offer plus a track map for the server, and [`Media::on_answer`] applies the answer. The
+//! The peer connection itself, its tracks and their negotiation are [`peer::MediaPeer`], a
+//! sans-IO core that takes the time with every input. `Media` adds what runs beside it: the
+//! capture and codec threads (publishers, players), devices, and the quality reports built
+//! from the peer's per-track figures. The engine is always the offerer: [`Media::negotiate`]
+//! returns the offer for the session to send and [`Media::on_answer`] applies the answer. The
 //! driver feeds datagrams and time in and drains [`Media::poll`]; encoded frames from the
 //! publisher threads go out through [`Media::write`].
 
 pub mod devices;
 pub mod pattern;
+pub mod peer;
 pub mod pipeline;
 pub mod vp8;
 
 use crate::{EngineEvent, MediaEvent};
+use peer::{MediaPeer, PeerOutput};
 use pipeline::{
     CustomSources, Encoded, MeterMap, Packet, Player, Publisher, RenderMap, VideoConfig,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::format::Codec;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, MediaTime, Mid};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc};
+use std::time::Instant;
 use tokio::sync::mpsc;
-use zrooms_proto::wire::{TrackDirection, TrackKind, TrackSpec};
+use zrooms_proto::wire::{TrackDirection, TrackKind};
 use zrooms_proto::StreamId;
-use zrooms_session::{MediaCmd, Session};
+use zrooms_session::MediaCmd;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum TrackState {
-    /// Waiting for the next offer.
-    ToAdd,
-    /// In the offer in flight.
-    Negotiating,
-    Active,
-    /// To be removed in the next offer.
-    ToStop,
-    /// Removed in the offer in flight.
-    Stopping,
-}
-
-struct Track {
-    mid: Option<Mid>,
-    stream_id: StreamId,
-    kind: TrackKind,
-    direction: TrackDirection,
-    channel: Option<usize>,
-    state: TrackState,
-    /// Frames through this track since the last stats, and the byte count then.
-    frames: u64,
-    bytes_at_last_stats: u64,
-    last_stats: Option<Instant>,
-    /// When a keyframe was last asked for because a received frame had a gap.
-    last_gap_request: Option<Instant>,
-}
-
-impl Track {
-    fn new(
-        stream_id: StreamId,
-        kind: TrackKind,
-        direction: TrackDirection,
-        channel: Option<usize>,
-    ) -> Track {
-        Track {
-            mid: None,
-            stream_id,
-            kind,
-            direction,
-            channel,
-            state: TrackState::ToAdd,
-            frames: 0,
-            bytes_at_last_stats: 0,
-            last_stats: None,
-            last_gap_request: None,
-        }
-    }
-}
-
-/// Keyframe requests for gaps in one received video track, at most this often.
-const GAP_KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
-
-/// Stopped m-lines a peer may carry before it is rebuilt with only its live tracks.
-const RETIRED_LIMIT: usize = 8;
-
-/// A peer with the codecs the engine encodes and decodes, which are the ones the SFU answers
-/// with (`zrooms_proto::media`).
-fn new_rtc(local: SocketAddr) -> Rtc {
-    let config = Rtc::builder().set_stats_interval(Some(QUALITY_INTERVAL));
-    let mut rtc = zrooms_proto::media::with_codecs(config).build(Instant::now());
-    match Candidate::host(local, "udp") {
-        Ok(c) => {
-            rtc.add_local_candidate(c);
-        }
-        Err(e) => tracing::warn!("host candidate {local}: {e}"),
-    }
-    rtc
-}
-
-/// How often quality figures are reported (ZEGO: every 3 s).
-pub const QUALITY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
+pub use peer::QUALITY_INTERVAL;
 
 /// What the driver must do after draining the peer.
 pub struct Transmit {
@@ -110,23 +38,13 @@ pub struct Transmit {
 }
 
 pub struct Media {
-    rtc: Option<Rtc>,
-    local: Option<SocketAddr>,
-    tracks: Vec<Track>,
-    pending: Option<SdpPendingOffer>,
-    in_flight: bool,
-    /// m-lines of stopped streams in the current peer: they stay in every later offer.
-    retired: usize,
-    /// The next offer comes from a new peer that replaces the server's current one.
-    fresh: bool,
+    peer: MediaPeer,
     publishers: HashMap<usize, Publisher>,
     players: HashMap<StreamId, Player>,
     /// The latest figures per stream and direction.
     quality: HashMap<(StreamId, TrackDirection), crate::Quality>,
     /// Which kinds (1 audio, 2 video) reported since the stream's last quality event.
     quality_seen: HashMap<(StreamId, TrackDirection), u8>,
-    /// Streams whose first packet of each kind has been seen.
-    first_seen: HashMap<(StreamId, TrackKind), ()>,
     /// Per channel; applies to the next publish and to the one running.
     video_configs: [VideoConfig; 4],
     audio_configs: [pipeline::AudioConfig; 4],
@@ -145,7 +63,6 @@ pub struct Media {
     encoded_tx: mpsc::UnboundedSender<Encoded>,
     keyframe_tx: mpsc::UnboundedSender<String>,
     events: mpsc::UnboundedSender<EngineEvent>,
-    pub deadline: Option<Instant>,
     /// The output playing every played stream while any plays (devices.rs).
     speaker: Option<devices::Speaker>,
     /// The speaker device that failed to open: reported once, not retried for each stream.
@@ -162,16 +79,9 @@ impl Media {
         levels: MeterMap,
     ) -> Self {
         Media {
-            rtc: None,
-            local: None,
-            tracks: Vec::new(),
-            pending: None,
-            in_flight: false,
-            retired: 0,
-            fresh: false,
+            peer: MediaPeer::default(),
             publishers: HashMap::new(),
             players: HashMap::new(),
-            first_seen: HashMap::new(),
             quality: HashMap::new(),
             quality_seen: HashMap::new(),
             video_configs: [VideoConfig::default(); 4],
@@ -187,7 +97,6 @@ impl Media {
             encoded_tx,
             keyframe_tx,
             events,
-            deadline: None,
             speaker: None,
             speaker_failed: None,
         }
@@ -303,34 +212,29 @@ impl Media {
 
     /// The local UDP address once the peer exists; the driver binds it.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.local
+        self.peer.local_addr()
     }
 
     /// Creates the peer connection on first use, with `local` as its host candidate.
-    pub fn ensure_peer(&mut self, local: SocketAddr) {
-        if self.rtc.is_some() {
-            return;
-        }
-        self.rtc = Some(new_rtc(local));
-        self.local = Some(local);
+    pub fn ensure_peer(&mut self, local: SocketAddr, now: Instant) {
+        self.peer.ensure(local, now);
     }
 
     pub fn needs_peer(&self) -> bool {
-        self.rtc.is_none() && !self.tracks.is_empty()
+        self.peer.needs_peer()
+    }
+
+    /// When the peer next wants [`Media::timeout`].
+    pub fn deadline(&self) -> Option<Instant> {
+        self.peer.deadline
     }
 
     /// Applies a session decision: start or stop a publisher's or player's tracks.
     pub fn command(&mut self, cmd: MediaCmd) {
         match cmd {
             MediaCmd::StartPublish { channel, stream_id } => {
-                for kind in [TrackKind::Audio, TrackKind::Video] {
-                    self.tracks.push(Track::new(
-                        stream_id.clone(),
-                        kind,
-                        TrackDirection::Send,
-                        Some(channel),
-                    ));
-                }
+                self.peer
+                    .add_tracks(&stream_id, TrackDirection::Send, Some(channel));
                 // A preview-only capture of this channel gives way to the publisher, which
                 // previews too.
                 self.preview_only.remove(&channel);
@@ -370,19 +274,10 @@ impl Media {
                         *slot = None;
                     }
                 }
-                self.stop_tracks(|t| {
-                    t.direction == TrackDirection::Send && t.stream_id == stream_id
-                });
+                self.stop_tracks(&stream_id, TrackDirection::Send);
             }
             MediaCmd::StartPlay { stream_id } => {
-                for kind in [TrackKind::Audio, TrackKind::Video] {
-                    self.tracks.push(Track::new(
-                        stream_id.clone(),
-                        kind,
-                        TrackDirection::Recv,
-                        None,
-                    ));
-                }
+                self.peer.add_tracks(&stream_id, TrackDirection::Recv, None);
                 self.players.insert(
                     stream_id.clone(),
                     Player::start(
@@ -407,10 +302,7 @@ impl Media {
                     l.remote.remove(stream_id.as_str());
                     l.last_picture.remove(stream_id.as_str());
                 }
-                self.first_seen.retain(|(s, _), _| *s != stream_id);
-                self.stop_tracks(|t| {
-                    t.direction == TrackDirection::Recv && t.stream_id == stream_id
-                });
+                self.stop_tracks(&stream_id, TrackDirection::Recv);
             }
         }
     }
@@ -568,403 +460,110 @@ impl Media {
         }
     }
 
-    fn stop_tracks(&mut self, pred: impl Fn(&Track) -> bool) {
-        let gone: Vec<(StreamId, TrackDirection)> = self
-            .tracks
-            .iter()
-            .filter(|t| pred(t))
-            .map(|t| (t.stream_id.clone(), t.direction))
-            .collect();
-        for key in gone {
-            self.quality.remove(&key);
-            self.quality_seen.remove(&key);
-        }
-        self.tracks.retain_mut(|t| {
-            if !pred(t) {
-                return true;
-            }
-            match t.state {
-                // Never offered: just forget it.
-                TrackState::ToAdd => false,
-                TrackState::Active | TrackState::Negotiating => {
-                    t.state = TrackState::ToStop;
-                    true
-                }
-                TrackState::ToStop | TrackState::Stopping => true,
-            }
-        });
+    fn stop_tracks(&mut self, stream_id: &StreamId, direction: TrackDirection) {
+        let key = (stream_id.clone(), direction);
+        self.quality.remove(&key);
+        self.quality_seen.remove(&key);
+        self.peer.stop_tracks(stream_id, direction);
     }
 
-    /// Builds an offer for pending changes, if none is in flight; returns it with the track map.
-    pub fn negotiate(&mut self, session: &mut Session) -> bool {
-        if self.in_flight {
-            return false;
-        }
-        if self.tracks.is_empty() {
-            // Nothing published or played: the peer goes (the server's side times out), and
-            // the next stream starts a new one.
-            if let Some(mut rtc) = self.rtc.take() {
-                rtc.disconnect();
-                self.local = None;
-                self.deadline = None;
-                self.retired = 0;
-                self.fresh = true;
-            }
-            return false;
-        }
-        let changes = self
-            .tracks
-            .iter()
-            .any(|t| matches!(t.state, TrackState::ToAdd | TrackState::ToStop));
-        if !changes || self.rtc.is_none() {
-            return false;
-        }
-        let stopping = self
-            .tracks
-            .iter()
-            .filter(|t| t.state == TrackState::ToStop)
-            .count();
-        if self.retired + stopping > RETIRED_LIMIT {
-            self.rebuild_peer();
-        }
-        let Some(rtc) = self.rtc.as_mut() else {
-            return false;
-        };
-        let mut api = rtc.sdp_api();
-        for t in &mut self.tracks {
-            match t.state {
-                TrackState::ToAdd => {
-                    let kind = match t.kind {
-                        TrackKind::Audio => MediaKind::Audio,
-                        TrackKind::Video => MediaKind::Video,
-                    };
-                    let dir = match t.direction {
-                        TrackDirection::Send => Direction::SendOnly,
-                        TrackDirection::Recv => Direction::RecvOnly,
-                    };
-                    t.mid =
-                        Some(api.add_media(kind, dir, Some(t.stream_id.to_string()), None, None));
-                    t.state = TrackState::Negotiating;
-                }
-                TrackState::ToStop => {
-                    if let Some(mid) = t.mid {
-                        api.stop_media(mid);
-                        self.retired += 1;
-                    }
-                    t.state = TrackState::Stopping;
-                }
-                _ => {}
-            }
-        }
-        let Some((offer, pending)) = api.apply() else {
-            return false;
-        };
-        let specs: Vec<TrackSpec> = self
-            .tracks
-            .iter()
-            .filter(|t| matches!(t.state, TrackState::Negotiating | TrackState::Active))
-            .filter_map(|t| {
-                Some(TrackSpec {
-                    mid: t.mid?.to_string(),
-                    stream_id: t.stream_id.clone(),
-                    kind: t.kind,
-                    direction: t.direction,
-                })
-            })
-            .collect();
-        self.pending = Some(pending);
-        self.in_flight = true;
-        let sdp = offer.to_sdp_string();
-        tracing::debug!(
-            bytes = sdp.len(),
-            tracks = specs.len(),
-            retired = self.retired,
-            fresh = self.fresh,
-            "media offer"
-        );
-        session.send_media_offer(sdp, specs, self.fresh);
-        self.fresh = false;
-        true
-    }
-
-    /// Replaces the peer with a new one carrying only the live tracks, so stopped streams'
-    /// m-lines do not pile up in the SDP: every live track is offered again (on the same UDP
-    /// socket) and the server swaps its side of the peer for the new one.
-    fn rebuild_peer(&mut self) {
-        let Some(local) = self.local else {
-            return;
-        };
-        if let Some(mut old) = self.rtc.replace(new_rtc(local)) {
-            old.disconnect();
-        }
-        self.tracks
-            .retain(|t| !matches!(t.state, TrackState::ToStop | TrackState::Stopping));
-        for t in &mut self.tracks {
-            t.state = TrackState::ToAdd;
-            t.mid = None;
-        }
-        self.retired = 0;
-        self.fresh = true;
+    /// The offer for pending track changes, if any and none is in flight: the session sends
+    /// it.
+    pub fn negotiate(&mut self, now: Instant) -> Option<peer::Offer> {
+        self.peer.negotiate(now)
     }
 
     /// The server's answer to the offer in flight.
     pub fn on_answer(&mut self, answer: Result<String, zrooms_proto::ErrorCode>) {
-        self.in_flight = false;
-        let pending = self.pending.take();
-        let applied = match (answer, pending, self.rtc.as_mut()) {
-            (Ok(sdp), Some(pending), Some(rtc)) => match SdpAnswer::from_sdp_string(&sdp) {
-                Ok(answer) => rtc.sdp_api().accept_answer(pending, answer).is_ok(),
-                Err(_) => false,
-            },
-            (Err(code), _, _) => {
-                tracing::warn!("media offer refused: {code}");
-                false
-            }
-            _ => false,
-        };
-        let newly_active: Vec<Mid> = self
-            .tracks
-            .iter()
-            .filter(|t| t.state == TrackState::Negotiating && t.direction == TrackDirection::Recv)
-            .filter_map(|t| t.mid)
-            .collect();
-        self.tracks.retain_mut(|t| match t.state {
-            TrackState::Negotiating if applied => {
-                t.state = TrackState::Active;
-                true
-            }
-            // A refused offer leaves nothing half-open: its new tracks are dropped.
-            TrackState::Negotiating => false,
-            TrackState::Stopping => false,
-            _ => true,
-        });
-        if let (true, Some(rtc)) = (applied, self.rtc.as_mut()) {
-            // Player tracks never send: their send streams only cost time.
-            zrooms_proto::media::drop_send_streams(rtc, newly_active);
-        }
+        self.peer.on_answer(answer);
     }
 
     /// A datagram for the peer.
-    pub fn receive(&mut self, source: SocketAddr, data: &[u8]) {
-        let (Some(rtc), Some(local)) = (self.rtc.as_mut(), self.local) else {
-            return;
-        };
-        let Ok(contents) = data.try_into() else {
-            return;
-        };
-        let input = Input::Receive(
-            Instant::now(),
-            Receive {
-                proto: Protocol::Udp,
-                source,
-                destination: local,
-                contents,
-            },
-        );
-        if let Err(e) = rtc.handle_input(input) {
-            tracing::debug!("media input: {e}");
-        }
+    pub fn receive(&mut self, source: SocketAddr, data: &[u8], now: Instant) {
+        self.peer.receive(source, data, now);
     }
 
     pub fn timeout(&mut self, now: Instant) {
-        if let Some(rtc) = self.rtc.as_mut() {
-            let _ = rtc.handle_input(Input::Timeout(now));
-        }
+        self.peer.timeout(now);
     }
 
     /// Writes an encoded frame into its track.
     pub fn write(&mut self, e: Encoded) {
-        let Some(rtc) = self.rtc.as_mut() else {
-            return;
-        };
-        let Some(track) = self.tracks.iter_mut().find(|t| {
-            t.state == TrackState::Active && t.channel == Some(e.channel) && t.kind == e.kind
-        }) else {
-            return;
-        };
-        let Some(mid) = track.mid else {
-            return;
-        };
-        track.frames += 1;
-        let Some(writer) = rtc.writer(mid) else {
-            return;
-        };
-        let codec = match (e.kind, e.codec) {
-            (TrackKind::Audio, _) => Codec::Opus,
-            (TrackKind::Video, pipeline::VideoCodec::H264) => Codec::H264,
-            (TrackKind::Video, pipeline::VideoCodec::Vp8) => Codec::Vp8,
-        };
-        let Some(pt) = writer
-            .payload_params()
-            .find(|p| p.spec().codec == codec)
-            .map(|p| p.pt())
-        else {
-            return;
-        };
-        let time = match e.kind {
-            TrackKind::Audio => {
-                MediaTime::new(e.rtp_time, str0m::media::Frequency::FORTY_EIGHT_KHZ)
-            }
-            TrackKind::Video => MediaTime::new(e.rtp_time, str0m::media::Frequency::NINETY_KHZ),
-        };
-        if let Err(err) = writer.write(pt, e.captured, time, e.data) {
-            tracing::debug!("write: {err}");
-        }
+        self.peer.write(e);
     }
 
     /// A player thread could not decode: ask the publisher for a keyframe.
     pub fn request_keyframe(&mut self, stream_id: &str) {
-        let Some(rtc) = self.rtc.as_mut() else {
-            return;
-        };
-        let mid = self
-            .tracks
-            .iter()
-            .find(|t| {
-                t.state == TrackState::Active
-                    && t.direction == TrackDirection::Recv
-                    && t.kind == TrackKind::Video
-                    && t.stream_id.as_str() == stream_id
-            })
-            .and_then(|t| t.mid);
-        if let Some(mut writer) = mid.and_then(|m| rtc.writer(m)) {
-            let _ = writer.request_keyframe(None, KeyframeRequestKind::Pli);
-        }
+        self.peer.request_keyframe(stream_id);
     }
 
-    /// Drains the peer: datagrams to send go to `out`; media reaches the players and the
-    /// session (first media of a stream makes its player Playing). Returns true when the
-    /// session was given something (its outputs must be drained again).
-    pub fn poll(&mut self, session: &mut Session, out: &mut Vec<Transmit>) -> bool {
-        let mut touched = false;
-        loop {
-            let Some(rtc) = self.rtc.as_mut() else {
-                self.deadline = None;
-                return touched;
-            };
-            match rtc.poll_output() {
-                Ok(Output::Timeout(t)) => {
-                    self.deadline = Some(t);
-                    return touched;
-                }
-                Ok(Output::Transmit(t)) => out.push(Transmit {
-                    destination: t.destination,
-                    contents: t.contents.to_vec(),
+    /// Drains the peer: datagrams to send go to `out`; frames go to the players. Returns the
+    /// streams whose first media arrived (the session makes their players Playing).
+    pub fn poll(&mut self, now: Instant, out: &mut Vec<Transmit>) -> Vec<StreamId> {
+        let mut first_media = Vec::new();
+        while let Some(output) = self.peer.poll(now) {
+            match output {
+                PeerOutput::Transmit {
+                    destination,
+                    contents,
+                } => out.push(Transmit {
+                    destination,
+                    contents,
                 }),
-                Ok(Output::Event(Event::MediaData(data))) => {
-                    let Some(track) = self
-                        .tracks
-                        .iter_mut()
-                        .find(|t| t.mid == Some(data.mid) && t.direction == TrackDirection::Recv)
-                    else {
-                        continue;
-                    };
-                    track.frames += 1;
-                    let (stream_id, kind) = (track.stream_id.clone(), track.kind);
-                    // A video frame after lost packets (not recovered by retransmission) does
-                    // not decode cleanly until the next keyframe: ask for one now, at most
-                    // every GAP_KEYFRAME_INTERVAL (the server throttles too).
-                    let now = Instant::now();
-                    if kind == TrackKind::Video
-                        && !data.contiguous
-                        && track
-                            .last_gap_request
-                            .is_none_or(|t| now.duration_since(t) >= GAP_KEYFRAME_INTERVAL)
-                    {
-                        track.last_gap_request = Some(now);
-                        if let Some(mut writer) = rtc.writer(data.mid) {
-                            let _ = writer.request_keyframe(None, KeyframeRequestKind::Pli);
-                        }
+                PeerOutput::Received {
+                    stream_id,
+                    kind,
+                    codec,
+                    data,
+                    time_ms,
+                    first,
+                    contiguous,
+                } => {
+                    if first {
+                        self.first_frame(&stream_id, kind);
+                        first_media.push(stream_id.clone());
                     }
-                    if self
-                        .first_seen
-                        .insert((stream_id.clone(), kind), ())
-                        .is_none()
-                    {
-                        let ev = match kind {
-                            TrackKind::Video => MediaEvent::PlayerRecvVideoFirstFrame {
-                                stream_id: stream_id.to_string(),
-                            },
-                            TrackKind::Audio => MediaEvent::PlayerRecvAudioFirstFrame {
-                                stream_id: stream_id.to_string(),
-                            },
-                        };
-                        let _ = self.events.send(EngineEvent::Media(ev));
-                        session.handle_media_received(Instant::now(), &stream_id);
-                        touched = true;
-                    }
-                    let codec = match data.params.spec().codec {
-                        Codec::Vp8 => pipeline::VideoCodec::Vp8,
-                        _ => pipeline::VideoCodec::H264,
-                    };
                     if kind == TrackKind::Video {
-                        self.quality
-                            .entry((stream_id.clone(), TrackDirection::Recv))
-                            .or_default()
-                            .video_codec_id = codec.zego_id();
+                        let key = (stream_id.clone(), TrackDirection::Recv);
+                        self.quality.entry(key).or_default().video_codec_id = codec.zego_id();
                     }
                     if let Some(player) = self.players.get(&stream_id) {
-                        let time_ms =
-                            data.time.numer() as f64 * 1000.0 / data.time.denom().max(1) as f64;
-                        let _ = player.tx.send(Packet {
+                        let packet = Packet {
                             kind,
                             codec,
-                            data: Arc::clone(&data.data),
+                            data,
                             time_ms,
-                        });
+                            contiguous,
+                        };
+                        let _ = player.tx.send(packet);
                     }
                 }
-                Ok(Output::Event(Event::KeyframeRequest(req))) => {
-                    let channel = self
-                        .tracks
-                        .iter()
-                        .find(|t| t.mid == Some(req.mid) && t.direction == TrackDirection::Send)
-                        .and_then(|t| t.channel);
-                    if let Some(p) = channel.and_then(|c| self.publishers.get(&c)) {
+                PeerOutput::KeyframeWanted { channel } => {
+                    if let Some(p) = self.publishers.get(&channel) {
                         p.keyframe.store(true, Ordering::Release);
                     }
                 }
-                Ok(Output::Event(Event::MediaEgressStats(s))) => {
-                    self.stats(s.mid, s.bytes, s.rtt, s.loss, s.timestamp);
-                }
-                Ok(Output::Event(Event::MediaIngressStats(s))) => {
-                    self.stats(s.mid, s.bytes, s.rtt, s.loss, s.timestamp);
-                }
-                Ok(Output::Event(_)) => {}
-                Err(e) => {
-                    tracing::warn!("peer connection failed: {e}");
-                    self.deadline = None;
-                    return touched;
-                }
+                PeerOutput::Figures(f) => self.stats(f),
             }
         }
+        first_media
+    }
+
+    fn first_frame(&self, stream_id: &StreamId, kind: TrackKind) {
+        let stream_id = stream_id.to_string();
+        let ev = match kind {
+            TrackKind::Video => MediaEvent::PlayerRecvVideoFirstFrame { stream_id },
+            TrackKind::Audio => MediaEvent::PlayerRecvAudioFirstFrame { stream_id },
+        };
+        let _ = self.events.send(EngineEvent::Media(ev));
     }
 
     /// One track's periodic figures; a stream's report goes out when both of its tracks have
     /// reported for the interval.
-    fn stats(
-        &mut self,
-        mid: Mid,
-        bytes: u64,
-        rtt: Option<std::time::Duration>,
-        loss: Option<f32>,
-        at: Instant,
-    ) {
-        let Some(track) = self.tracks.iter_mut().find(|t| t.mid == Some(mid)) else {
-            return;
-        };
-        let secs = track
-            .last_stats
-            .map(|t| at.saturating_duration_since(t).as_secs_f64())
-            .unwrap_or(QUALITY_INTERVAL.as_secs_f64())
-            .max(0.001);
-        let kbps = bytes.saturating_sub(track.bytes_at_last_stats) as f64 * 8.0 / 1000.0 / secs;
-        let fps = track.frames as f64 / secs;
-        track.frames = 0;
-        track.bytes_at_last_stats = bytes;
-        track.last_stats = Some(at);
-        let (stream_id, kind, direction) = (track.stream_id.clone(), track.kind, track.direction);
-        let sent_codec = track
+    fn stats(&mut self, f: peer::TrackFigures) {
+        let (stream_id, kind, direction) = (f.stream_id, f.kind, f.direction);
+        let (fps, kbps, bytes, rtt, loss) = (f.fps, f.kbps, f.bytes, f.rtt, f.loss);
+        let sent_codec = f
             .channel
             .filter(|_| direction == TrackDirection::Send)
             .and_then(|c| self.publishers.get(&c))
@@ -1029,16 +628,6 @@ impl Media {
             *map = Default::default();
         }
         self.players.clear();
-        self.tracks.clear();
-        self.first_seen.clear();
-        self.pending = None;
-        self.in_flight = false;
-        self.retired = 0;
-        self.fresh = false;
-        if let Some(mut rtc) = self.rtc.take() {
-            rtc.disconnect();
-        }
-        self.local = None;
-        self.deadline = None;
+        self.peer.reset();
     }
 }

@@ -703,7 +703,24 @@ pub struct Packet {
     pub codec: VideoCodec,
     pub data: Arc<[u8]>,
     pub time_ms: f64,
+    /// False after frames lost for good (see [`super::peer::PeerOutput::Received`]).
+    pub contiguous: bool,
 }
+
+/// Whether an encoded video frame is a keyframe: VP8's frame tag has its key-frame bit clear;
+/// an H.264 access unit (Annex B) holds an IDR slice.
+pub fn is_keyframe(codec: VideoCodec, data: &[u8]) -> bool {
+    match codec {
+        VideoCodec::Vp8 => data.first().is_some_and(|b| b & 1 == 0),
+        VideoCodec::H264 => data
+            .windows(4)
+            .any(|w| w[0] == 0 && w[1] == 0 && w[2] == 1 && w[3] & 0x1f == 5),
+    }
+}
+
+/// After frames lost for good, a player shows nothing new until a keyframe (decoding on top of
+/// a missing reference shows a corrupted picture), and asks for one at most this often.
+const FROZEN_KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A running player thread; dropping it stops the thread.
 pub struct Player {
@@ -757,6 +774,8 @@ fn play_loop(
     };
     let mut size = (0u32, 0u32);
     let mut rendered = false;
+    // Since when the video waits for a keyframe, and when one was last asked for.
+    let mut frozen: Option<Instant> = None;
     let mut pcm = vec![0i16; AUDIO_FRAME * 6];
     let mut playout = Playout::default();
     loop {
@@ -797,6 +816,19 @@ fn play_loop(
         let wants = wants_now();
         match packet.kind {
             TrackKind::Video => {
+                if !packet.contiguous {
+                    frozen.get_or_insert_with(Instant::now);
+                }
+                if let Some(asked) = frozen {
+                    if !is_keyframe(packet.codec, &packet.data) {
+                        if asked.elapsed() >= FROZEN_KEYFRAME_INTERVAL {
+                            frozen = Some(Instant::now());
+                            let _ = keyframe.send(stream_id.clone());
+                        }
+                        continue;
+                    }
+                    frozen = None;
+                }
                 match decode_video(&mut video, &mut vp8, packet.codec, &packet.data) {
                     Ok(Some(picture)) => {
                         let (w, h) = (picture.width, picture.height);
