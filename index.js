@@ -716,6 +716,10 @@ class ZegoExpressEngine {
 
   _onEvent(ev) {
     if (this._destroyed || !ev || typeof ev !== 'object') return
+    if (ev.e === '$ended') {
+      this._driverEnded()
+      return
+    }
     if (ev.e === '$done') {
       const p = this._pending.get(ev.op)
       if (p) {
@@ -795,6 +799,37 @@ class ZegoExpressEngine {
     }
   }
 
+  /**
+   * The native driver stopped without destroyEngine (a bug): nothing will answer again. Every
+   * logged-in room ends (ReconnectFailed, 1002099), every pending call settles with 1000001,
+   * later calls too, and nothing holds the process open any more.
+   */
+  _driverEnded() {
+    const rooms = [...this._rooms]
+    const pending = [...this._pending.values()]
+    this._destroyed = true
+    this._pending.clear()
+    this._rooms.clear()
+    this._updateKeepalive()
+    console.error('[zrooms] the engine stopped unexpectedly; destroy it and create a new one')
+    const code = ZegoErrorCode.RoomInnerError
+    const alive = this._listeners
+    const emit = (name, args) => {
+      for (const fn of [...(alive.get(name) ?? [])]) {
+        try {
+          fn(...args)
+        } catch (err) {
+          console.error(`[zrooms] listener of '${name}' threw:`, err)
+        }
+      }
+    }
+    for (const roomID of rooms) {
+      emit('roomStateChanged', [roomID, defines.ZegoRoomStateChangedReason.ReconnectFailed, code, ''])
+      emit('roomStateUpdate', [roomID, defines.ZegoRoomState.Disconnected, code, ''])
+    }
+    for (const p of pending) p.resolve(p.shape({ code: ZegoErrorCode.CommonEngineNotCreate }))
+  }
+
   async _destroy() {
     this._destroyed = true
     this._listeners.clear()
@@ -837,6 +872,9 @@ function voidResult() {
  * server runs the open development mode and says so once on stderr.
  */
 async function startServer(options) {
+  if (typeof native.startServer !== 'function') {
+    throw new Error('this build of zrooms has no embedded server (built without the "server" feature)')
+  }
   const server = await native.startServer(options ?? undefined)
   return { url: server.url, port: server.port, close: () => server.close() }
 }

@@ -73,6 +73,19 @@ test.serial('a script exits by itself once every room is logged out', async (t) 
   t.true(exit.at - out.at < 3000, `exited ${exit.at - out.at} ms after logoutRoom()`)
 })
 
+test.serial('a failed native driver settles every call and lets the script exit by itself', async (t) => {
+  const p = run('crash', 'crasher')
+  await p.line('ready')
+  // The login in flight when the driver died, and one made after, settle with 1000001.
+  t.is((await p.line('settled')).line, 'settled 1000001')
+  t.is((await p.line('after')).line, 'after 1000001')
+  // Every room ends, the one logging in too: ReconnectFailed with RoomInnerError.
+  t.is((await p.line('rooms')).line, 'rooms script-room1:1002099 script-room2:1002099 script-room3:1002099')
+  const exit = await p.exited
+  t.is(exit.code, 0, p.stderr())
+  t.regex(p.stderr(), /engine stopped unexpectedly/)
+})
+
 test.serial('a killed process leaves its rooms after the grace period: user and stream deleted with reason 5', async (t) => {
   const since = watcher.mark()
   const p = run('hold', 'victim')

@@ -5,11 +5,13 @@
 #![cfg_attr(test, allow(dead_code))]
 
 mod events;
+#[cfg(feature = "server")]
 mod server;
 
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use zrooms_engine::media;
@@ -19,18 +21,21 @@ use zrooms_engine::media::pipeline::{
 use zrooms_engine::{Command, Engine, EngineConfig, RoomConfig, SessionConfig};
 
 /// One runtime per process, shared by the engines of every JS environment and by embedded
-/// servers. Its threads never keep Node alive; the facade decides that.
-pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
+/// servers. Its threads never keep Node alive; the facade decides that. A runtime that cannot
+/// start (no threads left, say) is a JS error of every call that needs it, never a panic.
+pub(crate) fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+    static RT: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    let rt = RT.get_or_init(|| {
         init_logging();
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("zrooms")
             .enable_all()
             .build()
-            .unwrap_or_else(|e| panic!("cannot start the zrooms runtime: {e}"))
-    })
+            .map_err(|e| e.to_string())
+    });
+    rt.as_ref()
+        .map_err(|e| Error::from_reason(format!("cannot start the zrooms runtime: {e}")))
 }
 
 /// `ZROOMS_LOG` (a tracing filter such as `zrooms_engine=trace`) turns on the native log, on
@@ -47,8 +52,12 @@ fn init_logging() {
 /// Events go to JS through one weak threadsafe function per engine: it never holds the process
 /// open by itself; the facade keeps a timer referenced while rooms or calls are active.
 type EventFn = ThreadsafeFunction<serde_json::Value, (), serde_json::Value, Status, false, true>;
-/// Decoded frames take their own (weak) threadsafe function: binary data, no JSON.
-type FrameFn = ThreadsafeFunction<events::JsFrame, (), events::JsFrame, Status, false, true>;
+/// Decoded frames take their own (weak) threadsafe function: binary data, no JSON. At most
+/// [`JS_FRAME_QUEUE`] wait for the JS thread; beyond that the newest is dropped (the app is
+/// not keeping up with the pictures, and older ones are already late).
+type FrameFn =
+    ThreadsafeFunction<events::JsFrame, (), events::JsFrame, Status, false, true, JS_FRAME_QUEUE>;
+const JS_FRAME_QUEUE: usize = 8;
 
 #[napi(object)]
 pub struct EngineOptions {
@@ -100,6 +109,10 @@ impl From<NativeRoomConfig> for RoomConfig {
 #[napi]
 pub struct NativeEngine {
     engine: Arc<Engine>,
+    /// Set by `destroy`: the end of the event stream is expected then. Otherwise the driver
+    /// died, and the pump says so with a last `$ended` event (the facade settles every pending
+    /// call and lets the process exit).
+    destroyed: Arc<AtomicBool>,
 }
 
 #[napi]
@@ -119,6 +132,7 @@ impl NativeEngine {
             .build_threadsafe_function()
             .weak::<true>()
             .callee_handled::<false>()
+            .max_queue_size::<JS_FRAME_QUEUE>()
             .build()?;
         let config = EngineConfig {
             server_url: options.server,
@@ -147,8 +161,10 @@ impl NativeEngine {
             },
             use_devices: options.capture.as_deref() != Some("synthetic"),
         };
-        let rt = runtime();
+        let rt = runtime()?;
         let (engine, mut events) = Engine::start(rt.handle(), config);
+        let destroyed = Arc::new(AtomicBool::new(false));
+        let expected_end = destroyed.clone();
         rt.spawn(async move {
             while let Some(ev) = events.recv().await {
                 match events::frame(ev) {
@@ -162,9 +178,14 @@ impl NativeEngine {
                     }
                 }
             }
+            if !expected_end.load(Ordering::Acquire) {
+                let ended = serde_json::json!({ "e": "$ended", "a": [] });
+                tsfn.call(ended, ThreadsafeFunctionCallMode::NonBlocking);
+            }
         });
         Ok(NativeEngine {
             engine: Arc::new(engine),
+            destroyed,
         })
     }
 
@@ -539,11 +560,22 @@ impl NativeEngine {
     /// Leaves every room and stops the engine; no event follows.
     #[napi]
     pub async fn destroy(&self) -> Result<()> {
+        self.destroyed.store(true, Ordering::Release);
         let engine = self.engine.clone();
-        runtime()
+        runtime()?
             .spawn(async move { engine.destroy().await })
             .await
             .map_err(|e| Error::from_reason(e.to_string()))
+    }
+}
+
+#[napi]
+impl NativeEngine {
+    /// Makes the engine's driver fail as a bug would: for the test that a dead driver settles
+    /// every call and lets the process exit.
+    #[napi(js_name = "__failDriverForTest")]
+    pub fn fail_driver_for_test(&self) {
+        self.engine.fail_for_test();
     }
 }
 

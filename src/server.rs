@@ -68,7 +68,7 @@ impl EmbeddedServer {
     pub async fn close(&self) -> Result<()> {
         let server = self.server.lock().map(|mut s| s.take()).unwrap_or(None);
         if let Some(server) = server {
-            runtime()
+            runtime()?
                 .spawn(server.shutdown())
                 .await
                 .map_err(|e| Error::from_reason(e.to_string()))?;
@@ -154,7 +154,7 @@ pub async fn start_server(options: Option<ServerOptions>) -> Result<EmbeddedServ
         .map_err(|_| Error::new(Status::InvalidArg, "host must be an IP address"))?;
     let port = u16::try_from(options.port.unwrap_or(0))
         .map_err(|_| Error::new(Status::InvalidArg, "port out of range"))?;
-    let server = runtime()
+    let server = runtime()?
         .spawn(Server::bind(SocketAddr::new(host, port), config))
         .await
         .map_err(|e| Error::from_reason(e.to_string()))?

@@ -15,14 +15,17 @@ pub mod peer;
 pub mod pipeline;
 pub mod vp8;
 
+use crate::queue;
 use crate::{EngineEvent, MediaEvent};
 use peer::{MediaPeer, PeerOutput};
+use pipeline::ThreadEvents;
 use pipeline::{
     CustomSources, Encoded, MeterMap, Packet, Player, Publisher, RenderMap, VideoConfig,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 use zrooms_proto::wire::{TrackDirection, TrackKind};
@@ -60,8 +63,13 @@ pub struct Media {
     pub custom_sources: CustomSources,
     pub render: RenderMap,
     pub levels: MeterMap,
-    encoded_tx: mpsc::UnboundedSender<Encoded>,
-    keyframe_tx: mpsc::UnboundedSender<String>,
+    encoded_tx: queue::Sender<Encoded>,
+    keyframe_tx: queue::Sender<String>,
+    /// Per channel: the next frame encoded there is a keyframe (a player asked, or a frame of
+    /// the channel was dropped on its way to the peer).
+    keyframes: [Arc<AtomicBool>; 4],
+    thread_events: ThreadEvents,
+    /// The driver's own events (this runs on the driver).
     events: mpsc::UnboundedSender<EngineEvent>,
     /// The output playing every played stream while any plays (devices.rs).
     speaker: Option<devices::Speaker>,
@@ -69,16 +77,46 @@ pub struct Media {
     speaker_failed: Option<String>,
 }
 
+/// Encoded frames waiting for the driver to write them into the peer (all channels
+/// together: about a second of audio and video); the oldest are dropped, and a dropped video
+/// frame makes its channel's next frame a keyframe.
+pub const ENCODED_QUEUE: usize = 64;
+/// Keyframe requests of player threads waiting for the driver; the oldest are dropped (a
+/// request repeats while it is not answered).
+pub const KEYFRAME_QUEUE: usize = 16;
+
+/// What the driver reads from the media threads.
+pub struct Inbox {
+    pub encoded: queue::Receiver<Encoded>,
+    pub keyframes: queue::Receiver<String>,
+    pub notices: queue::Receiver<EngineEvent>,
+    pub frames: queue::Receiver<EngineEvent>,
+}
+
 impl Media {
     pub fn new(
         events: mpsc::UnboundedSender<EngineEvent>,
-        encoded_tx: mpsc::UnboundedSender<Encoded>,
-        keyframe_tx: mpsc::UnboundedSender<String>,
         render: RenderMap,
         custom_sources: CustomSources,
         levels: MeterMap,
-    ) -> Self {
-        Media {
+    ) -> (Self, Inbox) {
+        let keyframes: [Arc<AtomicBool>; 4] = Default::default();
+        let wanted = keyframes.clone();
+        let on_drop = Box::new(move |e: &Encoded| {
+            if let (TrackKind::Video, Some(flag)) = (e.kind, wanted.get(e.channel)) {
+                flag.store(true, Ordering::Release);
+            }
+        });
+        let (encoded_tx, encoded) = queue::bounded(ENCODED_QUEUE, Some(on_drop));
+        let (keyframe_tx, keyframe_rx) = queue::bounded(KEYFRAME_QUEUE, None);
+        let (thread_events, notices, frames) = ThreadEvents::new();
+        let inbox = Inbox {
+            encoded,
+            keyframes: keyframe_rx,
+            notices,
+            frames,
+        };
+        let media = Media {
             peer: MediaPeer::default(),
             publishers: HashMap::new(),
             players: HashMap::new(),
@@ -96,10 +134,13 @@ impl Media {
             levels,
             encoded_tx,
             keyframe_tx,
+            keyframes,
+            thread_events,
             events,
             speaker: None,
             speaker_failed: None,
-        }
+        };
+        (media, inbox)
     }
 
     fn device_exception(&self, device_type: u32, e: &devices::DeviceError) {
@@ -284,7 +325,7 @@ impl Media {
                         stream_id.to_string(),
                         self.render.clone(),
                         self.levels.clone(),
-                        self.events.clone(),
+                        self.thread_events.clone(),
                         self.keyframe_tx.clone(),
                     ),
                 );
@@ -373,7 +414,8 @@ impl Media {
             self.mutes.get(channel).copied().unwrap_or_default(),
             pipeline::Sinks {
                 out: self.encoded_tx.clone(),
-                events: self.events.clone(),
+                events: self.thread_events.clone(),
+                keyframe: self.keyframes.get(channel).cloned().unwrap_or_default(),
                 levels: self.levels.clone(),
             },
             pipeline::Mode {
@@ -535,12 +577,12 @@ impl Media {
                             time_ms,
                             contiguous,
                         };
-                        let _ = player.tx.send(packet);
+                        player.tx.push(packet);
                     }
                 }
                 PeerOutput::KeyframeWanted { channel } => {
-                    if let Some(p) = self.publishers.get(&channel) {
-                        p.keyframe.store(true, Ordering::Release);
+                    if let Some(flag) = self.keyframes.get(channel) {
+                        flag.store(true, Ordering::Release);
                     }
                 }
                 PeerOutput::Figures(f) => self.stats(f),

@@ -7,6 +7,7 @@
 
 use super::pattern::{stream_tag, test_pattern, Tone, I420};
 use super::vp8::{Vp8Decoder, Vp8Encoder};
+use crate::queue;
 use crate::{AudioFrame, EngineEvent, MediaEvent, VideoFrame};
 use openh264::encoder::{
     Encoder, EncoderConfig, FrameRate, IntraFramePeriod, Profile, RateControlMode, UsageType,
@@ -17,7 +18,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 use zrooms_proto::wire::TrackKind;
 
 /// Opus frames are 20 ms at 48 kHz.
@@ -297,9 +297,49 @@ pub struct Mode {
 /// Where a publisher thread's output goes.
 #[derive(Clone)]
 pub struct Sinks {
-    pub out: mpsc::UnboundedSender<Encoded>,
-    pub events: mpsc::UnboundedSender<EngineEvent>,
+    pub out: queue::Sender<Encoded>,
+    pub events: ThreadEvents,
     pub levels: MeterMap,
+    /// The channel's "next frame is a keyframe" switch (set at start).
+    pub keyframe: Arc<AtomicBool>,
+}
+
+/// Events of the codec threads, on their way to the driver, which puts them in the engine's
+/// one ordered event stream. Decoded and previewed frames and the rest take separate queues:
+/// frames are large and many, and only the latest matter.
+#[derive(Clone)]
+pub struct ThreadEvents {
+    pub notices: queue::Sender<EngineEvent>,
+    pub frames: queue::Sender<EngineEvent>,
+}
+
+/// Frames waiting for the driver (all threads of an engine together); the oldest are dropped.
+pub const FRAME_EVENTS_QUEUE: usize = 8;
+/// Other thread events waiting for the driver (first frames, size changes): a few per stream,
+/// so this many are reached only when the driver stalls; the oldest are dropped then.
+pub const NOTICE_EVENTS_QUEUE: usize = 256;
+
+impl ThreadEvents {
+    /// A pair of queues and their receivers (notices, frames).
+    pub fn new() -> (
+        Self,
+        queue::Receiver<EngineEvent>,
+        queue::Receiver<EngineEvent>,
+    ) {
+        let (notices, notices_rx) = queue::bounded(NOTICE_EVENTS_QUEUE, None);
+        let (frames, frames_rx) = queue::bounded(FRAME_EVENTS_QUEUE, None);
+        (ThreadEvents { notices, frames }, notices_rx, frames_rx)
+    }
+
+    /// Queues `ev`; false when the driver is gone.
+    pub fn send(&self, ev: EngineEvent) -> bool {
+        match ev {
+            EngineEvent::VideoFrame(_)
+            | EngineEvent::AudioFrame(_)
+            | EngineEvent::PreviewFrame(..) => self.frames.push(ev),
+            _ => self.notices.push(ev),
+        }
+    }
 }
 
 impl Publisher {
@@ -314,7 +354,8 @@ impl Publisher {
         mode: Mode,
     ) -> Publisher {
         let stop = Arc::new(AtomicBool::new(false));
-        let keyframe = Arc::new(AtomicBool::new(true));
+        let keyframe = sinks.keyframe.clone();
+        keyframe.store(true, Ordering::Release);
         let config = Arc::new(Mutex::new(config));
         let audio = Arc::new(Mutex::new(audio));
         let a = audio.clone();
@@ -393,12 +434,7 @@ struct Flags {
 }
 
 /// Hands a captured picture to the app's preview (the first one is announced).
-fn to_preview(
-    events: &mpsc::UnboundedSender<EngineEvent>,
-    channel: usize,
-    picture: &I420,
-    first: &mut bool,
-) {
+fn to_preview(events: &ThreadEvents, channel: usize, picture: &I420, first: &mut bool) {
     if std::mem::take(first) {
         let _ = events.send(EngineEvent::Media(
             MediaEvent::PublisherRenderVideoFirstFrame { channel },
@@ -437,6 +473,7 @@ fn publish_loop(
         out,
         events,
         levels,
+        ..
     }: Sinks,
     flags: Flags,
 ) {
@@ -518,7 +555,7 @@ fn publish_loop(
                 }
                 let key = keyframe.swap(false, Ordering::AcqRel);
                 if let Some(data) = video.encode(&picture, key, &config) {
-                    let _ = out.send(Encoded {
+                    out.push(Encoded {
                         channel,
                         kind: TrackKind::Video,
                         codec: video.codec(),
@@ -577,7 +614,7 @@ fn publish_loop(
             };
             if let Some(data) = encoded {
                 let rtp_time = (next_video - start).as_micros() as u64 * 90 / 1000;
-                let _ = out.send(Encoded {
+                out.push(Encoded {
                     channel,
                     kind: TrackKind::Video,
                     codec: video.codec(),
@@ -627,7 +664,7 @@ fn publish_loop(
                 pcm
             };
             if let Ok(n) = opus.encode(&pcm, &mut opus_buf) {
-                let _ = out.send(Encoded {
+                out.push(Encoded {
                     channel,
                     kind: TrackKind::Audio,
                     codec: VideoCodec::H264,
@@ -724,22 +761,35 @@ const FROZEN_KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A running player thread; dropping it stops the thread.
 pub struct Player {
-    pub tx: std_mpsc::Sender<Packet>,
+    pub tx: queue::Sender<Packet>,
 }
+
+/// Packets waiting for one player thread (some 3 s of audio and video); the oldest are
+/// dropped. A dropped video packet freezes the picture until a keyframe (one is asked for); a
+/// dropped audio packet is concealed by the playout.
+pub const PLAYER_QUEUE: usize = 256;
 
 impl Player {
     pub fn start(
         stream_id: String,
         render: RenderMap,
         levels: MeterMap,
-        events: mpsc::UnboundedSender<EngineEvent>,
-        keyframe: mpsc::UnboundedSender<String>,
+        events: ThreadEvents,
+        keyframe: queue::Sender<String>,
     ) -> Player {
-        let (tx, rx) = std_mpsc::channel();
+        let gap = Arc::new(AtomicBool::new(false));
+        let lost = gap.clone();
+        let on_drop = Box::new(move |p: &Packet| {
+            if p.kind == TrackKind::Video {
+                lost.store(true, Ordering::Release);
+            }
+        });
+        let (tx, mut rx) = queue::bounded(PLAYER_QUEUE, Some(on_drop));
         let spawned = std::thread::Builder::new()
             .name("zrooms-play".into())
             .spawn(move || {
-                play_loop(stream_id, rx, render, levels, events, keyframe);
+                let sinks = (render, levels, events, keyframe);
+                play_loop(stream_id, &mut rx, gap, sinks);
                 release_freed_memory();
             });
         if let Err(e) = spawned {
@@ -749,13 +799,14 @@ impl Player {
     }
 }
 
+/// What a player thread reads its switches from and writes to.
+type PlayerSinks = (RenderMap, MeterMap, ThreadEvents, queue::Sender<String>);
+
 fn play_loop(
     stream_id: String,
-    rx: std_mpsc::Receiver<Packet>,
-    render: RenderMap,
-    levels: MeterMap,
-    events: mpsc::UnboundedSender<EngineEvent>,
-    keyframe: mpsc::UnboundedSender<String>,
+    rx: &mut queue::Receiver<Packet>,
+    gap: Arc<AtomicBool>,
+    (render, levels, events, keyframe): PlayerSinks,
 ) {
     let mut video = match openh264::decoder::Decoder::new() {
         Ok(d) => d,
@@ -810,20 +861,21 @@ fn play_loop(
         }
         let packet = match rx.recv_timeout(playout.wait(Instant::now())) {
             Ok(p) => p,
-            Err(std_mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+            Err(queue::RecvError::Timeout) => continue,
+            Err(queue::RecvError::Closed) => return,
         };
         let wants = wants_now();
         match packet.kind {
             TrackKind::Video => {
-                if !packet.contiguous {
+                // Lost on the network for good, or dropped from this thread's full queue.
+                if !packet.contiguous || gap.swap(false, Ordering::AcqRel) {
                     frozen.get_or_insert_with(Instant::now);
                 }
                 if let Some(asked) = frozen {
                     if !is_keyframe(packet.codec, &packet.data) {
                         if asked.elapsed() >= FROZEN_KEYFRAME_INTERVAL {
                             frozen = Some(Instant::now());
-                            let _ = keyframe.send(stream_id.clone());
+                            keyframe.push(stream_id.clone());
                         }
                         continue;
                     }
@@ -867,7 +919,7 @@ fn play_loop(
                     Ok(None) => {}
                     Err(e) => {
                         tracing::debug!("decode {stream_id}: {e}");
-                        let _ = keyframe.send(stream_id.clone());
+                        keyframe.push(stream_id.clone());
                     }
                 }
             }
