@@ -10,7 +10,6 @@ const ctx = useServer(test)
 const peer = ctx.peer
 
 const user = (id) => ({ userID: id, userName: id })
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
 function increasing(counters) {
   return counters.every((c, i) => i === 0 || c > counters[i - 1])
@@ -54,8 +53,9 @@ test.serial('H.264 pattern and Opus tone arrive decoded: counters increase at 64
   t.is(readTestPattern({ width: 640, height: 360, data: snap.image.data }).tag, streamTag('cam'))
   t.is((await play.call('takePlayStreamSnapshot', 'nobody')).errorCode, 1004011)
 
-  await sleep(1200)
-  const audio = await play.mediaStats('cam')
+  // One more second of audio, then the tone of the last second.
+  const heard = await play.mediaStats('cam')
+  const audio = await play.waitMedia('cam', { audioFrames: heard.audioFrames + 50 })
   t.is(audio.sampleRate, 48000)
   t.true(audio.audioSamples.length >= 48000, `${audio.audioSamples.length} samples`)
   const f = toneFrequency(audio.audioSamples.slice(-48000), 48000)
@@ -96,9 +96,9 @@ test.serial('one user plays a stream in each of two rooms; leaving room1 stops o
   await viewer.call('logoutRoom', 'ra')
   t.deepEqual(viewer.of('playerStateUpdate', () => true, since).map(([s, st]) => [s, st]), [['sa', 0]])
   const stoppedAt = (await viewer.mediaStats('sa')).frames
-  await sleep(2000)
+  // Barrier: 20 more frames of room2's stream; room1's would have brought as many.
+  const sb = await viewer.waitMedia('sb', { frames: before.frames + 20 })
   const sa = await viewer.mediaStats('sa')
-  const sb = await viewer.mediaStats('sb')
   t.true(sa.frames - stoppedAt <= 2, `room1's stream stopped (${sa.frames - stoppedAt} frames after logout)`)
   t.true(sb.frames >= before.frames + 20, `room2's stream goes on (${sb.frames - before.frames} new frames)`)
   // No gap in room2's counters across the logout of room1.
@@ -180,16 +180,20 @@ test.serial('mutes reach the players as events and as silence and black', async 
   await pub.call('startPublishingStream', 'muted', 0, { roomID: 'mute' })
   await play.playWithView('muted', { roomID: 'mute' })
   await frames(play, 'muted', 10)
-  await sleep(500)
+  // Media after a given point: `more` video and audio frames beyond what the view has now.
+  const after = async (video, audio) => {
+    const s = await play.mediaStats('muted')
+    return play.waitMedia('muted', { frames: s.frames + video, audioFrames: s.audioFrames + audio })
+  }
   const level = (s) => Math.max(...s.audioSamples.slice(-4800).map(Math.abs))
-  t.true(level(await play.mediaStats('muted')) > 5000, 'the tone is audible before muting')
+  t.true(level(await after(0, 25)) > 5000, 'the tone is audible before muting')
 
   await pub.call('mutePublishStreamAudio', true, 0)
   await pub.call('mutePublishStreamVideo', true, 0)
   t.deepEqual(await play.waitFor('remoteMicStateUpdate'), ['muted', 10])
   t.deepEqual(await play.waitFor('remoteCameraStateUpdate'), ['muted', 10])
-  await sleep(1500)
-  const muted = await play.mediaStats('muted')
+  // What was in flight when the state arrived has gone through after 10 frames and 0.6 s.
+  const muted = await after(10, 30)
   t.true(level(muted) < 50, `silence after muting (peak ${level(muted)})`)
   t.true(muted.lumaMeans.slice(-5).every((m) => m < 30), `black after muting (${muted.lumaMeans.slice(-5)})`)
 
@@ -198,8 +202,7 @@ test.serial('mutes reach the players as events and as silence and black', async 
   await pub.call('mutePublishStreamVideo', false, 0)
   t.deepEqual(await play.waitFor('remoteMicStateUpdate', () => true, { since }), ['muted', 0])
   t.deepEqual(await play.waitFor('remoteCameraStateUpdate', () => true, { since }), ['muted', 0])
-  await sleep(1500)
-  const back = await play.mediaStats('muted')
+  const back = await after(10, 30)
   t.true(level(back) > 5000, 'the tone is back')
   t.true(back.lumaMeans.slice(-3).every((m) => m > 60), 'the picture is back')
 
@@ -233,8 +236,7 @@ test.serial('mutes reach the players as events and as silence and black', async 
 
   // Player-side mute: the view gets silence.
   await play.call('mutePlayStreamAudio', 'muted', true)
-  await sleep(800)
-  t.true(level(await play.mediaStats('muted')) === 0, 'mutePlayStreamAudio silences the view')
+  t.true(level(await after(0, 30)) === 0, 'mutePlayStreamAudio silences the view')
   for (const p of [pub, play, late]) await p.call('logoutRoom')
 })
 
@@ -264,16 +266,21 @@ test.serial('startPreview shows local pictures before and while publishing; stop
   await p.call('loginRoom', 'pv', user('preview'))
   await p.call('startPublishingStream', 'pv-stream', 0, { roomID: 'pv' })
   await p.waitFor('publisherStateUpdate', (s, st) => s === 'pv-stream' && st === 2)
-  await sleep(1000)
-  const during = await p.mediaStats('preview:0')
-  t.true(during.frames > before.frames + 5, 'the preview goes on while publishing')
+  const current = (await p.mediaStats('preview:0')).frames
+  const during = await p.waitMedia('preview:0', { frames: current + 10 })
   t.true(during.tags.includes(streamTag('pv-stream')), 'the preview shows the published pattern')
+  // A player of the published stream is the barrier: 15 frames it receives after stopPreview
+  // were captured after it, and the preview would have shown them too.
+  const watcher = await peer('previewWatcher')
+  await watcher.call('loginRoom', 'pv', user('previewWatcher'))
+  await watcher.playWithView('pv-stream', { roomID: 'pv' })
+  await frames(watcher, 'pv-stream', 5)
   await p.call('stopPreview', 0)
-  await sleep(300)
   const stopped = (await p.mediaStats('preview:0')).frames
-  await sleep(1000)
+  const seen = (await watcher.mediaStats('pv-stream')).frames
+  await frames(watcher, 'pv-stream', seen + 15)
   t.true((await p.mediaStats('preview:0')).frames - stopped <= 1, 'no preview after stopPreview')
-  await p.call('logoutRoom')
+  for (const q of [p, watcher]) await q.call('logoutRoom')
 })
 
 test.serial('custom audio: pushed PCM arrives decoded at its frequency', async (t) => {

@@ -43,8 +43,29 @@ const EVENTS = [
 
 let engine = null
 
-// Per played stream: what its view received.
+// Per played stream: what its view received, and who waits for it to reach a count.
 const media = new Map()
+const mediaWaiters = new Map()
+
+function snapshot(stats) {
+  return stats ? { ...stats, tags: [...stats.tags], counters: [...stats.counters], lumaMeans: [...stats.lumaMeans], audioSamples: [...stats.audioSamples] } : null
+}
+
+/** Resolves the waiters of `streamID` whose counts its view has reached. */
+function checkWaiters(streamID) {
+  const stats = media.get(streamID)
+  const list = mediaWaiters.get(streamID)
+  if (!stats || !list) return
+  mediaWaiters.set(
+    streamID,
+    list.filter((w) => {
+      const reached = stats.frames >= (w.frames ?? 0) && stats.audioFrames >= (w.audioFrames ?? 0)
+      if (reached) w.resolve(snapshot(stats))
+      return !reached
+    }),
+  )
+}
+
 function viewFor(streamID) {
   const stats = { frames: 0, counters: [], tags: new Set(), sizes: [], timestamps: [], audioSamples: [], sampleRate: 0, audioFrames: 0, lumaMeans: [] }
   media.set(streamID, stats)
@@ -60,6 +81,7 @@ function viewFor(streamID) {
       stats.timestamps.push(f.timestamp)
       const size = `${f.width}x${f.height}`
       if (stats.sizes[stats.sizes.length - 1] !== size) stats.sizes.push(size)
+      checkWaiters(streamID)
     },
     onAudioFrame(f) {
       stats.audioFrames++
@@ -67,6 +89,7 @@ function viewFor(streamID) {
       // Keep the latest 2 s of samples.
       for (const v of f.data) stats.audioSamples.push(v)
       if (stats.audioSamples.length > 2 * f.sampleRate) stats.audioSamples.splice(0, stats.audioSamples.length - 2 * f.sampleRate)
+      checkWaiters(streamID)
     },
   }
 }
@@ -122,8 +145,15 @@ parentPort.on('message', async ({ id, kind, name, args }) => {
       // Forget what the view of a stream recorded (long runs play many streams).
       result = media.delete(args[0])
     } else if (kind === 'media-stats') {
-      const stats = media.get(args[0])
-      result = stats ? { ...stats, tags: [...stats.tags], counters: [...stats.counters], lumaMeans: [...stats.lumaMeans], audioSamples: [...stats.audioSamples] } : null
+      result = snapshot(media.get(args[0]))
+    } else if (kind === 'wait-media') {
+      // Resolves once the view of the stream has at least these many video and audio frames
+      // (counted since the view was made); the test side bounds the wait.
+      const [streamID, counts] = args
+      result = await new Promise((resolve) => {
+        mediaWaiters.set(streamID, [...(mediaWaiters.get(streamID) ?? []), { ...counts, resolve }])
+        checkWaiters(streamID)
+      })
     } else if (kind === 'instance-throws') {
       try {
         Z.instance()

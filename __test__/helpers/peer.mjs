@@ -86,6 +86,18 @@ export class Peer {
     return this.send('media-stats', '', [streamID])
   }
 
+  /**
+   * Resolves the stats of the view of `streamID` once it holds at least `counts.frames` video
+   * and `counts.audioFrames` audio frames; rejects after `timeout` ms.
+   */
+  waitMedia(streamID, counts, timeout = 15000) {
+    let timer
+    const expired = new Promise((resolve, reject) => {
+      timer = setTimeout(() => reject(new Error(`${this.name}: ${streamID} did not reach ${JSON.stringify(counts)}`)), timeout)
+    })
+    return Promise.race([this.send('wait-media', '', [streamID, counts]), expired]).finally(() => clearTimeout(timer))
+  }
+
   /** Forgets what the view of `streamID` recorded. */
   dropView(streamID) {
     return this.send('drop-view', '', [streamID])
