@@ -180,6 +180,27 @@ pub fn to_js(event: EngineEvent) -> Vec<Value> {
         }
     };
     match event {
+        e @ (SessionEvent::Completed { .. } | SessionEvent::ApiCalled { .. }) => calls(e),
+        e @ (SessionEvent::RoomState { .. }
+        | SessionEvent::UserUpdate { .. }
+        | SessionEvent::OnlineCount { .. }
+        | SessionEvent::TokenWillExpire { .. }
+        | SessionEvent::StreamUpdate { .. }
+        | SessionEvent::StreamExtraInfo { .. }
+        | SessionEvent::RoomExtraInfo { .. }) => rooms(e),
+        e @ (SessionEvent::PublisherState { .. }
+        | SessionEvent::PlayerState { .. }
+        | SessionEvent::RemoteMicState { .. }
+        | SessionEvent::RemoteCameraState { .. }) => streams(e),
+        e @ (SessionEvent::Broadcast { .. }
+        | SessionEvent::Barrage { .. }
+        | SessionEvent::CustomCommand { .. }) => messages(e),
+    }
+}
+
+/// A call's completion and its `apiCalledResult` (and `debugError` when it failed).
+fn calls(event: SessionEvent) -> Vec<Value> {
+    match event {
         SessionEvent::Completed { op, code, value } => {
             let mut v = json!({"e": "$done", "op": op, "code": code.0});
             match value {
@@ -198,6 +219,14 @@ pub fn to_js(event: EngineEvent) -> Vec<Value> {
             out.push(ev("apiCalledResult", json!([code.0, func, info])));
             out
         }
+        // Routed to another group by `to_js`.
+        _ => Vec::new(),
+    }
+}
+
+/// A room's state, users, count, token, streams and extra info.
+fn rooms(event: SessionEvent) -> Vec<Value> {
+    match event {
         SessionEvent::RoomState {
             room_id,
             reason,
@@ -253,6 +282,14 @@ pub fn to_js(event: EngineEvent) -> Vec<Value> {
             "roomExtraInfoUpdate",
             json!([room_id, infos.iter().map(extra).collect::<Vec<_>>()]),
         )],
+        // Routed to another group by `to_js`.
+        _ => Vec::new(),
+    }
+}
+
+/// Publisher and player states, and the remote devices' states.
+fn streams(event: SessionEvent) -> Vec<Value> {
+    match event {
         SessionEvent::PublisherState {
             stream_id,
             state,
@@ -271,6 +308,26 @@ pub fn to_js(event: EngineEvent) -> Vec<Value> {
             "playerStateUpdate",
             json!([stream_id.as_str(), state as u32, code.0, extended]),
         )],
+        SessionEvent::RemoteMicState { stream_id, state } => {
+            vec![ev(
+                "remoteMicStateUpdate",
+                json!([stream_id.as_str(), state]),
+            )]
+        }
+        SessionEvent::RemoteCameraState { stream_id, state } => {
+            vec![ev(
+                "remoteCameraStateUpdate",
+                json!([stream_id.as_str(), state]),
+            )]
+        }
+        // Routed to another group by `to_js`.
+        _ => Vec::new(),
+    }
+}
+
+/// Broadcast, barrage and custom command messages.
+fn messages(event: SessionEvent) -> Vec<Value> {
+    match event {
         SessionEvent::Broadcast { room_id, messages } => vec![ev(
             "IMRecvBroadcastMessage",
             json!([
@@ -299,17 +356,7 @@ pub fn to_js(event: EngineEvent) -> Vec<Value> {
             "IMRecvCustomCommand",
             json!([room_id, user(&from), command]),
         )],
-        SessionEvent::RemoteMicState { stream_id, state } => {
-            vec![ev(
-                "remoteMicStateUpdate",
-                json!([stream_id.as_str(), state]),
-            )]
-        }
-        SessionEvent::RemoteCameraState { stream_id, state } => {
-            vec![ev(
-                "remoteCameraStateUpdate",
-                json!([stream_id.as_str(), state]),
-            )]
-        }
+        // Routed to another group by `to_js`.
+        _ => Vec::new(),
     }
 }

@@ -4,7 +4,9 @@
 // napi-derive compiles registration out under cfg(test), which leaves exported items unused there.
 #![cfg_attr(test, allow(dead_code))]
 
+mod devices;
 mod events;
+mod media_calls;
 #[cfg(feature = "server")]
 mod server;
 
@@ -14,10 +16,7 @@ use napi_derive::napi;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use zrooms_engine::media;
-use zrooms_engine::media::pipeline::{
-    AudioConfig, RawFormat, RawFrame, Render, VideoCodec, VideoConfig,
-};
+use zrooms_engine::media::pipeline::Render;
 use zrooms_engine::{Command, Engine, EngineConfig, RoomConfig, SessionConfig};
 
 /// One runtime per process, shared by the engines of every JS environment and by embedded
@@ -322,241 +321,6 @@ impl NativeEngine {
         self.call(Command::EnableCamera { enable, channel })
     }
 
-    /// The latest decoded picture of a played stream as an I420 frame, if any.
-    #[napi]
-    pub fn snapshot(&self, stream_id: String) -> Option<events::JsFrame> {
-        let p = self.engine.snapshot(&stream_id)?;
-        Some(events::JsFrame {
-            kind: "video".into(),
-            stream_id,
-            width: p.width,
-            height: p.height,
-            timestamp: 0.0,
-            sample_rate: 0,
-            channels: 0,
-            channel: 0,
-            data: p.data.clone().into(),
-        })
-    }
-
-    /// `getAudioDeviceList(type)`: 0 input, 1 output; `[{deviceID, deviceName}]`.
-    #[napi]
-    pub fn audio_devices(&self, output: bool) -> serde_json::Value {
-        device_list(media::devices::audio_devices(direction(output)))
-    }
-
-    /// `getDefaultAudioDeviceID(type)`: `""` when the system has no usable device.
-    #[napi]
-    pub fn default_audio_device(&self, output: bool) -> String {
-        media::devices::default_audio_device(direction(output))
-            .map(|d| d.id)
-            .unwrap_or_default()
-    }
-
-    /// `getVideoDeviceList()`.
-    #[napi]
-    pub fn video_devices(&self) -> serde_json::Value {
-        device_list(media::devices::video_devices())
-    }
-
-    /// `useAudioDevice(deviceID, type)`: the next capture or playout uses it; a running
-    /// speaker or microphone moves at once.
-    #[napi]
-    pub fn use_audio_device(&self, output: bool, device_id: String) {
-        self.engine.devices(true, |d| {
-            if output {
-                d.speaker = device_id;
-            } else {
-                d.microphone = device_id;
-            }
-        });
-    }
-
-    /// `getCurrentAudioDevice(type)`: the chosen device (`""`: the default).
-    #[napi]
-    pub fn current_audio_device(&self, output: bool) -> String {
-        self.engine
-            .devices(false, |d| {
-                if output {
-                    d.speaker.clone()
-                } else {
-                    d.microphone.clone()
-                }
-            })
-            .unwrap_or_default()
-    }
-
-    /// `useVideoDevice(deviceID, channel)`: the channel's next capture uses it.
-    #[napi]
-    pub fn use_video_device(&self, channel: u32, device_id: String) {
-        self.engine.devices(false, |d| {
-            if let Some(slot) = d.cameras.get_mut(channel as usize) {
-                *slot = device_id;
-            }
-        });
-    }
-
-    #[napi]
-    pub fn mute_speaker(&self, mute: bool) {
-        self.engine.devices(false, |d| {
-            if let Ok(mut mix) = d.mix.lock() {
-                mix.muted = mute;
-            }
-        });
-    }
-
-    /// `setCaptureVolume(0..200)`.
-    #[napi]
-    pub fn set_capture_volume(&self, volume: u32) {
-        self.engine.devices(false, |d| {
-            if let Ok(mut v) = d.capture_volume.lock() {
-                *v = volume.min(200) as f32 / 100.0;
-            }
-        });
-    }
-
-    /// `enableAudioCaptureDevice(enable)`: false releases the microphone.
-    #[napi]
-    pub fn enable_audio_capture_device(&self, enable: bool) {
-        self.engine.devices(true, |d| d.mic_enabled = enable);
-    }
-
-    /// The speaker's gain for one played stream (`streamID`) or for all (`None`), 0..2.
-    #[napi]
-    pub fn set_playout_gain(&self, stream_id: Option<String>, gain: f64) {
-        self.engine.devices(false, |d| {
-            if let Ok(mut mix) = d.mix.lock() {
-                match stream_id {
-                    Some(id) => mix.set_gain(&id, gain as f32),
-                    None => mix.all_gain = gain as f32,
-                }
-            }
-        });
-    }
-
-    /// What devices run now: `{speaker: {deviceID, frames, peak} | null, microphones: {channel:
-    /// deviceID}, cameras: {channel: deviceID}}` (diagnostics and tests).
-    #[napi]
-    pub fn device_state(&self) -> serde_json::Value {
-        self.engine
-            .devices(false, |d| {
-                serde_json::json!({
-                    "speaker": d.speaker_running.as_ref().map(|(id, frames, peak)| serde_json::json!({
-                        "deviceID": id,
-                        "frames": frames.load(std::sync::atomic::Ordering::Relaxed),
-                        "peak": peak.load(std::sync::atomic::Ordering::Relaxed),
-                    })),
-                    "microphones": d.microphones.iter().map(|(c, id)| (c.to_string(), serde_json::json!(id))).collect::<serde_json::Map<_, _>>(),
-                    "cameras": d.camera_ids.iter().map(|(c, id)| (c.to_string(), serde_json::json!(id))).collect::<serde_json::Map<_, _>>(),
-                })
-            })
-            .unwrap_or_default()
-    }
-
-    /// `{captured, remote: {streamID: level}}`, 0..100, for the sound-level monitor.
-    #[napi]
-    pub fn sound_levels(&self) -> serde_json::Value {
-        let (captured, remote) = self.engine.sound_levels();
-        let remote: serde_json::Map<String, serde_json::Value> = remote
-            .into_iter()
-            .map(|(k, v)| (k, serde_json::json!(v)))
-            .collect();
-        serde_json::json!({ "captured": captured, "remote": remote })
-    }
-
-    /// `setVideoConfig` for one channel; the facade validates and maps presets.
-    #[napi]
-    pub fn set_video_config(&self, channel: u32, config: NativeVideoConfig) {
-        self.engine.set_video_config(
-            channel as usize,
-            VideoConfig {
-                width: config.width,
-                height: config.height,
-                fps: config.fps,
-                bitrate_kbps: config.bitrate_kbps,
-                keyframe_interval: config.key_frame_interval,
-                codec: if config.codec_id == 2 {
-                    VideoCodec::Vp8
-                } else {
-                    VideoCodec::H264
-                },
-            },
-        );
-    }
-
-    #[napi]
-    pub fn enable_custom_audio_io(&self, enable: bool, channel: u32) {
-        self.engine.enable_custom_audio(channel as usize, enable);
-    }
-
-    /// 16-bit PCM at 48 kHz, mono or interleaved stereo (downmixed); false when not taken.
-    #[napi]
-    pub fn send_custom_audio(&self, channel: u32, channels: u32, data: Buffer) -> bool {
-        let samples: Vec<i16> = data
-            .chunks_exact(2)
-            .map(|b| i16::from_le_bytes([b[0], b[1]]))
-            .collect();
-        let mono = match channels {
-            1 => samples,
-            2 => samples
-                .chunks_exact(2)
-                .map(|lr| ((lr[0] as i32 + lr[1] as i32) / 2) as i16)
-                .collect(),
-            _ => return false,
-        };
-        self.engine.push_custom_audio(channel as usize, mono)
-    }
-
-    /// `setAudioConfig`: bitrate in kbps, 1 or 2 channels.
-    #[napi]
-    pub fn set_audio_config(&self, channel: u32, bitrate_kbps: u32, channels: u32) {
-        self.engine.set_audio_config(
-            channel as usize,
-            AudioConfig {
-                bitrate_kbps,
-                stereo: channels == 2,
-            },
-        );
-    }
-
-    #[napi]
-    pub fn set_preview(&self, channel: u32, on: bool) {
-        self.engine.set_preview(channel as usize, on);
-    }
-
-    #[napi]
-    pub fn enable_custom_video_capture(&self, enable: bool, channel: u32) {
-        self.engine.enable_custom_video(channel as usize, enable);
-    }
-
-    /// One frame of custom capture; false when it was not taken (no custom publisher on the
-    /// channel, a format or size that does not fit the data, or the encoder is behind).
-    #[napi]
-    pub fn send_custom_video_frame(
-        &self,
-        channel: u32,
-        format: u32,
-        width: u32,
-        height: u32,
-        data: Buffer,
-    ) -> bool {
-        let Some(format) = RawFormat::from_zego(format) else {
-            return false;
-        };
-        if width == 0 || height == 0 || data.len() < format.frame_len(width, height) {
-            return false;
-        }
-        self.engine.push_custom_frame(
-            channel as usize,
-            RawFrame {
-                format,
-                width,
-                height,
-                data: data.to_vec(),
-            },
-        )
-    }
-
     /// Leaves every room and stops the engine; no event follows.
     #[napi]
     pub async fn destroy(&self) -> Result<()> {
@@ -596,18 +360,4 @@ fn jitter_seed() -> u64 {
     nanos
         ^ (u64::from(std::process::id()) << 32)
         ^ COUNTER.fetch_add(0x9e37_79b9, Ordering::Relaxed)
-}
-
-fn direction(output: bool) -> media::devices::AudioDirection {
-    if output {
-        media::devices::AudioDirection::Output
-    } else {
-        media::devices::AudioDirection::Input
-    }
-}
-
-fn device_list(list: Vec<media::devices::DeviceInfo>) -> serde_json::Value {
-    list.into_iter()
-        .map(|d| serde_json::json!({"deviceID": d.id, "deviceName": d.name}))
-        .collect()
 }
