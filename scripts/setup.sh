@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 # openh264's assembly (it must be there before the first build), libvpx for VP8, pkg-config.
 # ALSA headers for cpal (microphone, speaker), libclang for nokhwa's V4L2 bindings (camera).
 # Chromium (Debian's package) is the browser the web client's tests drive.
-APT_PACKAGES=(build-essential pkg-config cmake nasm libvpx-dev libasound2-dev libclang-dev chromium)
+# python3 runs scripts/sizes.py (the size check of the test command).
+APT_PACKAGES=(build-essential pkg-config cmake nasm libvpx-dev libasound2-dev libclang-dev chromium python3)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

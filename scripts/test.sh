@@ -11,6 +11,10 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --release --workspace --all-targets -- -D warnings
+# The binding builds without the embedded server too (the client alone).
+cargo clippy --release -p zrooms-node --no-default-features -- -D warnings
+echo "== sizes (no source file over 600 lines, no function over 80, without a written reason)"
+python3 scripts/sizes.py
 echo "== cargo test"
 cargo test --release --workspace 2>&1 | tee "$logs/cargo.txt"
 echo "== ava"

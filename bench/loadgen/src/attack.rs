@@ -9,6 +9,8 @@
 //! app 1 and app 2, and app 5 with a ServerSecret; nothing else is set, so "after" runs the new
 //! defaults. Request loops are bounded by the window and stop by themselves; every target is on
 //! 127.0.0.0/8.
+// size: the catalogue of the security scenario's attacks, one function each, with the
+// forged-token helpers they share; 650 lines because each attack is its own small procedure.
 
 use crate::client::{room_id, stream_id, Client, Server, Window};
 use crate::media::{attacker_peer, Probe};
@@ -271,6 +273,7 @@ fn token_cbc(user_id: &str, iv: [u8; 16]) -> Result<String, String> {
         .map_err(|e| format!("{e:?}"))
 }
 
+// size: one attack: the forged tokens, the eight connections and the tally of answers, in the order they happen.
 /// The padding oracle: eight connections log in with the attacker's own CBC token whose last
 /// block is kept and whose IV is varied, as fast as the server answers. Reported: the answers
 /// seen (two codes = an oracle).

@@ -251,78 +251,89 @@ async fn run(o: &Opts) -> Result<String, String> {
                 );
                 latency_rows(&mut out, &what, &zl, &bl);
             }
-            "throughput" => {
-                let (z, b) = servers(o, Some(UNLIMITED), "ws-baseline")?;
-                let zt = signaling::throughput(Target::Zrooms, &z, o.receivers, o.burst).await?;
-                let bt = signaling::throughput(Target::Baseline, &b, o.receivers, o.burst).await?;
-                out.push_str(&format!(
-                    "| broadcast throughput, {} back to back to {} (deliveries/s) | {:.0} | {:.0} | {} | {} / {} and {} / {} delivered in {:.2} s / {:.2} s; server CPU {:.2} s / {:.2} s |\n",
-                    o.burst, o.receivers, zt.per_second, bt.per_second,
-                    ratio(zt.per_second, bt.per_second),
-                    zt.deliveries, zt.expected, bt.deliveries, bt.expected,
-                    zt.seconds, bt.seconds, zt.cpu_s, bt.cpu_s
-                ));
-                out.push_str(&format!(
-                    "| throughput: server resident memory (MiB) | {:.1} | {:.1} | {} | at the end |\n",
-                    zt.rss_kib as f64 / 1024.0,
-                    bt.rss_kib as f64 / 1024.0,
-                    ratio(zt.rss_kib as f64, bt.rss_kib as f64)
-                ));
-            }
-            "users" => {
-                let (z, b) = servers(o, None, "ws-baseline")?;
-                let zu = signaling::users(Target::Zrooms, &z, o.users, o.rooms, o.join_rate).await;
-                let bu =
-                    signaling::users(Target::Baseline, &b, o.users, o.rooms, o.join_rate).await;
-                out.push_str(&format!(
-                    "| {} users in {} rooms, 2 rooms each: server resident memory (MiB) | {:.1} | {:.1} | {} | {} memberships; connections failed {} / {} |\n",
-                    zu.users, zu.rooms,
-                    zu.lat.rss_kib as f64 / 1024.0,
-                    bu.lat.rss_kib as f64 / 1024.0,
-                    ratio(zu.lat.rss_kib as f64, bu.lat.rss_kib as f64),
-                    zu.memberships, zu.lat.failed, bu.lat.failed
-                ));
-                out.push_str(&format!(
-                    "| the same: login p50 / p99 (ms) | {:.2} / {:.2} | – | – | {} logins at {} users/s; server CPU {:.1} s over {:.1} s (baseline {:.1} s) |\n",
-                    zu.lat.p50, zu.lat.p99, zu.lat.n, o.join_rate,
-                    zu.lat.cpu_s, zu.lat.wall_s, bu.lat.cpu_s
-                ));
-            }
-            "sfu" => {
-                for &(p, n) in &o.topologies {
-                    eprintln!("   {p} publishers x {n} players");
-                    let (z, b) = servers(o, None, "udp-baseline")?;
-                    let zm = media::sfu(&z, p, n, o.seconds).await?;
-                    drop(z);
-                    let bm = media::udp_baseline(&b, p, n, o.seconds).await?;
-                    out.push_str(&format!(
-                        "| media {p} x {n} (640x360@15 + audio): server CPU (cores) | {:.2} | {:.2} | {} | {} legs; load generator itself {:.2} / {:.2} cores; server memory {:.1} MiB |\n",
-                        zm.cores, bm.cores, ratio(zm.cores, bm.cores), zm.legs,
-                        zm.loadgen_cores, bm.loadgen_cores, zm.rss_kib as f64 / 1024.0
-                    ));
-                    out.push_str(&format!(
-                        "| media {p} x {n}: video frames lost | {:.2} % | {:.2} % | – | {} / {} and {} / {} received; {} players failed to set up |\n",
-                        zm.video_loss() * 100.0, bm.video_loss() * 100.0,
-                        zm.received_video, zm.expected_video, bm.received_video, bm.expected_video,
-                        zm.setup_failed
-                    ));
-                    out.push_str(&format!(
-                        "| media {p} x {n}: video frame latency p50 / p99 (ms) | {:.1} / {:.1} | {:.1} / {:.1} | – | publisher's write to the player's last packet; max {:.0} / {:.0} ms |\n",
-                        zm.latency_ms.0, zm.latency_ms.1, bm.latency_ms.0, bm.latency_ms.1,
-                        zm.latency_ms.2, bm.latency_ms.2
-                    ));
-                    out.push_str(&format!(
-                        "| media {p} x {n}: audio frames lost | {:.2} % | {:.2} % | – | {} / {} and {} / {} received |\n",
-                        zm.audio_loss() * 100.0, bm.audio_loss() * 100.0,
-                        zm.received_audio, zm.expected_audio, bm.received_audio, bm.expected_audio
-                    ));
-                }
-            }
+            "throughput" => throughput_rows(o, &mut out).await?,
+            "users" => users_rows(o, &mut out).await?,
+            "sfu" => sfu_rows(o, &mut out).await?,
             "security" => security(o, &mut out).await?,
             _ => {}
         }
     }
     Ok(out)
+}
+
+/// Broadcasts back to back to many receivers: deliveries a second, and memory.
+async fn throughput_rows(o: &Opts, out: &mut String) -> Result<(), String> {
+    let (z, b) = servers(o, Some(UNLIMITED), "ws-baseline")?;
+    let zt = signaling::throughput(Target::Zrooms, &z, o.receivers, o.burst).await?;
+    let bt = signaling::throughput(Target::Baseline, &b, o.receivers, o.burst).await?;
+    out.push_str(&format!(
+            "| broadcast throughput, {} back to back to {} (deliveries/s) | {:.0} | {:.0} | {} | {} / {} and {} / {} delivered in {:.2} s / {:.2} s; server CPU {:.2} s / {:.2} s |\n",
+            o.burst, o.receivers, zt.per_second, bt.per_second,
+            ratio(zt.per_second, bt.per_second),
+            zt.deliveries, zt.expected, bt.deliveries, bt.expected,
+            zt.seconds, bt.seconds, zt.cpu_s, bt.cpu_s
+        ));
+    out.push_str(&format!(
+        "| throughput: server resident memory (MiB) | {:.1} | {:.1} | {} | at the end |\n",
+        zt.rss_kib as f64 / 1024.0,
+        bt.rss_kib as f64 / 1024.0,
+        ratio(zt.rss_kib as f64, bt.rss_kib as f64)
+    ));
+    Ok(())
+}
+
+/// Many users in many rooms: memory and login latency.
+async fn users_rows(o: &Opts, out: &mut String) -> Result<(), String> {
+    let (z, b) = servers(o, None, "ws-baseline")?;
+    let zu = signaling::users(Target::Zrooms, &z, o.users, o.rooms, o.join_rate).await;
+    let bu = signaling::users(Target::Baseline, &b, o.users, o.rooms, o.join_rate).await;
+    out.push_str(&format!(
+            "| {} users in {} rooms, 2 rooms each: server resident memory (MiB) | {:.1} | {:.1} | {} | {} memberships; connections failed {} / {} |\n",
+            zu.users, zu.rooms,
+            zu.lat.rss_kib as f64 / 1024.0,
+            bu.lat.rss_kib as f64 / 1024.0,
+            ratio(zu.lat.rss_kib as f64, bu.lat.rss_kib as f64),
+            zu.memberships, zu.lat.failed, bu.lat.failed
+        ));
+    out.push_str(&format!(
+            "| the same: login p50 / p99 (ms) | {:.2} / {:.2} | – | – | {} logins at {} users/s; server CPU {:.1} s over {:.1} s (baseline {:.1} s) |\n",
+            zu.lat.p50, zu.lat.p99, zu.lat.n, o.join_rate,
+            zu.lat.cpu_s, zu.lat.wall_s, bu.lat.cpu_s
+        ));
+    Ok(())
+}
+
+/// Each media topology through the SFU and through the UDP forwarder.
+async fn sfu_rows(o: &Opts, out: &mut String) -> Result<(), String> {
+    for &(p, n) in &o.topologies {
+        eprintln!("   {p} publishers x {n} players");
+        let (z, b) = servers(o, None, "udp-baseline")?;
+        let zm = media::sfu(&z, p, n, o.seconds).await?;
+        drop(z);
+        let bm = media::udp_baseline(&b, p, n, o.seconds).await?;
+        out.push_str(&format!(
+                "| media {p} x {n} (640x360@15 + audio): server CPU (cores) | {:.2} | {:.2} | {} | {} legs; load generator itself {:.2} / {:.2} cores; server memory {:.1} MiB |\n",
+                zm.cores, bm.cores, ratio(zm.cores, bm.cores), zm.legs,
+                zm.loadgen_cores, bm.loadgen_cores, zm.rss_kib as f64 / 1024.0
+            ));
+        out.push_str(&format!(
+                "| media {p} x {n}: video frames lost | {:.2} % | {:.2} % | – | {} / {} and {} / {} received; {} players failed to set up |\n",
+                zm.video_loss() * 100.0, bm.video_loss() * 100.0,
+                zm.received_video, zm.expected_video, bm.received_video, bm.expected_video,
+                zm.setup_failed
+            ));
+        out.push_str(&format!(
+                "| media {p} x {n}: video frame latency p50 / p99 (ms) | {:.1} / {:.1} | {:.1} / {:.1} | – | publisher's write to the player's last packet; max {:.0} / {:.0} ms |\n",
+                zm.latency_ms.0, zm.latency_ms.1, bm.latency_ms.0, bm.latency_ms.1,
+                zm.latency_ms.2, bm.latency_ms.2
+            ));
+        out.push_str(&format!(
+                "| media {p} x {n}: audio frames lost | {:.2} % | {:.2} % | – | {} / {} and {} / {} received |\n",
+                zm.audio_loss() * 100.0, bm.audio_loss() * 100.0,
+                zm.received_audio, zm.expected_audio, bm.received_audio, bm.expected_audio
+            ));
+    }
+    Ok(())
 }
 
 /// Each attack against the binary from before the hardening (`--before-bin`) and this one.
