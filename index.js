@@ -384,6 +384,9 @@ class ZegoExpressEngine {
 
   async mutePlayStreamVideo(streamID, mute) {
     this._playSwitch(streamID).videoMuted = !!mute
+    // The engine stops decoding it; the switch here only drops frames already on their way.
+    const s = str(streamID)
+    if (s !== null) this._native.mutePlayStreamVideo(s, !!mute)
   }
 
   async muteAllPlayStreamAudio(mute) {
@@ -393,6 +396,7 @@ class ZegoExpressEngine {
 
   async muteAllPlayStreamVideo(mute) {
     this._allVideoMuted = !!mute
+    this._native.mutePlayStreamVideo(null, !!mute)
   }
 
   /** 0..200, 100 = unchanged. */

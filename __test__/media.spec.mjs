@@ -237,6 +237,22 @@ test.serial('mutes reach the players as events and as silence and black', async 
   // Player-side mute: the view gets silence.
   await play.call('mutePlayStreamAudio', 'muted', true)
   t.true(level(await after(0, 30)) === 0, 'mutePlayStreamAudio silences the view')
+
+  // Player-side video mute: no frame reaches the view and nothing is decoded (the snapshot
+  // stands still) while audio goes on; after unmuting, pictures come back from a keyframe.
+  const snapshotCounter = async () => readTestPattern({ width: 640, height: 360, data: (await play.call('takePlayStreamSnapshot', 'muted')).image.data }).counter
+  await play.call('mutePlayStreamVideo', 'muted', true)
+  const mutedAt = await play.mediaStats('muted')
+  const frozenAt = await snapshotCounter()
+  const whileMuted = await play.waitMedia('muted', { audioFrames: mutedAt.audioFrames + 40 })
+  t.true(whileMuted.frames - mutedAt.frames <= 1, `${whileMuted.frames - mutedAt.frames} frames reached a muted view`)
+  // (One picture may have been in the decoder when the mute came; 0.8 s holds about 12.)
+  const decodedWhileMuted = (await snapshotCounter()) - frozenAt
+  t.true(decodedWhileMuted <= 1, `muted video is not decoded (${decodedWhileMuted} pictures)`)
+  await play.call('mutePlayStreamVideo', 'muted', false)
+  const resumed = await play.waitMedia('muted', { frames: whileMuted.frames + 5 })
+  const fresh = resumed.counters.slice(whileMuted.frames)
+  t.true(fresh.every((c) => c !== null && c > frozenAt), `counters after unmuting: ${fresh}`)
   for (const p of [pub, play, late]) await p.call('logoutRoom')
 })
 

@@ -16,7 +16,6 @@ use napi_derive::napi;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use zrooms_engine::media::pipeline::Render;
 use zrooms_engine::{Command, Engine, EngineConfig, RoomConfig, SessionConfig};
 
 /// One runtime per process, shared by the engines of every JS environment and by embedded
@@ -272,14 +271,21 @@ impl NativeEngine {
         video: bool,
         audio: bool,
     ) -> i64 {
-        self.engine.set_render(&stream_id, Render { video, audio });
+        self.engine.set_render(&stream_id, video, audio);
         self.call(Command::StartPlaying { stream_id, room_id })
     }
 
     #[napi]
     pub fn stop_playing_stream(&self, stream_id: String) -> i64 {
-        self.engine.set_render(&stream_id, Render::default());
+        self.engine.clear_render(&stream_id);
         self.call(Command::StopPlaying { stream_id })
+    }
+
+    /// `mutePlayStreamVideo` (a stream) or `muteAllPlayStreamVideo` (`null`): muted video is
+    /// not decoded and no frame of it crosses into JS.
+    #[napi]
+    pub fn mute_play_stream_video(&self, stream_id: Option<String>, mute: bool) {
+        self.engine.mute_play_video(stream_id.as_deref(), mute);
     }
 
     #[napi]

@@ -264,13 +264,35 @@ impl Engine {
             .cloned()
     }
 
-    /// Which decoded media of `stream_id` the app wants as frames.
-    pub fn set_render(&self, stream_id: &str, render: Render) {
+    /// Which decoded media of `stream_id` the app wants as frames (a video mute set before is
+    /// kept).
+    pub fn set_render(&self, stream_id: &str, video: bool, audio: bool) {
+        self.update_render(stream_id, |r| {
+            r.video = video;
+            r.audio = audio;
+        });
+    }
+
+    /// The stream stopped playing: its view and its mute are forgotten (ZEGO resets a player's
+    /// switches with `stopPlayingStream`).
+    pub fn clear_render(&self, stream_id: &str) {
         if let Ok(mut map) = self.render.lock() {
-            if render == Render::default() {
-                map.remove(stream_id);
-            } else {
-                map.insert(stream_id.to_string(), render);
+            map.remove(stream_id);
+        }
+    }
+
+    /// `mutePlayStreamVideo` (`Some(stream)`) or `muteAllPlayStreamVideo` (`None`): a muted
+    /// stream's video is not decoded, and no frame of it reaches the app.
+    pub fn mute_play_video(&self, stream_id: Option<&str>, mute: bool) {
+        self.update_render(stream_id.unwrap_or(""), |r| r.video_muted = mute);
+    }
+
+    fn update_render(&self, key: &str, f: impl FnOnce(&mut Render)) {
+        if let Ok(mut map) = self.render.lock() {
+            let entry = map.entry(key.to_string()).or_default();
+            f(entry);
+            if *entry == Render::default() {
+                map.remove(key);
             }
         }
     }

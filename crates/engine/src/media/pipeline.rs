@@ -244,11 +244,22 @@ pub fn sound_level(pcm: &[i16]) -> f32 {
     (((20.0 * rms.log10() + 60.0) / 60.0 * 100.0).clamp(0.0, 100.0)) as f32
 }
 
-/// Which decoded media the app wants for a stream (it gave a view with callbacks).
+/// Which decoded media the app wants for a stream (it gave a view with callbacks), and whether
+/// its video is muted (`mutePlayStreamVideo`: not decoded at all). The entry under the empty
+/// stream ID (never a stream's) holds `muteAllPlayStreamVideo`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Render {
     pub video: bool,
     pub audio: bool,
+    pub video_muted: bool,
+}
+
+/// What a stream's player reads from the render map: its own entry, with the engine-wide
+/// video mute applied.
+pub fn render_of(map: &std::collections::HashMap<String, Render>, stream_id: &str) -> Render {
+    let mut r = map.get(stream_id).copied().unwrap_or_default();
+    r.video_muted |= map.get("").is_some_and(|all| all.video_muted);
+    r
 }
 
 pub type RenderMap = Arc<Mutex<std::collections::HashMap<String, Render>>>;

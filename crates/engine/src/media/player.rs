@@ -75,6 +75,8 @@ struct Playback {
     rendered: bool,
     /// Since when the video waits for a keyframe, or when one was last asked for.
     frozen: Option<Instant>,
+    /// Frames were skipped while the video was muted.
+    skipped: bool,
     pcm: Vec<i16>,
     playout: Playout,
 }
@@ -112,6 +114,7 @@ fn play_loop(
         size: (0, 0),
         rendered: false,
         frozen: None,
+        skipped: false,
         pcm: vec![0i16; AUDIO_FRAME * 6],
         playout: Playout::default(),
     };
@@ -136,7 +139,7 @@ impl Playback {
     /// What the app wants of this stream as frames.
     fn wants(&self) -> Render {
         let map = self.render.lock();
-        map.map(|m| m.get(&self.stream_id).copied().unwrap_or_default())
+        map.map(|m| render_of(&m, &self.stream_id))
             .unwrap_or_default()
     }
 
@@ -173,9 +176,18 @@ impl Playback {
         }
     }
 
-    /// A video frame: decoded unless the picture waits for a keyframe.
+    /// A video frame: decoded unless it is muted or the picture waits for a keyframe.
     fn video(&mut self, packet: &Packet) {
-        // Lost on the network for good, or dropped from this thread's full queue.
+        // Muted: not decoded at all; the decoder picks up again at a keyframe.
+        if self.wants().video_muted {
+            self.skipped = true;
+            return;
+        }
+        // Lost on the network for good, dropped from this thread's full queue, or skipped.
+        if std::mem::take(&mut self.skipped) && !is_keyframe(packet.codec, &packet.data) {
+            self.frozen = Some(Instant::now());
+            self.keyframe.push(self.stream_id.clone());
+        }
         if !packet.contiguous || self.gap.swap(false, Ordering::AcqRel) {
             self.frozen.get_or_insert_with(Instant::now);
         }
@@ -223,7 +235,8 @@ impl Playback {
         if let Ok(mut m) = self.levels.lock() {
             m.last_picture.insert(stream_id.clone(), picture.clone());
         }
-        if self.wants().video {
+        let wants = self.wants();
+        if wants.video && !wants.video_muted {
             let frame = VideoFrame {
                 stream_id,
                 width,
