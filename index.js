@@ -438,10 +438,14 @@ class ZegoExpressEngine {
     return this._native.defaultAudioDevice(type === 1)
   }
 
-  /** Capture or play through `deviceID` (`""`: the default). A running one moves at once. */
+  /**
+   * Capture or play through `deviceID` (`""`: the default). A running one moves at once: the
+   * promise resolves once it has.
+   */
   async useAudioDevice(deviceID, type) {
     if ((type !== 0 && type !== 1) || typeof deviceID !== 'string') return this._fail('useAudioDevice', ZegoErrorCode.CommonIllegalParam)
-    this._native.useAudioDevice(type === 1, deviceID)
+    if (this._destroyed) return
+    await this._native.useAudioDevice(type === 1, deviceID)
     this._report('useAudioDevice', 0, '', false)
   }
 
@@ -487,10 +491,14 @@ class ZegoExpressEngine {
     this._native.setCaptureVolume(Math.round(Math.min(200, Math.max(0, volume))))
   }
 
-  /** false releases the microphone (publishers send silence); true opens it again. */
+  /**
+   * false releases the microphone (publishers send silence); true opens it again. Resolves
+   * once it has.
+   */
   async enableAudioCaptureDevice(enable) {
     if (typeof enable !== 'boolean') return this._fail('enableAudioCaptureDevice', ZegoErrorCode.CommonIllegalParam)
-    this._native.enableAudioCaptureDevice(enable)
+    if (this._destroyed) return
+    await this._native.enableAudioCaptureDevice(enable)
   }
 
   /** What devices run now (not ZEGO's API): `{speaker: {deviceID, frames, peak} | null, microphones, cameras}`. */

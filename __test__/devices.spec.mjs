@@ -9,6 +9,18 @@ import { frames } from './helpers/frames.mjs'
 import { streamTag, toneFrequency } from './helpers/pattern.mjs'
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+
+/**
+ * Reads `read()` again, answer after answer, until `done(value)` (at most `timeout` ms): a
+ * device's state has no event, so the test asks until the device has done what it waits for.
+ */
+async function until(read, done, timeout = 5000) {
+  const end = Date.now() + timeout
+  for (;;) {
+    const value = await read()
+    if (done(value) || Date.now() > end) return value
+  }
+}
 const user = (id) => ({ userID: id, userName: id })
 const devices = { advanced: { capture: 'device' } }
 const CAMERA = 1
@@ -75,8 +87,9 @@ test.serial('a missing camera and microphone: localDeviceExceptionOccurred, and 
     await play.playWithView('fallback', { roomID: 'devices' })
     const s = await frames(play, 'fallback', 20)
     t.true(s.tags.includes(streamTag('fallback')), 'the synthetic pattern of the stream')
-    await sleep(1200)
-    const audio = await play.mediaStats('fallback')
+    // One more second of audio, then the tone of the last second.
+    const heard = await play.mediaStats('fallback')
+    const audio = await play.waitMedia('fallback', { audioFrames: heard.audioFrames + 50 })
     const f = toneFrequency(audio.audioSamples.slice(-48000), 48000)
     t.true(Math.abs(f - 440) < 4, `the tone: ${f} Hz`)
     const state = await pub.call('getDeviceState')
@@ -106,12 +119,13 @@ test.serial('remote audio plays through cpal into ALSA null: a real output strea
       t.is((await play.call('getDeviceState')).speaker.deviceID, defaultOut)
     }
     // Now the null device: the running output moves to it at once.
+    // The call resolves once the output has moved.
     await play.call('useAudioDevice', 'alsa:null', 1)
-    await sleep(500)
     const a = (await play.call('getDeviceState')).speaker
     t.truthy(a, 'the speaker runs')
     t.is(a.deviceID, 'alsa:null')
     const t0 = Date.now()
+    // A measurement window (the device's pace), not a wait for something to happen.
     await sleep(1500)
     const b = (await play.call('getDeviceState')).speaker
     const perSecond = ((b.frames - a.frames) * 1000) / (Date.now() - t0)
@@ -124,12 +138,13 @@ test.serial('remote audio plays through cpal into ALSA null: a real output strea
     t.true(b.peak > 3000, `speaker peak ${b.peak}`)
     await play.call('muteSpeaker', true)
     t.true(await play.call('isSpeakerMuted'))
-    await sleep(400)
-    t.is((await play.call('getDeviceState')).speaker.peak, 0, 'muted: silence goes to the device')
+    // The device's next buffers are silent: its peak reads 0 once it has played one.
+    const peak = await until(async () => (await play.call('getDeviceState')).speaker.peak, (p) => p === 0)
+    t.is(peak, 0, 'muted: silence goes to the device')
     await play.call('muteSpeaker', false)
     await play.call('setAllPlayStreamVolume', 50)
+    // stopPlayingStream resolves after the player and the speaker have stopped.
     await play.call('stopPlayingStream', 'to-speaker')
-    await sleep(300)
     t.is((await play.call('getDeviceState')).speaker, null, 'released when nothing plays')
   } finally {
     await play.close()
@@ -150,21 +165,19 @@ test.serial('the capture path from ALSA null: the microphone runs and sends its 
     await play.playWithView('from-null', { roomID: 'mic' })
     await frames(play, 'from-null', 10)
     t.deepEqual((await pub.call('getDeviceState')).microphones, { 0: 'alsa:null' })
-    await sleep(1500)
-    const s = await play.mediaStats('from-null')
+    const s = await play.waitMedia('from-null', { audioFrames: 50 })
     const last = s.audioSamples.slice(-24000)
     t.true(s.audioFrames >= 50, `audio frames ${s.audioFrames}`)
     t.true(Math.max(...last.map(Math.abs)) < 100, 'the null device captures silence, and silence arrives')
     t.is(pub.of('localDeviceExceptionOccurred', (type, device) => device === MICROPHONE).length, 0)
+    // Each call resolves once the microphone is released or open again.
     await pub.call('enableAudioCaptureDevice', false)
-    await sleep(300)
     t.deepEqual((await pub.call('getDeviceState')).microphones, {}, 'released')
     await pub.call('enableAudioCaptureDevice', true)
-    await sleep(300)
     t.deepEqual((await pub.call('getDeviceState')).microphones, { 0: 'alsa:null' }, 'open again')
     const before = (await play.mediaStats('from-null')).audioFrames
-    await sleep(600)
-    t.true((await play.mediaStats('from-null')).audioFrames > before, 'audio keeps flowing')
+    const later = await play.waitMedia('from-null', { audioFrames: before + 10 })
+    t.true(later.audioFrames > before, 'audio keeps flowing')
   } finally {
     await play.close()
     await pub.close()

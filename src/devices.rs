@@ -1,7 +1,8 @@
 //! The engine's device calls: lists, choices, volumes and mutes of microphones, speakers and
 //! cameras, and the sound levels.
 
-use crate::NativeEngine;
+use crate::{runtime, NativeEngine};
+use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use zrooms_engine::media;
 
@@ -29,15 +30,20 @@ impl NativeEngine {
 
     /// `useAudioDevice(deviceID, type)`: the next capture or playout uses it; a running
     /// speaker or microphone moves at once.
+    /// Resolves once the running speaker or microphone has moved.
     #[napi]
-    pub fn use_audio_device(&self, output: bool, device_id: String) {
-        self.engine.devices(true, |d| {
+    pub async fn use_audio_device(&self, output: bool, device_id: String) -> Result<()> {
+        let applied = self.engine.apply_devices(|d| {
             if output {
                 d.speaker = device_id;
             } else {
                 d.microphone = device_id;
             }
         });
+        runtime()?
+            .spawn(applied)
+            .await
+            .map_err(|e| Error::from_reason(e.to_string()))
     }
 
     /// `getCurrentAudioDevice(type)`: the chosen device (`""`: the default).
@@ -84,9 +90,14 @@ impl NativeEngine {
     }
 
     /// `enableAudioCaptureDevice(enable)`: false releases the microphone.
+    /// Resolves once the microphones are released or open again.
     #[napi]
-    pub fn enable_audio_capture_device(&self, enable: bool) {
-        self.engine.devices(true, |d| d.mic_enabled = enable);
+    pub async fn enable_audio_capture_device(&self, enable: bool) -> Result<()> {
+        let applied = self.engine.apply_devices(|d| d.mic_enabled = enable);
+        runtime()?
+            .spawn(applied)
+            .await
+            .map_err(|e| Error::from_reason(e.to_string()))
     }
 
     /// The speaker's gain for one played stream (`streamID`) or for all (`None`), 0..2.

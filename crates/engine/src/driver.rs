@@ -170,7 +170,12 @@ impl Driver {
             Cmd::CustomAudio(channel, enable) => self.media.set_custom_audio(channel, enable),
             Cmd::AudioConfig(channel, config) => self.media.set_audio_config(channel, config),
             Cmd::Preview(channel, on) => self.media.set_preview(channel, on),
-            Cmd::Devices => self.media.apply_devices(),
+            Cmd::Devices(ack) => {
+                self.media.apply_devices();
+                if let Some(ack) = ack {
+                    let _ = ack.send(());
+                }
+            }
             Cmd::Fail => panic!("the engine's driver was asked to fail"),
             Cmd::Destroy(ack) => {
                 self.shutdown().await;

@@ -148,8 +148,8 @@ pub(crate) enum Cmd {
     CustomAudio(usize, bool),
     AudioConfig(usize, media::pipeline::AudioConfig),
     Preview(usize, bool),
-    /// Device choices changed (in the shared settings): apply them.
-    Devices,
+    /// Device choices changed (in the shared settings): apply them, then say so.
+    Devices(Option<oneshot::Sender<()>>),
     Destroy(oneshot::Sender<()>),
     /// Makes the driver panic: how a test shows that a dead driver settles every call.
     Fail,
@@ -306,9 +306,28 @@ impl Engine {
     ) -> Option<T> {
         let out = self.levels.lock().ok().map(|mut l| f(&mut l.devices));
         if apply {
-            let _ = self.tx.send(Cmd::Devices);
+            let _ = self.tx.send(Cmd::Devices(None));
         }
         out
+    }
+
+    /// Changes the device settings and resolves once the driver has acted on the change (the
+    /// speaker and microphones open or closed as chosen), like every other call completes.
+    pub fn apply_devices(
+        &self,
+        f: impl FnOnce(&mut media::devices::DeviceSettings),
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        if let Ok(mut l) = self.levels.lock() {
+            f(&mut l.devices);
+        }
+        let (ack, done) = oneshot::channel();
+        let sent = self.tx.send(Cmd::Devices(Some(ack))).is_ok();
+        async move {
+            if sent {
+                // A driver that is gone answers nothing: the call completes all the same.
+                let _ = done.await;
+            }
+        }
     }
 
     /// Submits an API call; its [`SessionEvent::Completed`] carries the returned id.
