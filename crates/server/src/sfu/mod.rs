@@ -239,13 +239,15 @@ async fn run(
     // Sending (the kernel's UDP path, on loopback the receivers' too) runs in its own task,
     // so on a machine with cores to spare it overlaps with the next batch's forwarding.
     let (to_sender, mut batches) = mpsc::channel::<udp::Batch>(SEND_QUEUE);
-    let (give_back, mut spare) = mpsc::unbounded_channel::<udp::Batch>();
+    // Sent batches come back for reuse; at most SEND_QUEUE + 1 exist, and one that finds the
+    // way back full is simply freed.
+    let (give_back, mut spare) = mpsc::channel::<udp::Batch>(SEND_QUEUE + 1);
     tokio::spawn({
         let socket = Arc::clone(&socket);
         async move {
             while let Some(mut batch) = batches.recv().await {
                 batch.send(&socket).await;
-                let _ = give_back.send(batch);
+                let _ = give_back.try_send(batch);
             }
         }
     });

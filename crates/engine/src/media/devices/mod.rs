@@ -227,7 +227,8 @@ fn spawn_device<S: 'static>(
     run: impl FnOnce(S, Arc<AtomicBool>) + Send + 'static,
 ) -> Result<Capture, DeviceError> {
     let stop = Arc::new(AtomicBool::new(false));
-    let (ready_tx, ready_rx) = std_mpsc::channel();
+    // One answer: opened or why not.
+    let (ready_tx, ready_rx) = std_mpsc::sync_channel(1);
     let s = stop.clone();
     std::thread::Builder::new()
         .name(name.into())
