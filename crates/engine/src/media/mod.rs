@@ -56,7 +56,7 @@ pub struct Media {
     thread_events: ThreadEvents,
     /// The driver's own events (this runs on the driver).
     events: mpsc::UnboundedSender<EngineEvent>,
-    /// The output playing every played stream while any plays (devices.rs).
+    /// The output playing every played stream while any plays (media/devices/).
     speaker: Option<devices::Speaker>,
     /// The speaker device that failed to open: reported once, not retried for each stream.
     speaker_failed: Option<String>,

@@ -225,7 +225,7 @@ pub struct Meters {
     pub captured: [f32; 4],
     pub remote: std::collections::HashMap<String, f32>,
     pub last_picture: std::collections::HashMap<String, Arc<I420>>,
-    /// Device choices and the speaker's mix (devices.rs).
+    /// Device choices and the speaker's mix (media/devices/).
     pub devices: super::devices::DeviceSettings,
 }
 

@@ -115,7 +115,7 @@ pub struct Publisher {
     /// Captured pictures also go to the app's preview.
     pub preview: Arc<AtomicBool>,
     /// The microphone and camera feeding this publisher, and where a reopened microphone
-    /// sends (devices.rs).
+    /// sends (media/devices/).
     pub mic: Option<super::devices::Capture>,
     pub camera: Option<super::devices::Capture>,
     pub device_tx: Option<std_mpsc::SyncSender<Pushed>>,
