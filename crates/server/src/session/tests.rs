@@ -6,14 +6,14 @@ use crate::config::{AppConfig, ServerConfig};
 use crate::sfu::SfuHandle;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::sync::mpsc::{Receiver, UnboundedReceiver};
+use tokio::sync::mpsc::Receiver;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
 struct Harness {
     shared: Arc<Shared>,
-    sfu: UnboundedReceiver<SfuCmd>,
+    sfu: Receiver<SfuCmd>,
 }
 
 impl Harness {

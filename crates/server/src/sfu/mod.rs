@@ -109,18 +109,32 @@ pub enum SfuCmd {
 /// [`OFFER_QUEUE`] wait ([`SfuHandle::offer`] refuses beyond). The others (close, unpublish,
 /// unplay) are never refused: each undoes something admitted before (one close per accepted
 /// connection, one unpublish or unplay per publish or play), so their number is bounded by the
-/// connection, stream and player limits.
+/// connection, stream and player limits, far below [`COMMAND_QUEUE`].
+///
+/// The queue itself holds at most [`COMMAND_QUEUE`] commands. It fills only if the SFU task
+/// stalls; a command that finds it full is dropped, counted and logged: a lost close leaves
+/// the peer until its ICE consent times out (its engine has gone quiet), a lost unpublish or
+/// unplay leaves one track forwarding until its peer closes. Nothing blocks a handler.
 #[derive(Clone)]
 pub struct SfuHandle {
-    tx: mpsc::UnboundedSender<SfuCmd>,
+    tx: mpsc::Sender<SfuCmd>,
     offers: Arc<std::sync::atomic::AtomicUsize>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
     pub addr: SocketAddr,
 }
 
+/// Commands waiting for the SFU task, all connections together.
+pub const COMMAND_QUEUE: usize = 65_536;
+
 impl SfuHandle {
-    /// Queues a close, unpublish or unplay.
+    /// Queues a close, unpublish or unplay (dropped, counted and logged if the queue is full).
     pub fn send(&self, cmd: SfuCmd) {
-        let _ = self.tx.send(cmd);
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(cmd) {
+            let n = self
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(dropped = n + 1, "SFU command queue full: command dropped");
+        }
     }
 
     /// Queues an offer unless [`OFFER_QUEUE`] already wait; false when refused.
@@ -132,7 +146,7 @@ impl SfuHandle {
                 (n < OFFER_QUEUE).then_some(n + 1)
             })
             .is_ok();
-        if admitted && self.tx.send(cmd).is_err() {
+        if admitted && self.tx.try_send(cmd).is_err() {
             self.offers.fetch_sub(1, Ordering::AcqRel);
             return false;
         }
@@ -146,11 +160,12 @@ impl SfuHandle {
     }
 
     /// A handle whose commands are read from the returned receiver instead of an SFU task.
-    pub(crate) fn detached(addr: SocketAddr) -> (SfuHandle, mpsc::UnboundedReceiver<SfuCmd>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub(crate) fn detached(addr: SocketAddr) -> (SfuHandle, mpsc::Receiver<SfuCmd>) {
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let handle = SfuHandle {
             tx,
             offers: Arc::default(),
+            dropped: Arc::default(),
             addr,
         };
         (handle, rx)
@@ -231,7 +246,7 @@ pub async fn start(
 async fn run(
     socket: UdpSocket,
     addr: SocketAddr,
-    mut rx: mpsc::UnboundedReceiver<SfuCmd>,
+    mut rx: mpsc::Receiver<SfuCmd>,
     handle: SfuHandle,
 ) {
     udp::set_buffers(&socket, SOCKET_BUFFER);
