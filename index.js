@@ -86,13 +86,7 @@ class ZegoExpressEngine {
     this._rooms = new Set()
     // streamID → the view given to startPlayingStream, when it takes frames.
     this._views = new Map()
-    this._playSwitches = new Map()
     this._previews = {}
-    // Streams this engine plays (from playerStateUpdate), for snapshots.
-    this._playing = new Set()
-    this._allAudioMuted = false
-    this._allVideoMuted = false
-    this._allVolume = 100
     this._micMuted = false
     this._videoConfigs = [0, 1, 2, 3].map(() => videoConfigOf(defines.ZegoVideoConfigPreset.Preset360P))
     this._audioConfigs = [0, 1, 2, 3].map(() => audioConfigOf(defines.ZegoAudioConfigPreset.StandardQuality))
@@ -374,51 +368,41 @@ class ZegoExpressEngine {
     return this._call((n) => n.enableCamera(enable, ch), voidResult)
   }
 
-  // Player-side switches act on what reaches the app's view: a muted stream's frames are not
-  // delivered (its audio is silence), volumes scale the PCM handed to onAudioFrame.
+  // Player-side switches live in the engine (Rust) and act on what the view and the speaker
+  // get: a muted stream's video is not decoded, its audio is silence; volumes scale the PCM.
+  // They apply before or while playing; stopPlayingStream resets them (as ZEGO does).
 
   async mutePlayStreamAudio(streamID, mute) {
-    this._playSwitch(streamID).audioMuted = !!mute
-    this._speakerGains(streamID)
+    const s = str(streamID)
+    if (s === null) return this._fail('mutePlayStreamAudio', ZegoErrorCode.CommonStreamIdInvalidCharacter)
+    this._native.mutePlayStreamAudio(s, !!mute)
   }
 
   async mutePlayStreamVideo(streamID, mute) {
-    this._playSwitch(streamID).videoMuted = !!mute
-    // The engine stops decoding it; the switch here only drops frames already on their way.
     const s = str(streamID)
-    if (s !== null) this._native.mutePlayStreamVideo(s, !!mute)
+    if (s === null) return this._fail('mutePlayStreamVideo', ZegoErrorCode.CommonStreamIdInvalidCharacter)
+    this._native.mutePlayStreamVideo(s, !!mute)
   }
 
   async muteAllPlayStreamAudio(mute) {
-    this._allAudioMuted = !!mute
-    this._speakerGains()
+    this._native.mutePlayStreamAudio(null, !!mute)
   }
 
   async muteAllPlayStreamVideo(mute) {
-    this._allVideoMuted = !!mute
     this._native.mutePlayStreamVideo(null, !!mute)
   }
 
   /** 0..200, 100 = unchanged. */
   async setPlayVolume(streamID, volume) {
+    const s = str(streamID)
+    if (s === null) return this._fail('setPlayVolume', ZegoErrorCode.CommonStreamIdInvalidCharacter)
     if (!Number.isFinite(volume)) return this._fail('setPlayVolume', ZegoErrorCode.CommonIllegalParam)
-    this._playSwitch(streamID).volume = Math.min(200, Math.max(0, volume))
-    this._speakerGains(streamID)
+    this._native.setPlayVolume(s, Math.round(Math.min(200, Math.max(0, volume))))
   }
 
   async setAllPlayStreamVolume(volume) {
     if (!Number.isFinite(volume)) return this._fail('setAllPlayStreamVolume', ZegoErrorCode.CommonIllegalParam)
-    this._allVolume = Math.min(200, Math.max(0, volume))
-    this._speakerGains()
-  }
-
-  /** The speaker plays what the view hears: the same mutes and volumes. */
-  _speakerGains(streamID) {
-    if (streamID !== undefined) {
-      const sw = this._playSwitch(streamID)
-      this._native.setPlayoutGain(streamID, sw.audioMuted ? 0 : sw.volume / 100)
-    }
-    this._native.setPlayoutGain(null, this._allAudioMuted ? 0 : this._allVolume / 100)
+    this._native.setPlayVolume(null, Math.round(Math.min(200, Math.max(0, volume))))
   }
 
   // ---- devices (ZEGO's desktop API) ---------------------------------------------------------
@@ -477,12 +461,11 @@ class ZegoExpressEngine {
 
   async muteSpeaker(mute) {
     if (typeof mute !== 'boolean') return this._fail('muteSpeaker', ZegoErrorCode.CommonIllegalParam)
-    this._speakerMuted = mute
     this._native.muteSpeaker(mute)
   }
 
   async isSpeakerMuted() {
-    return !!this._speakerMuted
+    return this._native.isSpeakerMuted()
   }
 
   /** 0..200 (100: unchanged), applied to the microphone's samples. */
@@ -535,17 +518,11 @@ class ZegoExpressEngine {
    */
   async takePlayStreamSnapshot(streamID) {
     const s = str(streamID)
-    if (s === null || !this._playing.has(s)) return { errorCode: ZegoErrorCode.PlayerStreamWasNotPlayed, image: null }
+    if (s === null || !this._native.isPlaying(s)) return { errorCode: ZegoErrorCode.PlayerStreamWasNotPlayed, image: null }
     const f = this._native.snapshot(s)
     if (!f) return { errorCode: ZegoErrorCode.PlayerTakePlayStreamSnapshotFailed, image: null }
     const data = new Uint8Array(f.data.buffer, f.data.byteOffset, f.data.byteLength)
     return { errorCode: 0, image: { format: 'I420', width: f.width, height: f.height, data } }
-  }
-
-  _playSwitch(streamID) {
-    let s = this._playSwitches.get(streamID)
-    if (!s) this._playSwitches.set(streamID, (s = { audioMuted: false, videoMuted: false, volume: 100 }))
-    return s
   }
 
   /**
@@ -668,9 +645,8 @@ class ZegoExpressEngine {
   stopPlayingStream(streamID) {
     const s = str(streamID)
     if (s === null) return this._fail('stopPlayingStream', ZegoErrorCode.CommonStreamIdInvalidCharacter)
+    // The view goes; the engine forgets the stream's mutes and volume (as ZEGO does).
     this._views.delete(s)
-    // ZEGO resets per-stream volume and mutes when playing stops.
-    this._playSwitches.delete(s)
     return this._call((n) => n.stopPlayingStream(s), voidResult)
   }
 
@@ -739,11 +715,6 @@ class ZegoExpressEngine {
         p.resolve(p.shape(ev))
       }
     } else {
-      if (ev.e === 'playerStateUpdate') {
-        const [streamID, state] = ev.a
-        if (state === defines.ZegoPlayerState.NoPlay) this._playing.delete(streamID)
-        else this._playing.add(streamID)
-      }
       if (ev.e === 'roomStateChanged') {
         const [roomID, reason] = ev.a
         if (LIVE_REASONS.has(reason)) this._rooms.add(roomID)
@@ -769,16 +740,16 @@ class ZegoExpressEngine {
     }
     const view = this._views.get(f.streamID)
     if (!view) return
-    const sw = this._playSwitches.get(f.streamID)
+    // A frame decoded before a mute or stop is still on its way: the engine says whether the
+    // view takes it now.
+    if (!this._native.frameWanted(f.streamID, f.kind === 'video')) return
     try {
       if (f.kind === 'video' && typeof view.onFrame === 'function') {
-        if (this._allVideoMuted || sw?.videoMuted) return
         const data = new Uint8Array(f.data.buffer, f.data.byteOffset, f.data.byteLength)
         view.onFrame({ streamID: f.streamID, format: 'I420', width: f.width, height: f.height, timestamp: f.timestamp, data })
       } else if (f.kind === 'audio' && typeof view.onAudioFrame === 'function') {
+        // The engine applied the stream's mutes and volumes.
         const data = new Int16Array(f.data.buffer.slice(f.data.byteOffset, f.data.byteOffset + f.data.byteLength))
-        const gain = this._allAudioMuted || sw?.audioMuted ? 0 : ((sw?.volume ?? 100) / 100) * (this._allVolume / 100)
-        if (gain !== 1) for (let i = 0; i < data.length; i++) data[i] = Math.max(-32768, Math.min(32767, Math.round(data[i] * gain)))
         view.onAudioFrame({ streamID: f.streamID, sampleRate: f.sampleRate, channels: f.channels, data })
       }
     } catch (err) {

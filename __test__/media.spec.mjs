@@ -234,9 +234,22 @@ test.serial('mutes reach the players as events and as silence and black', async 
   await play.call('stopSoundLevelMonitor')
   await pub.call('stopSoundLevelMonitor')
 
-  // Player-side mute: the view gets silence.
+  // Player-side mute and volumes act on what the view hears (the engine applies them). The
+  // microphone is unmuted first, so the silence below is the player's doing.
+  await pub.call('muteMicrophone', false)
+  const full = level(await after(0, 30))
+  t.true(full > 5000, `the tone is back after unmuting the microphone (peak ${full})`)
   await play.call('mutePlayStreamAudio', 'muted', true)
   t.true(level(await after(0, 30)) === 0, 'mutePlayStreamAudio silences the view')
+  await play.call('mutePlayStreamAudio', 'muted', false)
+  await play.call('setPlayVolume', 'muted', 50)
+  const half = level(await after(0, 30))
+  t.true(Math.abs(half / full - 0.5) < 0.08, `setPlayVolume 50: peak ${half} of ${full}`)
+  await play.call('setAllPlayStreamVolume', 50)
+  const quarter = level(await after(0, 30))
+  t.true(Math.abs(quarter / full - 0.25) < 0.05, `and setAllPlayStreamVolume 50: peak ${quarter} of ${full}`)
+  await play.call('setAllPlayStreamVolume', 100)
+  await play.call('setPlayVolume', 'muted', 100)
 
   // Player-side video mute: no frame reaches the view and nothing is decoded (the snapshot
   // stands still) while audio goes on; after unmuting, pictures come back from a keyframe.

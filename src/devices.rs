@@ -1,7 +1,7 @@
 //! The engine's device calls: lists, choices, volumes and mutes of microphones, speakers and
 //! cameras, and the sound levels.
 
-use crate::{runtime, NativeEngine};
+use crate::NativeEngine;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use zrooms_engine::media;
@@ -40,10 +40,8 @@ impl NativeEngine {
                 d.microphone = device_id;
             }
         });
-        runtime()?
-            .spawn(applied)
-            .await
-            .map_err(|e| Error::from_reason(e.to_string()))
+        applied.await;
+        Ok(())
     }
 
     /// `getCurrentAudioDevice(type)`: the chosen device (`""`: the default).
@@ -70,23 +68,21 @@ impl NativeEngine {
         });
     }
 
+    /// `muteSpeaker`: the speaker plays silence (views still get audio).
     #[napi]
     pub fn mute_speaker(&self, mute: bool) {
-        self.engine.devices(false, |d| {
-            if let Ok(mut mix) = d.mix.lock() {
-                mix.muted = mute;
-            }
-        });
+        self.engine.mute_speaker(mute);
+    }
+
+    #[napi]
+    pub fn is_speaker_muted(&self) -> bool {
+        self.engine.is_speaker_muted()
     }
 
     /// `setCaptureVolume(0..200)`.
     #[napi]
     pub fn set_capture_volume(&self, volume: u32) {
-        self.engine.devices(false, |d| {
-            if let Ok(mut v) = d.capture_volume.lock() {
-                *v = volume.min(200) as f32 / 100.0;
-            }
-        });
+        self.engine.set_capture_volume(volume);
     }
 
     /// `enableAudioCaptureDevice(enable)`: false releases the microphone.
@@ -94,23 +90,8 @@ impl NativeEngine {
     #[napi]
     pub async fn enable_audio_capture_device(&self, enable: bool) -> Result<()> {
         let applied = self.engine.apply_devices(|d| d.mic_enabled = enable);
-        runtime()?
-            .spawn(applied)
-            .await
-            .map_err(|e| Error::from_reason(e.to_string()))
-    }
-
-    /// The speaker's gain for one played stream (`streamID`) or for all (`None`), 0..2.
-    #[napi]
-    pub fn set_playout_gain(&self, stream_id: Option<String>, gain: f64) {
-        self.engine.devices(false, |d| {
-            if let Ok(mut mix) = d.mix.lock() {
-                match stream_id {
-                    Some(id) => mix.set_gain(&id, gain as f32),
-                    None => mix.all_gain = gain as f32,
-                }
-            }
-        });
+        applied.await;
+        Ok(())
     }
 
     /// What devices run now: `{speaker: {deviceID, frames, peak} | null, microphones: {channel:

@@ -14,26 +14,34 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use zrooms_engine::{Command, Engine, EngineConfig, RoomConfig, SessionConfig};
 
-/// One runtime per process, shared by the engines of every JS environment and by embedded
-/// servers. Its threads never keep Node alive; the facade decides that. A runtime that cannot
-/// start (no threads left, say) is a JS error of every call that needs it, never a panic.
-pub(crate) fn runtime() -> Result<&'static tokio::runtime::Runtime> {
-    static RT: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> = OnceLock::new();
-    let rt = RT.get_or_init(|| {
-        init_logging();
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("zrooms")
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())
-    });
-    rt.as_ref()
-        .map_err(|e| Error::from_reason(format!("cannot start the zrooms runtime: {e}")))
+/// One tokio runtime per process: napi's own (its `async fn`s run there), built at module load
+/// with our settings and shared by the engines of every JS environment and by embedded
+/// servers. Its threads never keep Node alive; the facade decides that. napi shuts it down when
+/// the last JS environment that loaded the addon exits.
+#[napi_derive::module_init]
+fn init() {
+    init_logging();
+    let built = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("zrooms")
+        .enable_all()
+        .build();
+    match built {
+        Ok(rt) => create_custom_tokio_runtime(rt),
+        // napi then tries its default runtime on first use; failing that, `runtime()` says so.
+        Err(e) => eprintln!("[zrooms] cannot build the runtime: {e}"),
+    }
+}
+
+/// A handle to the runtime. A runtime that cannot start (no threads left, say) is a JS error
+/// of every call that needs it, never a panic reaching Node.
+pub(crate) fn runtime() -> Result<tokio::runtime::Handle> {
+    std::panic::catch_unwind(|| within_runtime_if_available(tokio::runtime::Handle::current))
+        .map_err(|_| Error::from_reason("cannot start the zrooms runtime"))
 }
 
 /// `ZROOMS_LOG` (a tracing filter such as `zrooms_engine=trace`) turns on the native log, on
@@ -160,7 +168,7 @@ impl NativeEngine {
             use_devices: options.capture.as_deref() != Some("synthetic"),
         };
         let rt = runtime()?;
-        let (engine, mut events) = Engine::start(rt.handle(), config);
+        let (engine, mut events) = Engine::start(&rt, config);
         let destroyed = Arc::new(AtomicBool::new(false));
         let expected_end = destroyed.clone();
         rt.spawn(async move {
@@ -288,6 +296,33 @@ impl NativeEngine {
         self.engine.mute_play_video(stream_id.as_deref(), mute);
     }
 
+    /// `mutePlayStreamAudio` (a stream) or `muteAllPlayStreamAudio` (`null`): silence to the
+    /// view and the speaker.
+    #[napi]
+    pub fn mute_play_stream_audio(&self, stream_id: Option<String>, mute: bool) {
+        self.engine.mute_play_audio(stream_id.as_deref(), mute);
+    }
+
+    /// `setPlayVolume` (a stream) or `setAllPlayStreamVolume` (`null`), 0..200.
+    #[napi]
+    pub fn set_play_volume(&self, stream_id: Option<String>, volume: u32) {
+        self.engine.set_play_volume(stream_id.as_deref(), volume);
+    }
+
+    /// Whether the app's view still takes this decoded frame: frames already on their way
+    /// to JS when a mute or stop came are dropped by the facade on this answer.
+    #[napi]
+    pub fn frame_wanted(&self, stream_id: String, video: bool) -> bool {
+        self.engine.frame_wanted(&stream_id, video)
+    }
+
+    /// Whether a player runs for the stream (`takePlayStreamSnapshot` answers 1004011
+    /// otherwise).
+    #[napi]
+    pub fn is_playing(&self, stream_id: String) -> bool {
+        self.engine.is_playing(&stream_id)
+    }
+
     #[napi]
     pub fn send_broadcast_message(&self, room_id: String, message: String) -> i64 {
         self.call(Command::SendBroadcast { room_id, message })
@@ -331,11 +366,8 @@ impl NativeEngine {
     #[napi]
     pub async fn destroy(&self) -> Result<()> {
         self.destroyed.store(true, Ordering::Release);
-        let engine = self.engine.clone();
-        runtime()?
-            .spawn(async move { engine.destroy().await })
-            .await
-            .map_err(|e| Error::from_reason(e.to_string()))
+        self.engine.destroy().await;
+        Ok(())
     }
 }
 

@@ -1,6 +1,5 @@
 //! `startServer()`: an embedded room server for examples and tests.
 
-use crate::runtime;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use std::net::{IpAddr, SocketAddr};
@@ -68,10 +67,7 @@ impl EmbeddedServer {
     pub async fn close(&self) -> Result<()> {
         let server = self.server.lock().map(|mut s| s.take()).unwrap_or(None);
         if let Some(server) = server {
-            runtime()?
-                .spawn(server.shutdown())
-                .await
-                .map_err(|e| Error::from_reason(e.to_string()))?;
+            server.shutdown().await;
         }
         Ok(())
     }
@@ -154,10 +150,8 @@ pub async fn start_server(options: Option<ServerOptions>) -> Result<EmbeddedServ
         .map_err(|_| Error::new(Status::InvalidArg, "host must be an IP address"))?;
     let port = u16::try_from(options.port.unwrap_or(0))
         .map_err(|_| Error::new(Status::InvalidArg, "port out of range"))?;
-    let server = runtime()?
-        .spawn(Server::bind(SocketAddr::new(host, port), config))
+    let server = Server::bind(SocketAddr::new(host, port), config)
         .await
-        .map_err(|e| Error::from_reason(e.to_string()))?
         .map_err(|e| Error::from_reason(format!("cannot listen: {e}")))?;
     Ok(EmbeddedServer {
         url: server.url(),

@@ -11,9 +11,8 @@ mod driver;
 pub mod media;
 pub mod queue;
 
-use media::pipeline::{CustomSources, MeterMap, Pushed, RawFrame, Render, RenderMap};
+use media::pipeline::{CustomSources, PlayState, Pushed, RawFrame, Settings};
 use media::Media;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::runtime::Handle;
@@ -159,9 +158,11 @@ pub(crate) enum Cmd {
 pub struct Engine {
     tx: mpsc::UnboundedSender<Cmd>,
     next_op: AtomicU64,
-    render: RenderMap,
     custom: CustomSources,
-    levels: MeterMap,
+    /// Player switches and meters (media/shared.rs), shared with the media threads.
+    state: Arc<PlayState>,
+    /// Device choices, shared with the driver.
+    settings: Settings,
 }
 
 impl Engine {
@@ -171,26 +172,25 @@ impl Engine {
     ) -> (Engine, mpsc::UnboundedReceiver<EngineEvent>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        let render: RenderMap = Arc::new(Mutex::new(HashMap::new()));
         let custom: CustomSources = Arc::new(Mutex::new(Default::default()));
-        let levels: MeterMap = Arc::new(Mutex::new(Default::default()));
-        if let Ok(mut l) = levels.lock() {
-            l.devices.use_devices = config.use_devices;
-        }
+        let state = Arc::new(PlayState::default());
+        let settings: Settings = Arc::new(Mutex::new(media::devices::DeviceSettings {
+            use_devices: config.use_devices,
+            ..Default::default()
+        }));
         let media = Media::new(
             ev_tx.clone(),
-            render.clone(),
+            (state.clone(), settings.clone()),
             custom.clone(),
-            levels.clone(),
         );
         rt.spawn(driver::drive(config, rx, ev_tx, media));
         (
             Engine {
                 tx,
                 next_op: AtomicU64::new(1),
-                render,
                 custom,
-                levels,
+                state,
+                settings,
             },
             ev_rx,
         )
@@ -245,55 +245,95 @@ impl Engine {
     /// The latest captured level (loudest publish channel) and each played stream's level,
     /// 0..100, for the sound-level monitor.
     pub fn sound_levels(&self) -> (f32, Vec<(String, f32)>) {
-        match self.levels.lock() {
-            Ok(l) => (
-                l.captured.iter().copied().fold(0.0, f32::max),
-                l.remote.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-            ),
-            Err(_) => (0.0, Vec::new()),
-        }
+        (self.state.captured_level(), self.state.remote_levels())
     }
 
     /// The latest decoded picture of a played stream (`takePlayStreamSnapshot`).
     pub fn snapshot(&self, stream_id: &str) -> Option<Arc<media::pattern::I420>> {
-        self.levels
-            .lock()
-            .ok()?
-            .last_picture
+        self.state.get(stream_id)?.picture()
+    }
+
+    /// Whether a player runs for the stream (from the session's start until its stop).
+    pub fn is_playing(&self, stream_id: &str) -> bool {
+        self.state
             .get(stream_id)
-            .cloned()
+            .is_some_and(|p| p.playing.load(Ordering::Acquire))
     }
 
-    /// Which decoded media of `stream_id` the app wants as frames (a video mute set before is
-    /// kept).
+    /// Which decoded media of `stream_id` the app wants as frames (mutes and volumes set
+    /// before are kept).
     pub fn set_render(&self, stream_id: &str, video: bool, audio: bool) {
-        self.update_render(stream_id, |r| {
-            r.video = video;
-            r.audio = audio;
-        });
+        let played = self.state.stream(stream_id);
+        played.view_video.store(video, Ordering::Relaxed);
+        played.view_audio.store(audio, Ordering::Relaxed);
     }
 
-    /// The stream stopped playing: its view and its mute are forgotten (ZEGO resets a player's
-    /// switches with `stopPlayingStream`).
+    /// The stream stopped playing: its view, mutes and volume are forgotten (ZEGO resets a
+    /// player's switches with `stopPlayingStream`).
     pub fn clear_render(&self, stream_id: &str) {
-        if let Ok(mut map) = self.render.lock() {
-            map.remove(stream_id);
-        }
+        self.state.forget(stream_id);
     }
 
     /// `mutePlayStreamVideo` (`Some(stream)`) or `muteAllPlayStreamVideo` (`None`): a muted
     /// stream's video is not decoded, and no frame of it reaches the app.
     pub fn mute_play_video(&self, stream_id: Option<&str>, mute: bool) {
-        self.update_render(stream_id.unwrap_or(""), |r| r.video_muted = mute);
+        match stream_id {
+            Some(id) => self
+                .state
+                .stream(id)
+                .video_muted
+                .store(mute, Ordering::Relaxed),
+            None => self.state.all_video_muted.store(mute, Ordering::Relaxed),
+        }
     }
 
-    fn update_render(&self, key: &str, f: impl FnOnce(&mut Render)) {
-        if let Ok(mut map) = self.render.lock() {
-            let entry = map.entry(key.to_string()).or_default();
-            f(entry);
-            if *entry == Render::default() {
-                map.remove(key);
-            }
+    /// `mutePlayStreamAudio` / `muteAllPlayStreamAudio`: silence to the view and the speaker.
+    pub fn mute_play_audio(&self, stream_id: Option<&str>, mute: bool) {
+        match stream_id {
+            Some(id) => self
+                .state
+                .stream(id)
+                .audio_muted
+                .store(mute, Ordering::Relaxed),
+            None => self.state.all_audio_muted.store(mute, Ordering::Relaxed),
+        }
+    }
+
+    /// `setPlayVolume` / `setAllPlayStreamVolume`, 0..200 (100: unchanged).
+    pub fn set_play_volume(&self, stream_id: Option<&str>, volume: u32) {
+        let gain = volume.min(200) as f32 / 100.0;
+        match stream_id {
+            Some(id) => self.state.stream(id).volume.set(gain),
+            None => self.state.all_volume.set(gain),
+        }
+    }
+
+    /// Whether the app's view takes a decoded frame of the stream now (its view wants the
+    /// kind, and for video, it is not muted).
+    pub fn frame_wanted(&self, stream_id: &str, video: bool) -> bool {
+        let Some(p) = self.state.get(stream_id) else {
+            return false;
+        };
+        if video {
+            p.view_video.load(Ordering::Relaxed) && !self.state.video_muted(&p)
+        } else {
+            p.view_audio.load(Ordering::Relaxed)
+        }
+    }
+
+    /// `muteSpeaker`: the speaker plays silence; views still get the audio.
+    pub fn mute_speaker(&self, mute: bool) {
+        self.state.speaker_muted.store(mute, Ordering::Relaxed);
+    }
+
+    pub fn is_speaker_muted(&self) -> bool {
+        self.state.speaker_muted.load(Ordering::Relaxed)
+    }
+
+    /// `setCaptureVolume`, 0..200 (100: unchanged), applied to the microphones' samples.
+    pub fn set_capture_volume(&self, volume: u32) {
+        if let Ok(d) = self.settings.lock() {
+            d.capture_volume.set(volume.min(200) as f32 / 100.0);
         }
     }
 
@@ -304,7 +344,7 @@ impl Engine {
         apply: bool,
         f: impl FnOnce(&mut media::devices::DeviceSettings) -> T,
     ) -> Option<T> {
-        let out = self.levels.lock().ok().map(|mut l| f(&mut l.devices));
+        let out = self.settings.lock().ok().map(|mut d| f(&mut d));
         if apply {
             let _ = self.tx.send(Cmd::Devices(None));
         }
@@ -317,8 +357,8 @@ impl Engine {
         &self,
         f: impl FnOnce(&mut media::devices::DeviceSettings),
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        if let Ok(mut l) = self.levels.lock() {
-            f(&mut l.devices);
+        if let Ok(mut d) = self.settings.lock() {
+            f(&mut d);
         }
         let (ack, done) = oneshot::channel();
         let sent = self.tx.send(Cmd::Devices(Some(ack))).is_ok();

@@ -5,7 +5,7 @@
 
 use super::devices;
 use super::pipeline::{
-    self, CustomSources, Encoded, MeterMap, Publisher, ThreadEvents, VideoConfig,
+    self, CustomSources, Encoded, PlayState, Publisher, Settings, ThreadEvents, VideoConfig,
 };
 use crate::queue;
 use crate::{EngineEvent, MediaEvent};
@@ -36,7 +36,9 @@ pub struct Captures {
     /// Per channel: the next frame encoded there is a keyframe.
     keyframes: [Arc<AtomicBool>; CHANNELS],
     custom_sources: CustomSources,
-    levels: MeterMap,
+    /// Where capture threads write their levels.
+    state: Arc<PlayState>,
+    settings: Settings,
     encoded: queue::Sender<Encoded>,
     thread_events: ThreadEvents,
     events: mpsc::UnboundedSender<EngineEvent>,
@@ -70,7 +72,7 @@ impl Captures {
         (encoded, thread_events): (queue::Sender<Encoded>, ThreadEvents),
         events: mpsc::UnboundedSender<EngineEvent>,
         custom_sources: CustomSources,
-        levels: MeterMap,
+        (state, settings): (Arc<PlayState>, Settings),
     ) -> Self {
         Captures {
             publishers: HashMap::new(),
@@ -83,7 +85,8 @@ impl Captures {
             mutes: [(false, false); CHANNELS],
             keyframes,
             custom_sources,
-            levels,
+            state,
+            settings,
             encoded,
             thread_events,
             events,
@@ -91,7 +94,7 @@ impl Captures {
     }
 
     fn settings<T>(&self, f: impl FnOnce(&mut devices::DeviceSettings) -> T) -> Option<T> {
-        self.levels.lock().ok().map(|mut l| f(&mut l.devices))
+        self.settings.lock().ok().map(|mut d| f(&mut d))
     }
 
     /// The server accepted a publish on `channel`: its publisher starts (a preview-only
@@ -113,10 +116,8 @@ impl Captures {
             let capture = self.spawn(channel, stream_id, false);
             self.preview_only.insert(channel, capture);
         }
-        if let Ok(mut l) = self.levels.lock() {
-            if let Some(slot) = l.captured.get_mut(channel) {
-                *slot = 0.0;
-            }
+        if let Some(level) = self.state.captured.get(channel) {
+            level.set(0.0);
         }
         if let Ok(mut map) = self.custom_sources.lock() {
             if let Some(slot) = map.get_mut(channel) {
@@ -174,7 +175,7 @@ impl Captures {
             out: self.encoded.clone(),
             events: self.thread_events.clone(),
             keyframe: self.keyframes.get(channel).cloned().unwrap_or_default(),
-            levels: self.levels.clone(),
+            levels: self.state.clone(),
         };
         let mode = pipeline::Mode {
             encode,

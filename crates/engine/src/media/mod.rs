@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod player;
 pub mod publisher;
 mod quality;
+pub mod shared;
 pub mod vp8;
 
 use crate::queue;
@@ -24,7 +25,7 @@ use crate::{EngineEvent, MediaEvent};
 use captures::Captures;
 use peer::{MediaPeer, PeerOutput};
 use pipeline::ThreadEvents;
-use pipeline::{CustomSources, Encoded, MeterMap, Packet, Player, RenderMap, VideoConfig};
+use pipeline::{CustomSources, Encoded, Packet, PlayState, Player, Settings, VideoConfig};
 use quality::QualityReports;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -50,8 +51,11 @@ pub struct Media {
     players: HashMap<StreamId, Player>,
     quality: QualityReports,
     pub custom_sources: CustomSources,
-    pub render: RenderMap,
-    pub levels: MeterMap,
+    /// The player switches and meters the app reads and sets (media/shared.rs).
+    state: Arc<PlayState>,
+    settings: Settings,
+    /// What the speaker plays: the players push into it, the speaker's pump takes from it.
+    mix: devices::SharedMix,
     keyframe_tx: queue::Sender<String>,
     thread_events: ThreadEvents,
     /// The driver's own events (this runs on the driver).
@@ -81,9 +85,8 @@ pub struct Inbox {
 impl Media {
     pub fn new(
         events: mpsc::UnboundedSender<EngineEvent>,
-        render: RenderMap,
+        (state, settings): (Arc<PlayState>, Settings),
         custom_sources: CustomSources,
-        levels: MeterMap,
     ) -> (Self, Inbox) {
         let keyframes: [Arc<AtomicBool>; 4] = Default::default();
         let wanted = keyframes.clone();
@@ -106,7 +109,7 @@ impl Media {
             (encoded_tx, thread_events.clone()),
             events.clone(),
             custom_sources.clone(),
-            levels.clone(),
+            (state.clone(), settings.clone()),
         );
         let media = Media {
             peer: MediaPeer::default(),
@@ -114,8 +117,9 @@ impl Media {
             players: HashMap::new(),
             quality: QualityReports::default(),
             custom_sources,
-            render,
-            levels,
+            state,
+            settings,
+            mix: Default::default(),
             keyframe_tx,
             thread_events,
             events,
@@ -126,7 +130,7 @@ impl Media {
     }
 
     fn settings<T>(&self, f: impl FnOnce(&mut devices::DeviceSettings) -> T) -> Option<T> {
-        self.levels.lock().ok().map(|mut l| f(&mut l.devices))
+        self.settings.lock().ok().map(|mut d| f(&mut d))
     }
 
     /// Opens the speaker while streams play and closes it when none do; reopens it when the
@@ -142,17 +146,17 @@ impl Media {
             .as_ref()
             .is_some_and(|s| !wanted_open || s.device_id() != wanted)
         {
-            self.speaker = None;
-            self.settings(|d| d.speaker_running = None);
+            self.close_speaker();
         }
         if !wanted_open || self.speaker.is_some() || self.speaker_failed.as_ref() == Some(&wanted) {
             return;
         }
-        let Some(mix) = self.settings(|d| d.mix.clone()) else {
-            return;
-        };
-        match devices::Speaker::open(&wanted, mix) {
+        let muted = self.state.speaker_muted.clone();
+        match devices::Speaker::open(&wanted, (self.mix.clone(), muted)) {
             Ok(speaker) => {
+                if let Ok(mut mix) = self.mix.lock() {
+                    mix.open = true;
+                }
                 let running = (
                     speaker.device_id().to_owned(),
                     speaker.frames.clone(),
@@ -167,6 +171,14 @@ impl Media {
                 self.speaker_failed = Some(wanted);
             }
         }
+    }
+
+    fn close_speaker(&mut self) {
+        self.speaker = None;
+        if let Ok(mut mix) = self.mix.lock() {
+            mix.close();
+        }
+        self.settings(|d| d.speaker_running = None);
     }
 
     /// Applies changed device choices: the speaker, and microphones released or reopened.
@@ -240,30 +252,25 @@ impl Media {
             }
             MediaCmd::StartPlay { stream_id } => {
                 self.peer.add_tracks(&stream_id, TrackDirection::Recv, None);
-                self.players.insert(
-                    stream_id.clone(),
-                    Player::start(
-                        stream_id.to_string(),
-                        self.render.clone(),
-                        self.levels.clone(),
-                        self.thread_events.clone(),
-                        self.keyframe_tx.clone(),
-                    ),
-                );
+                let links = player::PlayerLinks {
+                    state: self.state.clone(),
+                    mix: self.mix.clone(),
+                    events: self.thread_events.clone(),
+                    keyframe: self.keyframe_tx.clone(),
+                };
+                // A player already there stops first (its stop clears the shared entry).
+                self.players.remove(&stream_id);
+                let player = Player::start(stream_id.to_string(), links);
+                self.players.insert(stream_id.clone(), player);
                 self.update_speaker();
             }
             MediaCmd::StopPlay { stream_id } => {
+                // Dropping the player stops its thread and clears its level and picture.
                 self.players.remove(&stream_id);
-                self.settings(|d| {
-                    if let Ok(mut mix) = d.mix.lock() {
-                        mix.remove(stream_id.as_str());
-                    }
-                });
-                self.update_speaker();
-                if let Ok(mut l) = self.levels.lock() {
-                    l.remote.remove(stream_id.as_str());
-                    l.last_picture.remove(stream_id.as_str());
+                if let Ok(mut mix) = self.mix.lock() {
+                    mix.remove(stream_id.as_str());
                 }
+                self.update_speaker();
                 self.stop_tracks(&stream_id, TrackDirection::Recv);
             }
         }
@@ -369,8 +376,7 @@ impl Media {
     /// Stops every pipeline and forgets the peer (the connection to the server is gone).
     pub fn reset(&mut self) {
         self.captures.reset();
-        self.speaker = None;
-        self.settings(|d| d.speaker_running = None);
+        self.close_speaker();
         self.players.clear();
         self.peer.reset();
     }

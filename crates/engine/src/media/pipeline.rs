@@ -218,18 +218,10 @@ pub fn release_freed_memory() {
     }
 }
 
-/// What the app can read back at any time: the latest sound levels (0..100, captured per
-/// publish channel and per played stream) and each played stream's latest picture.
-#[derive(Debug, Default)]
-pub struct Meters {
-    pub captured: [f32; 4],
-    pub remote: std::collections::HashMap<String, f32>,
-    pub last_picture: std::collections::HashMap<String, Arc<I420>>,
-    /// Device choices and the speaker's mix (media/devices/).
-    pub devices: super::devices::DeviceSettings,
-}
+/// The app's device choices, locked by the app's calls and the driver only.
+pub type Settings = Arc<Mutex<super::devices::DeviceSettings>>;
 
-pub type MeterMap = Arc<Mutex<Meters>>;
+pub use super::shared::{PlayState, Played};
 
 /// ZEGO's 0..100 sound level of 16-bit PCM: its RMS from -60 dBFS (0) to 0 dBFS (100).
 pub fn sound_level(pcm: &[i16]) -> f32 {
@@ -243,26 +235,6 @@ pub fn sound_level(pcm: &[i16]) -> f32 {
     }
     (((20.0 * rms.log10() + 60.0) / 60.0 * 100.0).clamp(0.0, 100.0)) as f32
 }
-
-/// Which decoded media the app wants for a stream (it gave a view with callbacks), and whether
-/// its video is muted (`mutePlayStreamVideo`: not decoded at all). The entry under the empty
-/// stream ID (never a stream's) holds `muteAllPlayStreamVideo`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Render {
-    pub video: bool,
-    pub audio: bool,
-    pub video_muted: bool,
-}
-
-/// What a stream's player reads from the render map: its own entry, with the engine-wide
-/// video mute applied.
-pub fn render_of(map: &std::collections::HashMap<String, Render>, stream_id: &str) -> Render {
-    let mut r = map.get(stream_id).copied().unwrap_or_default();
-    r.video_muted |= map.get("").is_some_and(|all| all.video_muted);
-    r
-}
-
-pub type RenderMap = Arc<Mutex<std::collections::HashMap<String, Render>>>;
 
 /// A packet for a player thread.
 pub struct Packet {

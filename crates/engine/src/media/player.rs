@@ -1,8 +1,10 @@
 //! Player threads: one per played stream, decoding what the driver gives it (video at once,
 //! audio through a playout buffer paced at 20 ms) and handing frames to the app.
 
+use super::devices::SharedMix;
 use super::pattern::I420;
 use super::pipeline::*;
+use super::shared::apply_gain;
 use super::vp8::Vp8Decoder;
 use crate::queue;
 use crate::{AudioFrame, EngineEvent, MediaEvent, VideoFrame};
@@ -19,6 +21,22 @@ const FROZEN_KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
 /// A running player thread; dropping it stops the thread.
 pub struct Player {
     pub tx: queue::Sender<Packet>,
+    /// The stream's switches and what the thread reports (shared with the app's calls).
+    pub played: Arc<Played>,
+}
+
+impl Drop for Player {
+    fn drop(&mut self) {
+        self.played.stopped();
+    }
+}
+
+/// What a player reads its switches from and writes its sound to.
+pub struct PlayerLinks {
+    pub state: Arc<PlayState>,
+    pub mix: SharedMix,
+    pub events: ThreadEvents,
+    pub keyframe: queue::Sender<String>,
 }
 
 /// Packets waiting for one player thread (some 3 s of audio and video); the oldest are
@@ -27,13 +45,10 @@ pub struct Player {
 pub const PLAYER_QUEUE: usize = 256;
 
 impl Player {
-    pub fn start(
-        stream_id: String,
-        render: RenderMap,
-        levels: MeterMap,
-        events: ThreadEvents,
-        keyframe: queue::Sender<String>,
-    ) -> Player {
+    pub fn start(stream_id: String, links: PlayerLinks) -> Player {
+        let played = links.state.stream(&stream_id);
+        played.playing.store(true, Ordering::Release);
+        let own = played.clone();
         let gap = Arc::new(AtomicBool::new(false));
         let lost = gap.clone();
         let on_drop = Box::new(move |p: &Packet| {
@@ -45,25 +60,22 @@ impl Player {
         let spawned = std::thread::Builder::new()
             .name("zrooms-play".into())
             .spawn(move || {
-                let sinks = (render, levels, events, keyframe);
-                play_loop(stream_id, &mut rx, gap, sinks);
+                play_loop(stream_id, &mut rx, gap, (own, links));
                 release_freed_memory();
             });
         if let Err(e) = spawned {
             tracing::warn!("cannot start the player thread: {e}");
         }
-        Player { tx }
+        Player { tx, played }
     }
 }
-
-/// What a player thread reads its switches from and writes to.
-type PlayerSinks = (RenderMap, MeterMap, ThreadEvents, queue::Sender<String>);
 
 /// A player thread's state: its decoders, the audio playout, the picture's size and freeze.
 struct Playback {
     stream_id: String,
-    render: RenderMap,
-    levels: MeterMap,
+    played: Arc<Played>,
+    state: Arc<PlayState>,
+    mix: SharedMix,
     events: ThreadEvents,
     keyframe: queue::Sender<String>,
     /// Set when a video packet was dropped from this thread's full queue.
@@ -85,7 +97,7 @@ fn play_loop(
     stream_id: String,
     rx: &mut queue::Receiver<Packet>,
     gap: Arc<AtomicBool>,
-    (render, levels, events, keyframe): PlayerSinks,
+    (played, links): (Arc<Played>, PlayerLinks),
 ) {
     let video = match openh264::decoder::Decoder::new() {
         Ok(d) => d,
@@ -103,10 +115,11 @@ fn play_loop(
     };
     let mut p = Playback {
         stream_id,
-        render,
-        levels,
-        events,
-        keyframe,
+        played,
+        state: links.state,
+        mix: links.mix,
+        events: links.events,
+        keyframe: links.keyframe,
         gap,
         video,
         vp8: None,
@@ -136,11 +149,9 @@ fn play_loop(
 }
 
 impl Playback {
-    /// What the app wants of this stream as frames.
-    fn wants(&self) -> Render {
-        let map = self.render.lock();
-        map.map(|m| render_of(&m, &self.stream_id))
-            .unwrap_or_default()
+    /// Whether the app's view takes video frames of this stream now.
+    fn wants_video(&self) -> bool {
+        self.played.view_video.load(Ordering::Relaxed) && !self.state.video_muted(&self.played)
     }
 
     fn event(&self, ev: EngineEvent) {
@@ -150,18 +161,18 @@ impl Playback {
     /// Releases the audio that is due, at a steady 20 ms pace: each slot's packet decoded, or
     /// the decoder's concealment for a packet that was lost or is too late.
     fn release_audio(&mut self) {
-        let wants_audio = self.wants().audio;
+        let wants_audio = self.played.view_audio.load(Ordering::Relaxed);
+        let gain = self.state.gain(&self.played);
         while let Some(slot) = self.playout.due(Instant::now()) {
             let Some(samples) = decode_slot(&mut self.opus, &slot, &mut self.pcm) else {
                 continue;
             };
-            if let Ok(mut l) = self.levels.lock() {
-                l.remote
-                    .insert(self.stream_id.clone(), sound_level(samples));
-                if l.devices.speaker_running.is_some() {
-                    if let Ok(mut mix) = l.devices.mix.lock() {
-                        mix.push(&self.stream_id, samples);
-                    }
+            self.played.level.set(sound_level(samples));
+            // The view and the speaker hear the stream's mutes and volumes.
+            apply_gain(samples, gain);
+            if let Ok(mut mix) = self.mix.lock() {
+                if mix.open {
+                    mix.push(&self.stream_id, samples);
                 }
             }
             if wants_audio {
@@ -179,7 +190,7 @@ impl Playback {
     /// A video frame: decoded unless it is muted or the picture waits for a keyframe.
     fn video(&mut self, packet: &Packet) {
         // Muted: not decoded at all; the decoder picks up again at a keyframe.
-        if self.wants().video_muted {
+        if self.state.video_muted(&self.played) {
             self.skipped = true;
             return;
         }
@@ -232,11 +243,8 @@ impl Playback {
             self.event(EngineEvent::Media(size));
         }
         let picture = Arc::new(picture);
-        if let Ok(mut m) = self.levels.lock() {
-            m.last_picture.insert(stream_id.clone(), picture.clone());
-        }
-        let wants = self.wants();
-        if wants.video && !wants.video_muted {
+        self.played.set_picture(Some(picture.clone()));
+        if self.wants_video() {
             let frame = VideoFrame {
                 stream_id,
                 width,
@@ -350,12 +358,16 @@ impl Playout {
 /// worth (20 ms) of the decoder's concealment. libopus conceals as many samples as the output
 /// has room for, so a lost slot given the whole buffer would insert 120 ms and stretch the
 /// stream.
-fn decode_slot<'a>(opus: &mut opus::Decoder, slot: &Slot, pcm: &'a mut [i16]) -> Option<&'a [i16]> {
+fn decode_slot<'a>(
+    opus: &mut opus::Decoder,
+    slot: &Slot,
+    pcm: &'a mut [i16],
+) -> Option<&'a mut [i16]> {
     let n = match slot {
         Slot::Packet(data) => opus.decode(data, pcm, false).ok()?,
         Slot::Lost => opus.decode(&[], pcm.get_mut(..AUDIO_FRAME)?, false).ok()?,
     };
-    pcm.get(..n)
+    pcm.get_mut(..n)
 }
 
 /// Decodes one video frame with the decoder of its codec (the VP8 one made on first use).
@@ -450,9 +462,9 @@ mod tests {
         let len = enc.encode(&tone, &mut packet).unwrap();
         packet.truncate(len);
         let mut pcm = vec![0i16; AUDIO_FRAME * 6];
-        let played = decode_slot(&mut dec, &Slot::Packet(packet), &mut pcm).map(<[i16]>::len);
+        let played = decode_slot(&mut dec, &Slot::Packet(packet), &mut pcm).map(|s| s.len());
         assert_eq!(played, Some(AUDIO_FRAME));
-        let concealed = decode_slot(&mut dec, &Slot::Lost, &mut pcm).map(<[i16]>::len);
+        let concealed = decode_slot(&mut dec, &Slot::Lost, &mut pcm).map(|s| s.len());
         assert_eq!(concealed, Some(AUDIO_FRAME), "20 ms for a 20 ms slot");
     }
 

@@ -144,7 +144,8 @@ pub struct Mode {
 pub struct Sinks {
     pub out: queue::Sender<Encoded>,
     pub events: ThreadEvents,
-    pub levels: MeterMap,
+    /// Where this channel's captured level goes.
+    pub levels: Arc<PlayState>,
     /// The channel's "next frame is a keyframe" switch (set at start).
     pub keyframe: Arc<AtomicBool>,
 }
@@ -498,10 +499,8 @@ impl Capture {
         if self.flags.silent.load(Ordering::Acquire) {
             pcm.fill(0);
         }
-        if let Ok(mut l) = self.sinks.levels.lock() {
-            if let Some(slot) = l.captured.get_mut(self.channel) {
-                *slot = sound_level(&pcm);
-            }
+        if let Some(level) = self.sinks.levels.captured.get(self.channel) {
+            level.set(sound_level(&pcm));
         }
         let latest = current(&self.shared_audio);
         if latest != self.audio_config {

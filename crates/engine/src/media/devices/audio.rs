@@ -2,12 +2,13 @@
 //! clockless devices, and the mix of played streams the speaker plays.
 
 use super::super::pipeline::{Pushed, AUDIO_FRAME, AUDIO_RATE};
+use super::super::shared::AtomicF32;
 use super::*;
 use cpal::traits::{DeviceTrait, StreamTrait};
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{Async, FixedAsync, PolynomialDegree, Resampler};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -162,17 +163,15 @@ impl Pacer {
     }
 }
 
-/// What the speaker plays: every played stream's decoded audio, mixed.
+/// What the speaker plays: every played stream's decoded audio (its gain applied by its
+/// player), mixed. Player threads push into it and the speaker's pump thread takes from it;
+/// the device callback never touches it.
 #[derive(Debug, Default)]
 pub struct Mix {
-    /// 48 kHz mono per stream, waiting to be played (bounded to 200 ms each).
+    /// A speaker plays the mix: players push only while one does.
+    pub open: bool,
+    /// 48 kHz mono per stream, waiting to be played (bounded to 200 ms each: the oldest go).
     pub(super) streams: HashMap<String, VecDeque<f32>>,
-    /// Per-stream gain (`setPlayVolume`/`mutePlayStreamAudio`), 1.0 when unset.
-    pub(super) gains: HashMap<String, f32>,
-    /// `setAllPlayStreamVolume` (1.0 = 100).
-    pub all_gain: f32,
-    /// `muteSpeaker`.
-    pub muted: bool,
 }
 
 impl Mix {
@@ -186,33 +185,45 @@ impl Mix {
 
     pub fn remove(&mut self, stream_id: &str) {
         self.streams.remove(stream_id);
-        self.gains.remove(stream_id);
     }
 
-    pub fn set_gain(&mut self, stream_id: &str, gain: f32) {
-        self.gains.insert(stream_id.to_owned(), gain);
+    /// No speaker plays: nothing is kept.
+    pub fn close(&mut self) {
+        self.open = false;
+        self.streams.clear();
     }
 
-    /// The next `n` mixed samples (silence where nothing is queued).
-    pub(super) fn take(&mut self, n: usize) -> Vec<f32> {
-        let mut out = vec![0.0f32; n];
-        let all = if self.muted { 0.0 } else { self.all_gain };
-        for (id, q) in self.streams.iter_mut() {
-            let g = all * self.gains.get(id).copied().unwrap_or(1.0);
+    /// Mixes the next `out.len()` samples into `out` (silence where nothing is queued).
+    pub(super) fn take_into(&mut self, out: &mut [f32]) {
+        out.fill(0.0);
+        let n = out.len();
+        for q in self.streams.values_mut() {
             for (o, s) in out.iter_mut().zip(q.drain(..n.min(q.len()))) {
-                *o += s * g;
+                *o += s;
             }
         }
-        for o in &mut out {
+        for o in out.iter_mut() {
             *o = o.clamp(-1.0, 1.0);
         }
-        out
     }
 }
 
 pub type SharedMix = Arc<Mutex<Mix>>;
 
+/// Mono samples at the device's rate between a device callback and its pump thread: 200 ms.
+/// The speaker's pump keeps it filled only to twice the device's buffer; the microphone's
+/// pump empties it whenever the callback wakes it. A full ring refuses the newest samples (a
+/// stalled pump: the publisher's 20 ms clock sends silence for what is missing).
+fn device_ring(rate: u32) -> (rtrb::Producer<f32>, rtrb::Consumer<f32>) {
+    rtrb::RingBuffer::new((rate as usize / 5).max(CHUNK * 2))
+}
+
 /// A running output stream that plays a [`Mix`].
+///
+/// Two threads: the device's callback only copies samples out of a lock-free ring (no lock,
+/// no allocation) and wakes the pump; the pump (the thread that holds the device) mixes the
+/// played streams, applies `muteSpeaker`, resamples to the device's rate and refills the
+/// ring to twice the device's buffer.
 pub struct Speaker {
     running: Capture,
     /// Device frames written so far, and the peak (0..32767) of the latest buffer played
@@ -221,17 +232,23 @@ pub struct Speaker {
     pub peak: Arc<AtomicU64>,
 }
 
+/// What the speaker's pump reads: the mix and the speaker mute.
+pub type SpeakerInput = (SharedMix, Arc<AtomicBool>);
+
 impl Speaker {
-    /// Opens `device_id` (`""`: the default output) and plays `mix` on it.
-    pub fn open(device_id: &str, mix: SharedMix) -> Result<Speaker, DeviceError> {
+    /// Opens `device_id` (`""`: the default output) and plays the mix on it.
+    pub fn open(device_id: &str, input: SpeakerInput) -> Result<Speaker, DeviceError> {
         let frames = Arc::new(AtomicU64::new(0));
         let peak = Arc::new(AtomicU64::new(0));
         let (id, f, pk) = (device_id.to_owned(), frames.clone(), peak.clone());
         let running = spawn_device(
             "zrooms-speaker",
             device_id,
-            move |_stop| open_output(&id, mix, (f, pk)),
-            hold,
+            move |_stop| open_output(&id, (f, pk)),
+            move |(stream, pump): (cpal::Stream, OutputPump), stop| {
+                pump.run(&input, &stop);
+                drop(stream);
+            },
         )?;
         Ok(Speaker {
             running,
@@ -245,12 +262,46 @@ impl Speaker {
     }
 }
 
-/// Keeps a device's stream until `stop`.
-pub(super) fn hold<S>(stream: S, stop: Arc<AtomicBool>) {
-    while !stop.load(Ordering::Acquire) {
-        std::thread::sleep(Duration::from_millis(50));
+/// The speaker's side of the ring: mixes, resamples and refills.
+pub(super) struct OutputPump {
+    ring: rtrb::Producer<f32>,
+    conv: RateConverter,
+    /// Device frames the callback asked for last time.
+    want: Arc<AtomicUsize>,
+    rate: u32,
+}
+
+impl OutputPump {
+    fn run(mut self, (mix, muted): &SpeakerInput, stop: &AtomicBool) {
+        let mut scratch = vec![0.0f32; CHUNK];
+        let capacity = self.ring.buffer().capacity();
+        while !stop.load(Ordering::Acquire) {
+            let target = (2 * self.want.load(Ordering::Relaxed))
+                .max(self.rate as usize / 50)
+                .min(capacity);
+            while capacity - self.ring.slots() < target {
+                if self.conv.output.is_empty() {
+                    if let Ok(mut m) = mix.lock() {
+                        m.take_into(&mut scratch);
+                    }
+                    if muted.load(Ordering::Relaxed) {
+                        scratch.fill(0.0);
+                    }
+                    self.conv.push(scratch.iter().copied());
+                    if self.conv.output.is_empty() {
+                        break;
+                    }
+                }
+                let room = target - (capacity - self.ring.slots());
+                let k = room.min(self.conv.output.len());
+                for s in self.conv.output.drain(..k) {
+                    let _ = self.ring.push(s);
+                }
+            }
+            // Woken by the callback after each buffer; the timeout only notices `stop`.
+            std::thread::park_timeout(Duration::from_millis(50));
+        }
     }
-    drop(stream);
 }
 
 /// The device, its negotiated format and stream config, and a pacer when it has no clock.
@@ -272,43 +323,47 @@ pub(super) fn prepare(
 
 pub(super) fn open_output(
     id: &str,
-    mix: SharedMix,
     (frames, peak): (Arc<AtomicU64>, Arc<AtomicU64>),
-) -> Result<cpal::Stream, DeviceError> {
+) -> Result<(cpal::Stream, OutputPump), DeviceError> {
     let (device, format, config, mut pacer) = prepare(AudioDirection::Output, id)?;
     let err = |e: String| DeviceError::new(exception::GENERIC, id, e);
-    let mut conv = RateConverter::new(AUDIO_RATE, format.rate);
     let channels = usize::from(format.channels);
-    // Fills `n` device frames of mono from the mix (resampled when the rates differ).
-    let mut next = move |n: usize| -> Vec<f32> {
-        while conv.output.len() < n {
-            let want = CHUNK.max(n - conv.output.len());
-            let mixed = mix.lock().map(|mut m| m.take(want)).unwrap_or_default();
-            if mixed.is_empty() {
-                break;
-            }
-            conv.push(mixed);
+    let (ring, mut samples) = device_ring(format.rate);
+    let want = Arc::new(AtomicUsize::new(0));
+    let pump = OutputPump {
+        ring,
+        conv: RateConverter::new(AUDIO_RATE, format.rate),
+        want: want.clone(),
+        rate: format.rate,
+    };
+    // This thread becomes the pump (spawn_device runs open and run on one thread).
+    let pump_thread = std::thread::current();
+    // The callback: samples out of the ring (silence when it runs dry), nothing else shared.
+    let mut fill = move |n: usize, put: &mut dyn FnMut(usize, f32)| {
+        want.store(n, Ordering::Relaxed);
+        let mut loudest = 0.0f32;
+        for i in 0..n {
+            let s = samples.pop().unwrap_or(0.0);
+            loudest = loudest.max(s.abs());
+            put(i, s);
         }
-        let k = n.min(conv.output.len());
-        let mut out: Vec<f32> = conv.output.drain(..k).collect();
-        out.resize(n, 0.0);
+        pump_thread.unpark();
         if let Some(p) = pacer.as_mut() {
             p.after(n);
         }
         frames.fetch_add(n as u64, Ordering::Relaxed);
-        let loudest = out.iter().fold(0.0f32, |m, s| m.max(s.abs()));
         peak.store((loudest * 32767.0) as u64, Ordering::Relaxed);
-        out
     };
     let on_error = |e: cpal::Error| tracing::warn!("speaker: {e}");
     let stream = match format.sample {
         cpal::SampleFormat::F32 => device.build_output_stream::<f32, _, _>(
             config,
             move |buf: &mut [f32], _| {
-                let mono = next(buf.len() / channels);
-                for (frame, s) in buf.chunks_mut(channels).zip(mono) {
-                    frame.fill(s);
-                }
+                fill(buf.len() / channels, &mut |i, s| {
+                    if let Some(frame) = buf.get_mut(i * channels..(i + 1) * channels) {
+                        frame.fill(s);
+                    }
+                })
             },
             on_error,
             Some(Duration::from_secs(2)),
@@ -316,10 +371,11 @@ pub(super) fn open_output(
         _ => device.build_output_stream::<i16, _, _>(
             config,
             move |buf: &mut [i16], _| {
-                let mono = next(buf.len() / channels);
-                for (frame, s) in buf.chunks_mut(channels).zip(mono) {
-                    frame.fill((s * 32767.0) as i16);
-                }
+                fill(buf.len() / channels, &mut |i, s| {
+                    if let Some(frame) = buf.get_mut(i * channels..(i + 1) * channels) {
+                        frame.fill((s * 32767.0) as i16);
+                    }
+                })
             },
             on_error,
             Some(Duration::from_secs(2)),
@@ -327,30 +383,34 @@ pub(super) fn open_output(
     }
     .map_err(|e| err(e.to_string()))?;
     stream.play().map_err(|e| err(e.to_string()))?;
-    Ok(stream)
+    Ok((stream, pump))
 }
 
 /// Captures `device_id` (`""`: the default input) as 48 kHz mono into `out`, 20 ms at a time,
 /// scaled by `volume` (`setCaptureVolume`, 1.0 = 100) read for every packet.
+///
+/// The device's callback only downmixes into a lock-free ring and wakes the pump (the thread
+/// that holds the device), which resamples, scales and hands on 20 ms packets.
 pub fn open_microphone(
     device_id: &str,
     out: std_mpsc::SyncSender<Pushed>,
-    volume: Arc<Mutex<f32>>,
+    volume: Arc<AtomicF32>,
 ) -> Result<Capture, DeviceError> {
     let id = device_id.to_owned();
     spawn_device(
         "zrooms-mic",
         device_id,
-        move |_stop| {
-            let (device, format, config, mut pacer) = prepare(AudioDirection::Input, &id)?;
-            let err = |e: String| DeviceError::new(exception::GENERIC, &id, e);
-            let mut conv = RateConverter::new(format.rate, AUDIO_RATE);
-            let channels = usize::from(format.channels);
-            // Downmixed, resampled, and handed on 20 ms at a time.
-            let mut deliver = move |mono: Vec<f32>| {
-                let n = mono.len();
-                conv.push(mono);
-                let gain = volume.lock().map(|v| *v).unwrap_or(1.0);
+        move |_stop| open_input(&id),
+        move |(stream, mut samples, rate): (cpal::Stream, rtrb::Consumer<f32>, u32), stop| {
+            let mut conv = RateConverter::new(rate, AUDIO_RATE);
+            while !stop.load(Ordering::Acquire) {
+                // Woken by the callback after each buffer; the timeout only notices `stop`.
+                std::thread::park_timeout(Duration::from_millis(50));
+                let n = samples.slots();
+                if let Ok(chunk) = samples.read_chunk(n) {
+                    conv.push(chunk);
+                }
+                let gain = volume.get();
                 while conv.output.len() >= AUDIO_FRAME {
                     let pcm: Vec<i16> = conv
                         .output
@@ -360,45 +420,58 @@ pub fn open_microphone(
                     // A full queue means the publisher is behind: the packet goes.
                     let _ = out.try_send(Pushed::Audio(pcm));
                 }
-                if let Some(p) = pacer.as_mut() {
-                    p.after(n);
-                }
-            };
-            let on_error = |e: cpal::Error| tracing::warn!("microphone: {e}");
-            let timeout = Some(Duration::from_secs(2));
-            let stream = match format.sample {
-                cpal::SampleFormat::F32 => device.build_input_stream::<f32, _, _>(
-                    config,
-                    move |buf: &[f32], _| {
-                        deliver(
-                            buf.chunks(channels)
-                                .map(|f| f.iter().sum::<f32>() / channels as f32)
-                                .collect(),
-                        )
-                    },
-                    on_error,
-                    timeout,
-                ),
-                _ => device.build_input_stream::<i16, _, _>(
-                    config,
-                    move |buf: &[i16], _| {
-                        deliver(
-                            buf.chunks(channels)
-                                .map(|f| {
-                                    f.iter().map(|&s| f32::from(s) / 32768.0).sum::<f32>()
-                                        / channels as f32
-                                })
-                                .collect(),
-                        )
-                    },
-                    on_error,
-                    timeout,
-                ),
             }
-            .map_err(|e| err(e.to_string()))?;
-            stream.play().map_err(|e| err(e.to_string()))?;
-            Ok(stream)
+            drop(stream);
         },
-        hold,
     )
+}
+
+/// Opens the input device; its callback downmixes each buffer into the ring it returns.
+fn open_input(id: &str) -> Result<(cpal::Stream, rtrb::Consumer<f32>, u32), DeviceError> {
+    let (device, format, config, mut pacer) = prepare(AudioDirection::Input, id)?;
+    let err = |e: String| DeviceError::new(exception::GENERIC, id, e);
+    let channels = usize::from(format.channels);
+    let (mut ring, samples) = device_ring(format.rate);
+    let pump_thread = std::thread::current();
+    let mut deliver = move |frames: &mut dyn Iterator<Item = f32>| {
+        let mut n = 0;
+        for s in frames {
+            // Full: the pump stalled; the newest samples go (see device_ring).
+            let _ = ring.push(s);
+            n += 1;
+        }
+        pump_thread.unpark();
+        if let Some(p) = pacer.as_mut() {
+            p.after(n);
+        }
+    };
+    let on_error = |e: cpal::Error| tracing::warn!("microphone: {e}");
+    let timeout = Some(Duration::from_secs(2));
+    let stream = match format.sample {
+        cpal::SampleFormat::F32 => device.build_input_stream::<f32, _, _>(
+            config,
+            move |buf: &[f32], _| {
+                deliver(
+                    &mut buf
+                        .chunks(channels)
+                        .map(|f| f.iter().sum::<f32>() / channels as f32),
+                )
+            },
+            on_error,
+            timeout,
+        ),
+        _ => device.build_input_stream::<i16, _, _>(
+            config,
+            move |buf: &[i16], _| {
+                deliver(&mut buf.chunks(channels).map(|f| {
+                    f.iter().map(|&s| f32::from(s) / 32768.0).sum::<f32>() / channels as f32
+                }))
+            },
+            on_error,
+            timeout,
+        ),
+    }
+    .map_err(|e| err(e.to_string()))?;
+    stream.play().map_err(|e| err(e.to_string()))?;
+    Ok((stream, samples, format.rate))
 }

@@ -10,17 +10,18 @@
 //! before the handle is returned, so the engine can fall back to the synthetic source and say
 //! so with `localDeviceExceptionOccurred`.
 
+use super::shared::AtomicF32;
 use cpal::traits::{DeviceTrait, HostTrait};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 mod audio;
 mod camera;
 
-pub use audio::{open_microphone, Mix, SharedMix, Speaker};
+pub use audio::{open_microphone, Mix, SharedMix, Speaker, SpeakerInput};
 pub use camera::open_camera;
 
 /// ZEGO's `ZegoDeviceType`.
@@ -162,8 +163,8 @@ pub fn video_devices() -> Vec<DeviceInfo> {
     }
 }
 
-/// The app's device choices and switches, shared by the engine's API, the media driver and
-/// the player threads.
+/// The app's device choices and what runs now: set by the app's calls, acted on by the
+/// driver (locked by those two only, never by a media thread or a device callback).
 #[derive(Debug)]
 pub struct DeviceSettings {
     /// Capture from devices (the default, as ZEGO's desktop SDK does); false: the synthetic
@@ -175,9 +176,8 @@ pub struct DeviceSettings {
     pub cameras: [String; 4],
     /// `enableAudioCaptureDevice`: false releases the microphone (silence is sent).
     pub mic_enabled: bool,
-    /// `setCaptureVolume` / 100.
-    pub capture_volume: Arc<Mutex<f32>>,
-    pub mix: SharedMix,
+    /// `setCaptureVolume` / 100, read by the microphones' pumps for every packet.
+    pub capture_volume: Arc<AtomicF32>,
     /// What runs now: the speaker's device and frames played, microphones and cameras by
     /// publish channel.
     pub speaker_running: Option<(String, Arc<AtomicU64>, Arc<AtomicU64>)>,
@@ -193,11 +193,7 @@ impl Default for DeviceSettings {
             speaker: String::new(),
             cameras: Default::default(),
             mic_enabled: true,
-            capture_volume: Arc::new(Mutex::new(1.0)),
-            mix: Arc::new(Mutex::new(Mix {
-                all_gain: 1.0,
-                ..Default::default()
-            })),
+            capture_volume: Arc::new(AtomicF32::new(1.0)),
             speaker_running: None,
             microphones: HashMap::new(),
             camera_ids: HashMap::new(),
@@ -266,24 +262,26 @@ mod tests {
     use crate::media::pipeline::AUDIO_RATE;
 
     #[test]
-    fn mix_sums_scales_mutes_and_bounds() {
-        let mut m = Mix {
-            all_gain: 1.0,
-            ..Default::default()
-        };
+    fn mix_sums_clamps_and_bounds() {
+        let mut m = Mix::default();
         m.push("a", &[16384; 4]);
         m.push("b", &[8192; 2]);
-        m.set_gain("b", 0.5);
-        let out = m.take(4);
-        assert_eq!(out, vec![0.625, 0.625, 0.5, 0.5]);
+        let mut out = [9.0f32; 4];
+        m.take_into(&mut out);
+        assert_eq!(out, [0.75, 0.75, 0.5, 0.5]);
+        m.push("a", &[30000; 2]);
+        m.push("b", &[30000; 2]);
+        m.take_into(&mut out[..2]);
+        assert_eq!(&out[..2], &[1.0, 1.0], "the sum is clamped");
         m.push("a", &vec![1000; AUDIO_RATE as usize]);
         assert_eq!(
             m.streams["a"].len(),
             AUDIO_RATE as usize / 5,
             "200 ms at most"
         );
-        m.muted = true;
-        assert!(m.take(10).iter().all(|&s| s == 0.0));
+        m.remove("a");
+        m.take_into(&mut out);
+        assert_eq!(out, [0.0; 4]);
     }
 
     #[test]
