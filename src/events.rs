@@ -1,6 +1,11 @@
 //! The one place where engine events become JavaScript values: `{e: name, a: [positional
 //! args]}` as ZEGO's uni-app/React Native listeners take them, or `{e: "$done", op, code, ...}`
 //! for a call's completion.
+//!
+//! Each event is built as a [`JsEvent`]: its name and its arguments named as ZEGO names the
+//! listener's parameters. A test checks every event against `ZegoEventListener` in
+//! `index.d.ts` (same names, same parameters in the same order), so the typings cannot drift
+//! from what the engine emits.
 
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
@@ -71,82 +76,141 @@ pub fn frame(event: EngineEvent) -> Result<JsFrame, EngineEvent> {
     }
 }
 
-fn media(event: MediaEvent) -> Vec<Value> {
-    match event {
-        MediaEvent::PublisherCapturedVideoFirstFrame { channel } => {
-            vec![ev("publisherCapturedVideoFirstFrame", json!([channel]))]
+/// One event for JS: a listener's name and its arguments, named as `index.d.ts` names them.
+#[derive(Debug)]
+pub enum JsEvent {
+    Event {
+        name: &'static str,
+        args: Vec<(&'static str, Value)>,
+    },
+    /// A call's completion: `{e: "$done", op, code, ...}`.
+    Done(Value),
+}
+
+impl JsEvent {
+    /// `{e: name, a: [args in order]}` or the completion object.
+    pub fn into_value(self) -> Value {
+        match self {
+            JsEvent::Event { name, args } => {
+                let a: Vec<Value> = args.into_iter().map(|(_, v)| v).collect();
+                json!({"e": name, "a": a})
+            }
+            JsEvent::Done(v) => v,
         }
-        MediaEvent::PublisherRenderVideoFirstFrame { channel } => {
-            vec![ev("publisherRenderVideoFirstFrame", json!([channel]))]
+    }
+}
+
+fn ev<const N: usize>(name: &'static str, args: [(&'static str, Value); N]) -> JsEvent {
+    JsEvent::Event {
+        name,
+        args: args.into(),
+    }
+}
+
+fn media(event: MediaEvent) -> Vec<JsEvent> {
+    let one = match event {
+        MediaEvent::PublisherQuality { stream_id, quality } => {
+            publisher_quality(stream_id, &quality)
         }
-        MediaEvent::PublisherCapturedAudioFirstFrame => {
-            vec![ev("publisherCapturedAudioFirstFrame", json!([]))]
-        }
+        MediaEvent::PlayerQuality { stream_id, quality } => player_quality(stream_id, &quality),
+        MediaEvent::PublisherCapturedVideoFirstFrame { channel } => ev(
+            "publisherCapturedVideoFirstFrame",
+            [("channel", json!(channel))],
+        ),
+        MediaEvent::PublisherRenderVideoFirstFrame { channel } => ev(
+            "publisherRenderVideoFirstFrame",
+            [("channel", json!(channel))],
+        ),
+        MediaEvent::PublisherCapturedAudioFirstFrame => ev("publisherCapturedAudioFirstFrame", []),
         MediaEvent::PublisherVideoSizeChanged {
             channel,
             width,
             height,
-        } => vec![ev(
+        } => ev(
             "publisherVideoSizeChanged",
-            json!([width, height, channel]),
-        )],
-        MediaEvent::PlayerRecvVideoFirstFrame { stream_id } => {
-            vec![ev("playerRecvVideoFirstFrame", json!([stream_id]))]
-        }
-        MediaEvent::PlayerRecvAudioFirstFrame { stream_id } => {
-            vec![ev("playerRecvAudioFirstFrame", json!([stream_id]))]
-        }
-        MediaEvent::PlayerRenderVideoFirstFrame { stream_id } => {
-            vec![ev("playerRenderVideoFirstFrame", json!([stream_id]))]
-        }
+            [
+                ("width", json!(width)),
+                ("height", json!(height)),
+                ("channel", json!(channel)),
+            ],
+        ),
+        MediaEvent::PlayerRecvVideoFirstFrame { stream_id } => ev(
+            "playerRecvVideoFirstFrame",
+            [("streamID", json!(stream_id))],
+        ),
+        MediaEvent::PlayerRecvAudioFirstFrame { stream_id } => ev(
+            "playerRecvAudioFirstFrame",
+            [("streamID", json!(stream_id))],
+        ),
+        MediaEvent::PlayerRenderVideoFirstFrame { stream_id } => ev(
+            "playerRenderVideoFirstFrame",
+            [("streamID", json!(stream_id))],
+        ),
         MediaEvent::PlayerVideoSizeChanged {
             stream_id,
             width,
             height,
-        } => vec![ev(
+        } => ev(
             "playerVideoSizeChanged",
-            json!([stream_id, width, height]),
-        )],
+            [
+                ("streamID", json!(stream_id)),
+                ("width", json!(width)),
+                ("height", json!(height)),
+            ],
+        ),
         MediaEvent::LocalDeviceException {
             exception,
             device_type,
             device_id,
-        } => vec![ev(
+        } => ev(
             "localDeviceExceptionOccurred",
-            json!([exception, device_type, device_id]),
-        )],
-        MediaEvent::PublisherQuality {
-            stream_id,
-            quality: q,
-        } => vec![ev(
-            "publisherQualityUpdate",
-            json!([stream_id, {
-                "videoCaptureFPS": q.video_fps, "videoEncodeFPS": q.video_fps, "videoSendFPS": q.video_fps,
-                "videoKBPS": q.video_kbps, "audioCaptureFPS": q.audio_fps, "audioSendFPS": q.audio_fps,
-                "audioKBPS": q.audio_kbps, "rtt": q.rtt_ms, "packetLostRate": q.loss, "level": q.level(),
-                "isHardwareEncode": false, "videoCodecID": q.video_codec_id,
-                "totalSendBytes": q.video_bytes + q.audio_bytes, "audioSendBytes": q.audio_bytes,
-                "videoSendBytes": q.video_bytes
-            }]),
-        )],
-        MediaEvent::PlayerQuality {
-            stream_id,
-            quality: q,
-        } => vec![ev(
-            "playerQualityUpdate",
-            json!([stream_id, {
-                "videoRecvFPS": q.video_fps, "videoDejitterFPS": q.video_fps, "videoDecodeFPS": q.video_fps,
-                "videoRenderFPS": q.video_fps, "videoKBPS": q.video_kbps, "videoBreakRate": 0,
-                "audioRecvFPS": q.audio_fps, "audioDejitterFPS": q.audio_fps, "audioDecodeFPS": q.audio_fps,
-                "audioRenderFPS": q.audio_fps, "audioKBPS": q.audio_kbps, "audioBreakRate": 0,
-                "rtt": q.rtt_ms, "packetLostRate": q.loss, "peerToPeerDelay": q.rtt_ms,
-                "peerToPeerPacketLostRate": q.loss, "level": q.level(), "delay": 0, "avTimestampDiff": 0,
-                "isHardwareDecode": false, "videoCodecID": q.video_codec_id,
-                "totalRecvBytes": q.video_bytes + q.audio_bytes, "audioRecvBytes": q.audio_bytes,
-                "videoRecvBytes": q.video_bytes
-            }]),
-        )],
-    }
+            [
+                ("exceptionType", json!(exception)),
+                ("deviceType", json!(device_type)),
+                ("deviceID", json!(device_id)),
+            ],
+        ),
+    };
+    vec![one]
+}
+
+fn quality_event(name: &'static str, stream_id: String, quality: Value) -> JsEvent {
+    ev(name, [("streamID", json!(stream_id)), ("quality", quality)])
+}
+
+/// `publisherQualityUpdate` with ZEGO's `ZegoPublishStreamQuality`.
+fn publisher_quality(stream_id: String, q: &zrooms_engine::Quality) -> JsEvent {
+    quality_event(
+        "publisherQualityUpdate",
+        stream_id,
+        json!({
+            "videoCaptureFPS": q.video_fps, "videoEncodeFPS": q.video_fps, "videoSendFPS": q.video_fps,
+            "videoKBPS": q.video_kbps, "audioCaptureFPS": q.audio_fps, "audioSendFPS": q.audio_fps,
+            "audioKBPS": q.audio_kbps, "rtt": q.rtt_ms, "packetLostRate": q.loss, "level": q.level(),
+            "isHardwareEncode": false, "videoCodecID": q.video_codec_id,
+            "totalSendBytes": q.video_bytes + q.audio_bytes, "audioSendBytes": q.audio_bytes,
+            "videoSendBytes": q.video_bytes
+        }),
+    )
+}
+
+/// `playerQualityUpdate` with ZEGO's `ZegoPlayStreamQuality`.
+fn player_quality(stream_id: String, q: &zrooms_engine::Quality) -> JsEvent {
+    quality_event(
+        "playerQualityUpdate",
+        stream_id,
+        json!({
+            "videoRecvFPS": q.video_fps, "videoDejitterFPS": q.video_fps, "videoDecodeFPS": q.video_fps,
+            "videoRenderFPS": q.video_fps, "videoKBPS": q.video_kbps, "videoBreakRate": 0,
+            "audioRecvFPS": q.audio_fps, "audioDejitterFPS": q.audio_fps, "audioDecodeFPS": q.audio_fps,
+            "audioRenderFPS": q.audio_fps, "audioKBPS": q.audio_kbps, "audioBreakRate": 0,
+            "rtt": q.rtt_ms, "packetLostRate": q.loss, "peerToPeerDelay": q.rtt_ms,
+            "peerToPeerPacketLostRate": q.loss, "level": q.level(), "delay": 0, "avTimestampDiff": 0,
+            "isHardwareDecode": false, "videoCodecID": q.video_codec_id,
+            "totalRecvBytes": q.video_bytes + q.audio_bytes, "audioRecvBytes": q.audio_bytes,
+            "videoRecvBytes": q.video_bytes
+        }),
+    )
 }
 
 fn user(u: &User) -> Value {
@@ -166,11 +230,7 @@ fn message(text: &str, id: Value, send_time_ms: u64, from: &User) -> Value {
     json!({"message": text, "messageID": id, "sendTime": send_time_ms, "fromUser": user(from)})
 }
 
-fn ev(name: &str, args: Value) -> Value {
-    json!({"e": name, "a": args})
-}
-
-pub fn to_js(event: EngineEvent) -> Vec<Value> {
+pub fn to_js(event: EngineEvent) -> Vec<JsEvent> {
     let event = match event {
         EngineEvent::Session(e) => e,
         EngineEvent::Media(m) => return media(m),
@@ -199,7 +259,7 @@ pub fn to_js(event: EngineEvent) -> Vec<Value> {
 }
 
 /// A call's completion and its `apiCalledResult` (and `debugError` when it failed).
-fn calls(event: SessionEvent) -> Vec<Value> {
+fn calls(event: SessionEvent) -> Vec<JsEvent> {
     match event {
         SessionEvent::Completed { op, code, value } => {
             let mut v = json!({"e": "$done", "op": op, "code": code.0});
@@ -209,14 +269,21 @@ fn calls(event: SessionEvent) -> Vec<Value> {
                 OpValue::MessageId(id) => v["messageID"] = json!(id),
                 OpValue::BarrageId(id) => v["messageID"] = json!(id),
             }
-            vec![v]
+            vec![JsEvent::Done(v)]
         }
         SessionEvent::ApiCalled { func, code, info } => {
+            let args = || {
+                [
+                    ("errorCode", json!(code.0)),
+                    ("funcName", json!(func)),
+                    ("info", json!(info)),
+                ]
+            };
             let mut out = Vec::with_capacity(2);
             if !code.is_success() {
-                out.push(ev("debugError", json!([code.0, func, info])));
+                out.push(ev("debugError", args()));
             }
-            out.push(ev("apiCalledResult", json!([code.0, func, info])));
+            out.push(ev("apiCalledResult", args()));
             out
         }
         // Routed to another group by `to_js`.
@@ -224,42 +291,67 @@ fn calls(event: SessionEvent) -> Vec<Value> {
     }
 }
 
+/// `roomStateChanged` and ZEGO's older `roomStateUpdate` for one change.
+fn room_state(
+    room_id: &str,
+    reason: zrooms_engine::session::RoomReason,
+    code: u32,
+    extended: &str,
+) -> Vec<JsEvent> {
+    vec![
+        ev(
+            "roomStateChanged",
+            [
+                ("roomID", json!(room_id)),
+                ("reason", json!(reason as u32)),
+                ("errorCode", json!(code)),
+                ("extendedData", json!(extended)),
+            ],
+        ),
+        ev(
+            "roomStateUpdate",
+            [
+                ("roomID", json!(room_id)),
+                ("state", json!(reason.state() as u32)),
+                ("errorCode", json!(code)),
+                ("extendedData", json!(extended)),
+            ],
+        ),
+    ]
+}
+
 /// A room's state, users, count, token, streams and extra info.
-fn rooms(event: SessionEvent) -> Vec<Value> {
+fn rooms(event: SessionEvent) -> Vec<JsEvent> {
     match event {
         SessionEvent::RoomState {
             room_id,
             reason,
             code,
             extended,
-        } => vec![
-            ev(
-                "roomStateChanged",
-                json!([room_id, reason as u32, code.0, extended]),
-            ),
-            ev(
-                "roomStateUpdate",
-                json!([room_id, reason.state() as u32, code.0, extended]),
-            ),
-        ],
+        } => room_state(&room_id, reason, code.0, &extended),
         SessionEvent::UserUpdate {
             room_id,
             update,
             users,
         } => vec![ev(
             "roomUserUpdate",
-            json!([
-                room_id,
-                update.zego(),
-                users.iter().map(user).collect::<Vec<_>>()
-            ]),
+            [
+                ("roomID", json!(room_id)),
+                ("updateType", json!(update.zego())),
+                ("userList", users.iter().map(user).collect()),
+            ],
         )],
-        SessionEvent::OnlineCount { room_id, count } => {
-            vec![ev("roomOnlineUserCountUpdate", json!([room_id, count]))]
-        }
-        SessionEvent::TokenWillExpire { room_id, remain_s } => {
-            vec![ev("roomTokenWillExpire", json!([room_id, remain_s]))]
-        }
+        SessionEvent::OnlineCount { room_id, count } => vec![ev(
+            "roomOnlineUserCountUpdate",
+            [("roomID", json!(room_id)), ("count", json!(count))],
+        )],
+        SessionEvent::TokenWillExpire { room_id, remain_s } => vec![ev(
+            "roomTokenWillExpire",
+            [
+                ("roomID", json!(room_id)),
+                ("remainTimeInSecond", json!(remain_s)),
+            ],
+        )],
         SessionEvent::StreamUpdate {
             room_id,
             update,
@@ -267,28 +359,49 @@ fn rooms(event: SessionEvent) -> Vec<Value> {
             extended,
         } => vec![ev(
             "roomStreamUpdate",
-            json!([
-                room_id,
-                update.zego(),
-                streams.iter().map(stream).collect::<Vec<_>>(),
-                extended
-            ]),
+            [
+                ("roomID", json!(room_id)),
+                ("updateType", json!(update.zego())),
+                ("streamList", streams.iter().map(stream).collect()),
+                ("extendedData", json!(extended)),
+            ],
         )],
         SessionEvent::StreamExtraInfo { room_id, streams } => vec![ev(
             "roomStreamExtraInfoUpdate",
-            json!([room_id, streams.iter().map(stream).collect::<Vec<_>>()]),
+            [
+                ("roomID", json!(room_id)),
+                ("streamList", streams.iter().map(stream).collect()),
+            ],
         )],
         SessionEvent::RoomExtraInfo { room_id, infos } => vec![ev(
             "roomExtraInfoUpdate",
-            json!([room_id, infos.iter().map(extra).collect::<Vec<_>>()]),
+            [
+                ("roomID", json!(room_id)),
+                ("roomExtraInfoList", infos.iter().map(extra).collect()),
+            ],
         )],
         // Routed to another group by `to_js`.
         _ => Vec::new(),
     }
 }
 
+/// A stream's state: `[streamID, state, errorCode, extendedData]`.
+fn state_args(
+    stream_id: &str,
+    state: u32,
+    code: u32,
+    extended: String,
+) -> [(&'static str, Value); 4] {
+    [
+        ("streamID", json!(stream_id)),
+        ("state", json!(state)),
+        ("errorCode", json!(code)),
+        ("extendedData", json!(extended)),
+    ]
+}
+
 /// Publisher and player states, and the remote devices' states.
-fn streams(event: SessionEvent) -> Vec<Value> {
+fn streams(event: SessionEvent) -> Vec<JsEvent> {
     match event {
         SessionEvent::PublisherState {
             stream_id,
@@ -297,7 +410,7 @@ fn streams(event: SessionEvent) -> Vec<Value> {
             extended,
         } => vec![ev(
             "publisherStateUpdate",
-            json!([stream_id.as_str(), state as u32, code.0, extended]),
+            state_args(stream_id.as_str(), state as u32, code.0, extended),
         )],
         SessionEvent::PlayerState {
             stream_id,
@@ -306,47 +419,55 @@ fn streams(event: SessionEvent) -> Vec<Value> {
             extended,
         } => vec![ev(
             "playerStateUpdate",
-            json!([stream_id.as_str(), state as u32, code.0, extended]),
+            state_args(stream_id.as_str(), state as u32, code.0, extended),
         )],
-        SessionEvent::RemoteMicState { stream_id, state } => {
-            vec![ev(
-                "remoteMicStateUpdate",
-                json!([stream_id.as_str(), state]),
-            )]
-        }
-        SessionEvent::RemoteCameraState { stream_id, state } => {
-            vec![ev(
-                "remoteCameraStateUpdate",
-                json!([stream_id.as_str(), state]),
-            )]
-        }
+        SessionEvent::RemoteMicState { stream_id, state } => vec![ev(
+            "remoteMicStateUpdate",
+            [
+                ("streamID", json!(stream_id.as_str())),
+                ("state", json!(state)),
+            ],
+        )],
+        SessionEvent::RemoteCameraState { stream_id, state } => vec![ev(
+            "remoteCameraStateUpdate",
+            [
+                ("streamID", json!(stream_id.as_str())),
+                ("state", json!(state)),
+            ],
+        )],
         // Routed to another group by `to_js`.
         _ => Vec::new(),
     }
 }
 
 /// Broadcast, barrage and custom command messages.
-fn messages(event: SessionEvent) -> Vec<Value> {
+fn messages(event: SessionEvent) -> Vec<JsEvent> {
     match event {
         SessionEvent::Broadcast { room_id, messages } => vec![ev(
             "IMRecvBroadcastMessage",
-            json!([
-                room_id,
-                messages
-                    .iter()
-                    .map(|m| message(&m.message, json!(m.message_id), m.send_time_ms, &m.from))
-                    .collect::<Vec<_>>()
-            ]),
+            [
+                ("roomID", json!(room_id)),
+                (
+                    "messageList",
+                    messages
+                        .iter()
+                        .map(|m| message(&m.message, json!(m.message_id), m.send_time_ms, &m.from))
+                        .collect(),
+                ),
+            ],
         )],
         SessionEvent::Barrage { room_id, messages } => vec![ev(
             "IMRecvBarrageMessage",
-            json!([
-                room_id,
-                messages
-                    .iter()
-                    .map(|m| message(&m.message, json!(m.message_id), m.send_time_ms, &m.from))
-                    .collect::<Vec<_>>()
-            ]),
+            [
+                ("roomID", json!(room_id)),
+                (
+                    "messageList",
+                    messages
+                        .iter()
+                        .map(|m| message(&m.message, json!(m.message_id), m.send_time_ms, &m.from))
+                        .collect(),
+                ),
+            ],
         )],
         SessionEvent::CustomCommand {
             room_id,
@@ -354,9 +475,16 @@ fn messages(event: SessionEvent) -> Vec<Value> {
             command,
         } => vec![ev(
             "IMRecvCustomCommand",
-            json!([room_id, user(&from), command]),
+            [
+                ("roomID", json!(room_id)),
+                ("fromUser", user(&from)),
+                ("command", json!(command)),
+            ],
         )],
         // Routed to another group by `to_js`.
         _ => Vec::new(),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -178,7 +178,8 @@ impl NativeEngine {
                         frames.call(frame, ThreadsafeFunctionCallMode::NonBlocking);
                     }
                     Err(ev) => {
-                        for value in events::to_js(ev) {
+                        for event in events::to_js(ev) {
+                            let value = event.into_value();
                             tsfn.call(value, ThreadsafeFunctionCallMode::NonBlocking);
                         }
                     }
