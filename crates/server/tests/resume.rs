@@ -1,10 +1,13 @@
 //! Sessions survive a dropped connection: within the grace period an engine resumes with no
 //! leave/join or stream churn seen by others, missed frames replayed, and requests it sends
-//! again processed once. After the grace period, the normal leave.
+//! again processed once. After the grace period, the normal leave. A close frame is a goodbye:
+//! answered at once, and the user leaves at once.
 
 mod common;
 use common::*;
+use futures_util::StreamExt;
 use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
 
 fn config(grace_ms: u64) -> ServerConfig {
     let mut c = unlimited();
@@ -67,7 +70,7 @@ async fn a_quick_reconnect_resumes_with_no_churn_and_exactly_once_delivery() {
     b.send_raw(&text).await;
     let received_before_drop = b.received;
     // Drop without reading: what the server sent since is lost with the socket.
-    let _ = b.ws.close(None).await;
+    b.drop_link().await;
     b.received = received_before_drop;
     // a speaks while b is away.
     for m in ["while away 1", "while away 2"] {
@@ -123,7 +126,7 @@ async fn missed_frames_are_replayed_in_order() {
     let (mut a, mut b) = members_a_and_b(&s).await;
     b.drain(Duration::from_millis(100)).await;
     let kept = b.received;
-    let _ = b.ws.close(None).await;
+    b.drop_link().await;
     for i in 0..20 {
         a.request(Request::Broadcast {
             room_id: room("r"),
@@ -145,7 +148,7 @@ async fn a_wrong_key_or_an_expired_grace_gets_a_new_session() {
     let (mut a, mut b) = members_a_and_b(&s).await;
     assert_eq!(b.publish("r", "sb").await, ErrorCode::SUCCESS);
     a.drain(Duration::from_millis(100)).await;
-    let _ = b.ws.close(None).await;
+    b.drop_link().await;
     let real_key = b.session.1.clone();
     b.session.1 = "0".repeat(32);
     assert!(
@@ -170,5 +173,47 @@ async fn a_wrong_key_or_an_expired_grace_gets_a_new_session() {
             ..
         }
     )));
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_close_frame_is_answered_and_the_user_leaves_at_once() {
+    // A grace period far longer than the client's 5 s wait for each frame: a parked session
+    // would fail this test.
+    let s = server(config(60_000)).await;
+    let (mut a, mut b) = members_a_and_b(&s).await;
+    assert_eq!(b.publish("r", "sb").await, ErrorCode::SUCCESS);
+    a.push_where(|m| matches!(m, ServerMsg::StreamUpdate { .. }).then_some(()))
+        .await;
+    b.ws.close(None).await.expect("close sent");
+    // The server answers with its own close frame and ends the stream.
+    let answered = loop {
+        match tokio::time::timeout(Duration::from_secs(5), b.ws.next()).await {
+            Ok(Some(Ok(Message::Close(_)))) => break true,
+            Ok(Some(Ok(_))) => continue,
+            Ok(_) | Err(_) => break false,
+        }
+    };
+    assert!(answered, "the close frame is answered");
+    // a sees b's stream go and b leave now, not after the grace period.
+    let code = a
+        .push_where(|m| match m {
+            ServerMsg::StreamUpdate { deleted, .. } => deleted.first().map(|d| d.code),
+            _ => None,
+        })
+        .await;
+    assert_eq!(code, DeleteReason::DISCONNECTED);
+    a.push_where(|m| match m {
+        ServerMsg::UserUpdate {
+            update: UpdateType::Delete,
+            users,
+            ..
+        } => users
+            .iter()
+            .any(|u| u.user_id.as_str() == "b")
+            .then_some(()),
+        _ => None,
+    })
+    .await;
     s.shutdown().await;
 }

@@ -22,9 +22,10 @@ use zrooms_proto::ErrorCode;
 
 /// Why a session's connection is no longer read.
 enum Lost {
-    /// Closed by the peer, broken, or silent past the heartbeat timeout: park if possible.
+    /// Broken, or silent past the heartbeat timeout: park if possible.
     Dropped,
-    /// Ended on purpose (protocol violation, stuck reader, shutdown): the session ends.
+    /// Ended on purpose (a close frame from the client, protocol violation, stuck reader,
+    /// shutdown): the session ends.
     Ended,
 }
 
@@ -199,7 +200,14 @@ impl Live {
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => None,
             // Binary frames are not part of the protocol.
             Some(Ok(Message::Binary(_))) => Some(Lost::Ended),
-            Some(Ok(Message::Close(_))) | None => Some(Lost::Dropped),
+            // A close frame is a goodbye (a destroyed engine, a closed tab): the user leaves
+            // every room now, and the writer answers the close at once. Only a link that dies
+            // without one is kept for the grace period.
+            Some(Ok(Message::Close(_))) => {
+                tracing::debug!(conn = id, "closed by the client: leaving its rooms now");
+                Some(Lost::Ended)
+            }
+            None => Some(Lost::Dropped),
             // The socket broke: the engine may come back.
             Some(Err(
                 WsError::Io(_)

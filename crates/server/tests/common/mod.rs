@@ -58,6 +58,15 @@ impl Client {
         }
     }
 
+    /// The link dies without a goodbye (no close frame; the TCP connection ends): the server
+    /// keeps the session for the grace period.
+    pub async fn drop_link(&mut self) {
+        use tokio::io::AsyncWriteExt;
+        if let MaybeTlsStream::Plain(tcp) = self.ws.get_mut() {
+            let _ = tcp.shutdown().await;
+        }
+    }
+
     pub async fn send_raw(&mut self, text: &str) {
         self.ws.send(Message::text(text.to_string())).await.unwrap();
     }
