@@ -163,6 +163,7 @@ impl NativeEngine {
                     options.reconnect_delay_ms.unwrap_or(250).max(10) as u64,
                 ),
                 reconnect_max_delay: Duration::from_secs(8),
+                reconnect_probe_interval: Duration::from_millis(500),
                 jitter_seed: jitter_seed(),
             },
             use_devices: options.capture.as_deref() != Some("synthetic"),

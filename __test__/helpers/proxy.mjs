@@ -1,12 +1,24 @@
 // A TCP proxy in front of the room server's signaling port, for fault injection: `cut()` breaks
 // every connection through it (both ways, at once), `stall()` stops forwarding bytes on the
-// current connections while keeping them open (new connections still pass).
+// current connections while keeping them open (new connections still pass), `down()` cuts and
+// then resets every new connection before a byte passes (a server that is gone: the times of
+// those attempts are kept in `refused`) until `up()`.
 import net from 'node:net'
 
 export async function startProxy(targetUrl) {
   const target = new URL(targetUrl)
   const pairs = new Set()
+  let isDown = false
+  const refused = []
+  let watchers = []
   const server = net.createServer((client) => {
+    if (isDown) {
+      refused.push(Date.now())
+      watchers = watchers.filter((w) => !w())
+      client.on('error', () => {})
+      client.resetAndDestroy?.() ?? client.destroy()
+      return
+    }
     const upstream = net.connect(Number(target.port), target.hostname)
     const pair = { client, upstream, stalled: false }
     pairs.add(pair)
@@ -45,6 +57,24 @@ export async function startProxy(targetUrl) {
     },
     get open() {
       return pairs.size
+    },
+    /** Cuts every connection and resets each new one until `up()`. */
+    down() {
+      isDown = true
+      refused.length = 0
+      return this.cut()
+    },
+    up() {
+      isDown = false
+    },
+    /** Times (ms) of the connections refused since `down()`. */
+    refused,
+    /** Resolves once the refused attempts satisfy `pred(refused)`. */
+    untilRefused(pred) {
+      return new Promise((resolve) => {
+        const check = () => pred(refused) && (resolve([...refused]), true)
+        if (!check()) watchers.push(check)
+      })
     },
     close() {
       this.cut()

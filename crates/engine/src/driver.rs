@@ -20,20 +20,38 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use zrooms_session::{Output, Session};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-type Connecting = Pin<Box<dyn Future<Output = Result<Ws, String>> + Send>>;
+type Connecting = Pin<Box<dyn Future<Output = Result<Ws, ConnectError>> + Send>>;
 
-/// How long one connection attempt may take.
+/// How long the first step of a connection attempt, reaching the server's port, may take. It
+/// costs the server nothing (no byte reaches its application), so while the network is down
+/// the session probes every half second (see `SessionConfig::reconnect_probe_interval`); two
+/// seconds cover Linux's first SYN retransmission (at one second).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the WebSocket handshake may then take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Signaling frames waiting for the socket. A server that lets this many pile up is not
 /// reading: the connection counts as lost (the session reconnects and resumes).
 pub const SIGNAL_QUEUE: usize = 256;
-/// How long the frames of a destroy (the logouts) may take to leave before the socket closes.
+/// How long a destroy may take to say goodbye: its last frames (the logouts) leave, the close
+/// frame goes, and the server's replies and close are read, before the socket is dropped.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why a connection attempt failed.
+pub(crate) enum ConnectError {
+    /// The server's port was not reached (refused, no route, no answer): the network is down
+    /// or the server is gone. Retried at the probe interval.
+    Unreachable(String),
+    /// Reached, but the handshake failed: retried with the growing backoff.
+    Failed(String),
+}
 
 pub(crate) struct Driver {
     session: Session,
@@ -54,7 +72,7 @@ pub(crate) struct Driver {
 /// What woke the driver.
 enum Wake {
     Cmd(Option<Cmd>),
-    Connected(Result<Box<Ws>, String>),
+    Connected(Result<Box<Ws>, ConnectError>),
     Server(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
     Datagram(SocketAddr, usize),
     Encoded(crate::media::pipeline::Encoded),
@@ -186,7 +204,7 @@ impl Driver {
         true
     }
 
-    fn connected(&mut self, res: Result<Box<Ws>, String>) {
+    fn connected(&mut self, res: Result<Box<Ws>, ConnectError>) {
         self.connecting = None;
         match res {
             Ok(ws) => {
@@ -201,7 +219,11 @@ impl Driver {
                 self.source = Some(source);
                 self.session.handle_connected(Instant::now());
             }
-            Err(e) => {
+            Err(ConnectError::Unreachable(e)) => {
+                tracing::debug!("{} not reachable: {e}", self.url);
+                self.session.handle_unreachable(Instant::now());
+            }
+            Err(ConnectError::Failed(e)) => {
                 tracing::debug!("connect to {} failed: {e}", self.url);
                 self.session.handle_disconnected(Instant::now());
             }
@@ -283,15 +305,7 @@ impl Driver {
     }
 
     fn connect(&mut self) {
-        let url = self.url.clone();
-        self.connecting = Some(Box::pin(async move {
-            let connect = tokio_tungstenite::connect_async(url);
-            match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-                Ok(Ok((ws, _))) => Ok(ws),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("timed out".into()),
-            }
-        }));
+        self.connecting = Some(Box::pin(open_signaling(self.url.clone())));
     }
 
     /// Queues a frame for the socket's writer; a full queue or a writer that stopped means the
@@ -329,9 +343,12 @@ impl Driver {
     /// (and its media peer) for a while, and a resumed session goes on with it. The session
     /// says when it must go ([`Output::MediaReset`]).
     fn lost(&mut self) {
-        // The writer ends once its queue is dropped (it closes the socket).
+        // The socket goes without a close frame: a close frame tells the server the user left
+        // (no grace period), and this is a link that broke, not a goodbye.
+        if let Some(writer) = self.writer.take() {
+            writer.abort();
+        }
         self.sink = None;
-        self.writer = None;
         self.source = None;
         self.connecting = None;
         self.session.handle_disconnected(Instant::now());
@@ -359,11 +376,19 @@ impl Driver {
                 | Output::Disconnect => {}
             }
         }
+        // The writer sends what is queued, then the close frame.
         self.sink = None;
+        let deadline = tokio::time::Instant::now() + FLUSH_TIMEOUT;
         if let Some(writer) = self.writer.take() {
-            let _ = tokio::time::timeout(FLUSH_TIMEOUT, writer).await;
+            let _ = tokio::time::timeout_at(deadline, writer).await;
         }
-        self.source = None;
+        // The close handshake: read (the logouts' replies) until the server's close frame and
+        // the end of the stream. A socket closed with unread bytes is reset by the kernel, and
+        // the reset can discard the logout before the server reads it.
+        if let Some(mut source) = self.source.take() {
+            let drained = async { while let Some(Ok(_)) = source.next().await {} };
+            let _ = tokio::time::timeout_at(deadline, drained).await;
+        }
     }
 }
 
@@ -377,6 +402,49 @@ async fn write_signaling(mut sink: SplitSink<Ws, Message>, mut frames: mpsc::Rec
         }
     }
     let _ = tokio::time::timeout(FLUSH_TIMEOUT, sink.close()).await;
+}
+
+/// Opens the signaling connection in two steps: reaching the server's port (cheap, and quick
+/// to fail while the network is down), then the WebSocket handshake on that socket. Nagle's
+/// algorithm is off: a request or a logout leaves at once, not after the previous one's ACK.
+async fn open_signaling(url: String) -> Result<Ws, ConnectError> {
+    let request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| ConnectError::Failed(e.to_string()))?;
+    let uri = request.uri();
+    let host = uri.host().unwrap_or_default();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    if uri.scheme_str() == Some("wss") {
+        // This build has no TLS client (docs/security.md: TLS ends at a proxy in front).
+        return Err(ConnectError::Failed("wss:// needs TLS support".into()));
+    }
+    let port = uri.port_u16().unwrap_or(80);
+    let reach = TcpStream::connect((host.as_str(), port));
+    let tcp = match tokio::time::timeout(PROBE_TIMEOUT, reach).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => return Err(ConnectError::Unreachable(e.to_string())),
+        Err(_) => return Err(ConnectError::Unreachable("no answer".into())),
+    };
+    let _ = tcp.set_nodelay(true);
+    let handshake = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp));
+    match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+        Ok(Ok((ws, _))) => Ok(ws),
+        // The socket was reset or closed before any HTTP answer: nothing serves behind the
+        // port (a server going down, a proxy without its backend). Probed like a refusal.
+        Ok(Err(
+            e @ (WsError::Io(_)
+            | WsError::ConnectionClosed
+            | WsError::AlreadyClosed
+            | WsError::Protocol(ProtocolError::HandshakeIncomplete)),
+        )) => Err(ConnectError::Unreachable(e.to_string())),
+        // An answer that is not the upgrade (a 503, say): the server is there; back off.
+        Ok(Err(e)) => Err(ConnectError::Failed(e.to_string())),
+        Err(_) => Err(ConnectError::Failed("timed out".into())),
+    }
 }
 
 async fn pending_or<F: Future + Unpin>(f: Option<&mut F>) -> F::Output {

@@ -194,6 +194,50 @@ fn retries_back_off_with_jitter_and_give_up_at_the_horizon() {
 }
 
 #[test]
+fn an_unreachable_server_is_probed_every_half_second_without_growing_the_backoff() {
+    let mut h = live();
+    h.s.handle_disconnected(h.now);
+    h.drain();
+    // Attempts that reached the server and failed grow the backoff: 250, 500, 1000, 2000 ms.
+    for _ in 0..4 {
+        until_connect(&mut h);
+        h.s.handle_disconnected(h.now);
+        h.drain();
+    }
+    // Then the network goes. The attempt already scheduled comes at its backoff (4 s) and does
+    // not reach the server; from then on attempts come within 500 ms ±25 % (bounded: at most
+    // about two a second), however long the outage lasts.
+    let scheduled = until_connect(&mut h);
+    assert!(scheduled >= Duration::from_secs(3), "{scheduled:?}");
+    h.s.handle_unreachable(h.now);
+    h.drain();
+    let since = h.now;
+    let mut probes = Vec::new();
+    while h.now < since + Duration::from_secs(120) {
+        probes.push(until_connect(&mut h));
+        h.s.handle_unreachable(h.now);
+        h.drain();
+    }
+    assert!(
+        probes
+            .iter()
+            .all(|d| *d >= Duration::from_millis(370) && *d <= Duration::from_millis(630)),
+        "{probes:?}"
+    );
+    assert!(
+        (190..=320).contains(&probes.len()),
+        "{} probes in 120 s",
+        probes.len()
+    );
+    // A server that is reachable again but fails goes back to the grown backoff (4 s next).
+    until_connect(&mut h);
+    h.s.handle_disconnected(h.now);
+    h.drain();
+    let d = until_connect(&mut h);
+    assert!(d >= Duration::from_secs(3), "{d:?}");
+}
+
+#[test]
 fn a_new_server_session_logs_in_again_reports_changes_and_republishes() {
     let mut h = live();
     let op = h.call(Command::SendBroadcast {

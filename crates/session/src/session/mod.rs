@@ -36,9 +36,13 @@ pub struct SessionConfig {
     /// end with ReconnectFailed.
     pub reconnect_horizon: Duration,
     /// The first retry's delay; each next one doubles, up to `reconnect_max_delay`, with ±25 %
-    /// jitter.
+    /// jitter. An attempt that reached the server and failed counts toward the doubling.
     pub reconnect_delay: Duration,
     pub reconnect_max_delay: Duration,
+    /// While the server is unreachable (the attempt did not reach its port: no byte reached
+    /// it), the next attempt comes after at most this (±25 %), whatever the backoff: a return
+    /// of the network is noticed this quickly, at no cost to the server.
+    pub reconnect_probe_interval: Duration,
     /// Seeds the jitter.
     pub jitter_seed: u64,
 }
@@ -56,6 +60,7 @@ impl Default for SessionConfig {
             reconnect_horizon: Duration::from_secs(20 * 60),
             reconnect_delay: Duration::from_millis(250),
             reconnect_max_delay: Duration::from_secs(8),
+            reconnect_probe_interval: Duration::from_millis(500),
             jitter_seed: 0x9e37_79b9_7f4a_7c15,
         }
     }

@@ -16,6 +16,17 @@ impl Session {
     /// return resumes it. Rooms still logging in fail. Without logged-in rooms, everything
     /// waiting on the connection fails.
     pub fn handle_disconnected(&mut self, now: Instant) {
+        self.disconnected(now, true);
+    }
+
+    /// A connection attempt did not reach the server (refused, no route, no answer): as
+    /// [`Session::handle_disconnected`], but the next attempt comes within the probe interval
+    /// and the backoff does not grow, so the return of the network is noticed at once.
+    pub fn handle_unreachable(&mut self, now: Instant) {
+        self.disconnected(now, false);
+    }
+
+    fn disconnected(&mut self, now: Instant, reached: bool) {
         let was_open = matches!(self.conn, Conn::Open | Conn::Handshaking);
         self.conn = Conn::Closed;
         self.last_rx = None;
@@ -45,7 +56,7 @@ impl Session {
                 });
                 self.enter_reconnecting();
             }
-            self.schedule_reconnect(now);
+            self.schedule_reconnect(now, reached);
             return;
         }
         let code = if self.reconnect.is_some() {
@@ -112,18 +123,26 @@ impl Session {
         }
     }
 
-    pub(super) fn schedule_reconnect(&mut self, now: Instant) {
+    /// When to try again: the backoff (doubling from `reconnect_delay` to `reconnect_max_delay`)
+    /// grows with attempts that reached the server; while it is unreachable, the next attempt
+    /// comes within `reconnect_probe_interval`. Both ±25 %.
+    pub(super) fn schedule_reconnect(&mut self, now: Instant, reached: bool) {
         let base = self.config.reconnect_delay;
         let max = self.config.reconnect_max_delay;
+        let probe = self.config.reconnect_probe_interval;
         let jitter = self.next_jitter();
         let Some(r) = self.reconnect.as_mut() else {
             return;
         };
-        let exp = base.saturating_mul(1u32 << r.attempt.min(16)).min(max);
+        let mut delay = base.saturating_mul(1u32 << r.attempt.min(16)).min(max);
+        if reached {
+            r.attempt = r.attempt.saturating_add(1);
+        } else {
+            delay = delay.min(probe);
+        }
         // ±25 %.
         let factor = 0.75 + 0.5 * jitter;
-        r.next_at = Some(now + exp.mul_f64(factor));
-        r.attempt = r.attempt.saturating_add(1);
+        r.next_at = Some(now + delay.mul_f64(factor));
     }
 
     pub(super) fn next_jitter(&mut self) -> f64 {
