@@ -39,9 +39,8 @@ pub struct SessionConfig {
     /// jitter. An attempt that reached the server and failed counts toward the doubling.
     pub reconnect_delay: Duration,
     pub reconnect_max_delay: Duration,
-    /// While the server is unreachable (the attempt did not reach its port: no byte reached
-    /// it), the next attempt comes after at most this (±25 %), whatever the backoff: a return
-    /// of the network is noticed this quickly, at no cost to the server.
+    /// While the server is unreachable (no byte reached it), the next attempt comes within this
+    /// (±25 %) whatever the backoff: the network's return is noticed this quickly.
     pub reconnect_probe_interval: Duration,
     /// Seeds the jitter.
     pub jitter_seed: u64,
