@@ -231,3 +231,245 @@ fn malformed_frames_are_errors_not_panics() {
         );
     }
 }
+
+/// The fixture that pins each kind of request. The match has no wildcard: a new request kind
+/// does not compile until it is given a fixture here and in [`every_request_kind`].
+fn request_fixture(req: &Request) -> &'static str {
+    match req {
+        Request::Hello { resume: None, .. } => "client_hello",
+        Request::Hello {
+            resume: Some(_), ..
+        } => "client_hello_resume",
+        Request::Login { .. } => "client_login",
+        Request::Logout { .. } => "client_logout",
+        Request::RenewToken { .. } => "client_renew_token",
+        Request::SetRoomExtraInfo { .. } => "client_set_room_extra_info",
+        Request::Publish { .. } => "client_publish",
+        Request::Unpublish { .. } => "client_unpublish",
+        Request::SetStreamExtraInfo { .. } => "client_set_stream_extra_info",
+        Request::Play { .. } => "client_play",
+        Request::Unplay { .. } => "client_unplay",
+        Request::Broadcast { .. } => "client_broadcast",
+        Request::Barrage { .. } => "client_barrage",
+        Request::CustomCommand { .. } => "client_custom_command",
+        Request::SetStreamState { .. } => "client_set_stream_state",
+        Request::MediaOffer { fresh: true, .. } => "client_media_offer_fresh",
+        Request::MediaOffer { fresh: false, .. } => "client_media_offer",
+        Request::Ping { .. } => "client_ping",
+    }
+}
+
+/// The fixture that pins each kind of server frame (replies by their body).
+fn server_fixture(msg: &ServerMsg) -> &'static str {
+    match msg {
+        ServerMsg::Reply { body: None, .. } => "server_reply_error",
+        ServerMsg::Reply { body: Some(b), .. } => match b {
+            ReplyBody::Hello { .. } => "server_reply_hello",
+            ReplyBody::Login { .. } => "server_reply_login",
+            ReplyBody::Broadcast { .. } => "server_reply_broadcast",
+            ReplyBody::Barrage { .. } => "server_reply_barrage",
+            ReplyBody::Play { .. } => "server_reply_play",
+            ReplyBody::MediaAnswer { .. } => "server_reply_media_answer",
+        },
+        ServerMsg::UserUpdate { .. } => "server_user_update",
+        ServerMsg::StreamUpdate { deleted, .. } if deleted.is_empty() => "server_stream_add",
+        ServerMsg::StreamUpdate { .. } => "server_stream_delete",
+        ServerMsg::StreamExtraInfo { .. } => "server_stream_extra_info",
+        ServerMsg::RoomExtraInfo { .. } => "server_room_extra_info",
+        ServerMsg::Broadcast { .. } => "server_broadcast",
+        ServerMsg::Barrage { .. } => "server_barrage",
+        ServerMsg::CustomCommand { .. } => "server_custom_command",
+        ServerMsg::OnlineCount { .. } => "server_online_count",
+        ServerMsg::TokenWillExpire { .. } => "server_token_will_expire",
+        ServerMsg::Kicked { .. } => "server_kicked",
+        ServerMsg::StreamAvailable { .. } => "server_stream_available",
+        ServerMsg::StreamState { .. } => "server_stream_state",
+        ServerMsg::StreamUnavailable { .. } => "server_stream_unavailable",
+    }
+}
+
+fn frame(id: u64, req: Request) -> ClientFrame {
+    ClientFrame { id, req }
+}
+
+#[test]
+fn every_request_kind() {
+    let r = || room("room1");
+    let s = || stream("s1");
+    let requests = vec![
+        Request::Logout { room_id: r() },
+        Request::RenewToken {
+            room_id: r(),
+            token: "04AAAA".into(),
+        },
+        Request::SetRoomExtraInfo {
+            room_id: r(),
+            key: "topic".into(),
+            value: "maths".into(),
+        },
+        Request::Unpublish {
+            room_id: r(),
+            stream_id: s(),
+        },
+        Request::SetStreamExtraInfo {
+            room_id: r(),
+            stream_id: s(),
+            extra_info: "{\"layer\":1}".into(),
+        },
+        Request::Play {
+            room_id: r(),
+            stream_id: s(),
+        },
+        Request::Unplay {
+            room_id: r(),
+            stream_id: s(),
+        },
+        Request::Broadcast {
+            room_id: r(),
+            message: "hello room".into(),
+        },
+        Request::Barrage {
+            room_id: r(),
+            message: "+1".into(),
+        },
+        Request::SetStreamState {
+            room_id: r(),
+            stream_id: s(),
+            audio: 10,
+            video: 0,
+        },
+        Request::MediaOffer {
+            sdp: "v=0\r\n".into(),
+            tracks: vec![
+                TrackSpec {
+                    mid: "0".into(),
+                    stream_id: s(),
+                    kind: TrackKind::Audio,
+                    direction: TrackDirection::Recv,
+                },
+                TrackSpec {
+                    mid: "1".into(),
+                    stream_id: s(),
+                    kind: TrackKind::Video,
+                    direction: TrackDirection::Recv,
+                },
+            ],
+            fresh: false,
+        },
+    ];
+    for (i, req) in requests.into_iter().enumerate() {
+        let name = request_fixture(&req);
+        check(name, &frame(20 + i as u64, req));
+    }
+}
+
+#[test]
+fn every_server_frame_kind() {
+    let r = || room("room1");
+    let s = || stream("s1");
+    let info = || StreamInfo {
+        stream_id: s(),
+        user: user("u1"),
+        extra_info: String::new(),
+    };
+    let reply = |id, body| ServerMsg::Reply {
+        id,
+        code: ErrorCode::SUCCESS,
+        body: Some(body),
+    };
+    let frames = vec![
+        reply(30, ReplyBody::Broadcast { message_id: 12 }),
+        reply(
+            31,
+            ReplyBody::Barrage {
+                message_id: "b-7".into(),
+            },
+        ),
+        reply(32, ReplyBody::Play { available: true }),
+        reply(
+            33,
+            ReplyBody::MediaAnswer {
+                sdp: "v=0\r\n".into(),
+            },
+        ),
+        ServerMsg::UserUpdate {
+            room_id: r(),
+            update: UpdateType::Add,
+            users: vec![user("u2")],
+        },
+        ServerMsg::StreamUpdate {
+            room_id: r(),
+            update: UpdateType::Add,
+            streams: vec![info()],
+            deleted: vec![],
+        },
+        ServerMsg::StreamExtraInfo {
+            room_id: r(),
+            streams: vec![info()],
+        },
+        ServerMsg::RoomExtraInfo {
+            room_id: r(),
+            infos: vec![RoomExtraInfo {
+                key: "topic".into(),
+                value: "maths".into(),
+                update_user: user("u1"),
+                update_time_ms: 1_700_000_000_000,
+            }],
+        },
+        ServerMsg::Barrage {
+            room_id: r(),
+            messages: vec![BarrageMessage {
+                message: "+1".into(),
+                message_id: "b-7".into(),
+                send_time_ms: 1_700_000_000_000,
+                from: user("u1"),
+            }],
+        },
+        ServerMsg::CustomCommand {
+            room_id: r(),
+            from: user("u1"),
+            command: "start".into(),
+        },
+        ServerMsg::OnlineCount {
+            room_id: r(),
+            count: 3,
+        },
+        ServerMsg::Kicked {
+            room_id: r(),
+            code: ErrorCode::ROOM_KICKED_OUT,
+        },
+        ServerMsg::StreamAvailable {
+            room_id: r(),
+            stream_id: s(),
+        },
+        ServerMsg::StreamState {
+            room_id: r(),
+            stream_id: s(),
+            audio: 10,
+            video: 0,
+        },
+        ServerMsg::StreamUnavailable {
+            room_id: r(),
+            stream_id: s(),
+            reason: DeleteReason::STOPPED,
+        },
+    ];
+    for msg in &frames {
+        check(server_fixture(msg), msg);
+    }
+}
+
+#[test]
+fn one_fixture_per_frame_kind() {
+    let fixtures =
+        std::fs::read_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .count();
+    // 18 request shapes and 21 server frame shapes, one file each.
+    assert_eq!(
+        fixtures,
+        18 + 21,
+        "a fixture without a frame kind, or one missing"
+    );
+}

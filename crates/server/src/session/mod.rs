@@ -68,9 +68,44 @@ pub(crate) struct Session {
     pub resume_key: String,
     /// The session's unacknowledged frames (none in the fuzzing harness).
     pub replay: Option<Arc<Mutex<Replay>>>,
-    /// The highest request id processed: a resumed engine sends again what it had in flight,
-    /// and what was already done is skipped (its reply is among the replayed frames).
-    last_request: u64,
+    /// The request ids processed (docs/protocol.md, Request ids).
+    ids: RequestIds,
+}
+
+/// Ids of processed requests remembered to recognize those sent again after a resume.
+const RECENT_IDS: usize = 256;
+
+/// The request ids a session has processed: the highest, and the last [`RECENT_IDS`].
+#[derive(Default)]
+struct RequestIds {
+    highest: u64,
+    recent: std::collections::VecDeque<u64>,
+}
+
+enum IdCheck {
+    /// Above every id processed: do it.
+    New,
+    /// Processed already: sent again after a resume, its reply is among the replayed frames.
+    Again,
+    /// Not above the highest and not one of the recent ones: refused (ids only grow).
+    Stale,
+}
+
+impl RequestIds {
+    fn check(&mut self, id: u64) -> IdCheck {
+        if id > self.highest {
+            self.highest = id;
+            if self.recent.len() == RECENT_IDS {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(id);
+            IdCheck::New
+        } else if self.recent.binary_search(&id).is_ok() {
+            IdCheck::Again
+        } else {
+            IdCheck::Stale
+        }
+    }
 }
 
 /// The `id` of a frame that failed to parse, so the error can still be answered.
@@ -100,7 +135,7 @@ impl Session {
             requests: Bucket::default(),
             resume_key: resume::new_key(),
             replay: None,
-            last_request: 0,
+            ids: RequestIds::default(),
         }
     }
 
@@ -140,13 +175,19 @@ impl Session {
             self.reply(id, ErrorCode::COMMON_ENGINE_NOT_CREATE, None);
             return false;
         };
-        // Sent again after a resume, and already done: skipped.
-        if id <= self.last_request {
-            let last = self.last_request;
-            tracing::debug!(conn = self.id, id, last, "request already done: skipped");
-            return true;
+        match self.ids.check(id) {
+            IdCheck::New => {}
+            IdCheck::Again => {
+                tracing::debug!(conn = self.id, id, "request already done: skipped");
+                return true;
+            }
+            IdCheck::Stale => {
+                let highest = self.ids.highest;
+                tracing::debug!(conn = self.id, id, highest, "request id does not grow");
+                self.reply(id, ErrorCode::COMMON_ILLEGAL_PARAM, None);
+                return true;
+            }
         }
-        self.last_request = id;
         let rate = app.config.limits.requests_per_connection;
         if !self.requests.take(rate, now.at) {
             self.reply(id, ErrorCode::ROOM_ERROR_SIGNALLING_FREQUENCY_LIMIT, None);

@@ -219,3 +219,25 @@ fn a_closed_session_stops_its_streams_and_plays_everywhere() {
     let commands = h.sfu_commands();
     assert!(commands.contains(&("close", 2, String::new())));
 }
+
+#[test]
+fn ids_that_do_not_grow_are_refused_unless_sent_again() {
+    let h = Harness::new(|_| {});
+    let now = t0();
+    let mut a = h.session(1, 1, now);
+    let ping = |a: &mut Peer, id: u64| {
+        a.send(&format!(r#"{{"id":{id},"type":"ping"}}"#), now);
+        a.frames()
+            .iter()
+            .map(|f| (f["id"].as_u64().unwrap(), f["code"].as_u64().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ping(&mut a, 5), vec![(5, 0)]);
+    assert_eq!(ping(&mut a, 9), vec![(9, 0)]);
+    // 5 again: done already (a resumed engine sending it again): no second reply.
+    assert_eq!(ping(&mut a, 5), vec![]);
+    // 7 was never sent: an id that does not grow is answered, and refused.
+    let illegal = u64::from(ErrorCode::COMMON_ILLEGAL_PARAM.0);
+    assert_eq!(ping(&mut a, 7), vec![(7, illegal)]);
+    assert_eq!(ping(&mut a, 10), vec![(10, 0)]);
+}

@@ -137,10 +137,15 @@ impl Sfu {
     ) -> Result<String, ErrorCode> {
         // Each remote candidate is kept and paired by the peer's ICE agent: an offer may carry
         // a handful (host, reflexive, relayed per interface), not thousands.
-        if sdp.matches("a=candidate:").count() > MAX_OFFER_CANDIDATES {
+        let candidates = sdp.matches("a=candidate:").count();
+        if candidates > MAX_OFFER_CANDIDATES {
+            tracing::debug!(conn, candidates, "offer refused: too many candidates");
             return Err(ErrorCode::COMMON_ILLEGAL_PARAM);
         }
-        let offer = SdpOffer::from_sdp_string(sdp).map_err(|_| ErrorCode::COMMON_ILLEGAL_PARAM)?;
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| {
+            tracing::debug!(conn, "offer refused: not SDP ({e})");
+            ErrorCode::COMMON_ILLEGAL_PARAM
+        })?;
         let addr = self.addr;
         let peer = match self.peers.entry(conn) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -162,7 +167,8 @@ impl Sfu {
             }
         };
         let answer = peer.rtc.sdp_api().accept_offer(offer).map_err(|e| {
-            tracing::debug!("offer refused: {e}");
+            // No BUNDLE group, no fingerprint or ICE credentials, m-lines str0m cannot take.
+            tracing::debug!(conn, "offer refused: {e}");
             ErrorCode::COMMON_ILLEGAL_PARAM
         })?;
         // An ICE restart gives the peer a new ufrag: the index follows it.
