@@ -195,7 +195,7 @@ impl Sfu {
                 .is_some_and(|t| t.direction == TrackDirection::Recv)
         });
         peer.tracks = tracks;
-        Ok(answer.to_sdp_string())
+        Ok(complete_candidates(&answer.to_sdp_string()))
     }
 
     /// A datagram from the network goes to the peer that accepts it.
@@ -367,4 +367,47 @@ impl Sfu {
             }
         }
     }
+}
+
+/// The answer as every conforming client reads it: the server's candidates in every m-line
+/// (not only the first; BUNDLE makes them one transport, but some clients read candidates per
+/// m-line), each m-line ending its candidates (`a=end-of-candidates`: there will be no more),
+/// and no trickle advertised (the protocol has no candidate message).
+pub(super) fn complete_candidates(sdp: &str) -> String {
+    let lines: Vec<&str> = sdp.split("\r\n").filter(|l| !l.is_empty()).collect();
+    let mut candidates: Vec<&str> = Vec::new();
+    for l in &lines {
+        if l.starts_with("a=candidate:") && !candidates.contains(l) {
+            candidates.push(l);
+        }
+    }
+    let mut out = String::with_capacity(sdp.len() + 64 * lines.len());
+    let mut in_media = false;
+    let end_section = |out: &mut String| {
+        for c in &candidates {
+            out.push_str(c);
+            out.push_str("\r\n");
+        }
+        out.push_str("a=end-of-candidates\r\n");
+    };
+    for l in &lines {
+        let skip = l.starts_with("a=candidate:")
+            || *l == "a=end-of-candidates"
+            || *l == "a=ice-options:trickle";
+        if skip {
+            continue;
+        }
+        if l.starts_with("m=") {
+            if in_media {
+                end_section(&mut out);
+            }
+            in_media = true;
+        }
+        out.push_str(l);
+        out.push_str("\r\n");
+    }
+    if in_media {
+        end_section(&mut out);
+    }
+    out
 }

@@ -123,6 +123,14 @@ fn a_peer_learns_a_bounded_number_of_addresses() {
     let answer = sfu
         .offer(7, 1, &offer.to_sdp_string(), tracks, now)
         .unwrap();
+    // Its candidate in every m-line, each one ended; no trickle.
+    let sections: Vec<&str> = answer.split("m=").skip(1).collect();
+    assert!(!sections.is_empty());
+    for s in &sections {
+        assert_eq!(s.matches("a=candidate:").count(), 1, "{s}");
+        assert!(s.trim_end().ends_with("a=end-of-candidates"), "{s}");
+    }
+    assert!(!answer.contains("trickle"));
     let answer = str0m::change::SdpAnswer::from_sdp_string(&answer).unwrap();
     client.sdp_api().accept_answer(pending, answer).unwrap();
     // The client's first connectivity check to the SFU.
@@ -177,4 +185,23 @@ fn a_rebase_at_once_still_moves_time_forward() {
     l.rebase(b(), 77, 123, 48_000, t0);
     let (_, ts2) = l.map(77, 123, t0).unwrap();
     assert_eq!(ts2, ts + 1);
+}
+
+#[test]
+fn every_m_line_of_an_answer_carries_the_candidates_and_ends_them() {
+    let sdp = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\na=ice-options:trickle\r\n\
+               m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=candidate:1 1 udp 2130706431 10.0.0.1 5000 typ host\r\n\
+               m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\n";
+    let out = peers::complete_candidates(sdp);
+    let cand = "a=candidate:1 1 udp 2130706431 10.0.0.1 5000 typ host\r\n";
+    assert_eq!(
+        out,
+        format!(
+            "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n\
+             m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n{cand}a=end-of-candidates\r\n\
+             m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\n{cand}a=end-of-candidates\r\n"
+        )
+    );
+    // Applied twice, nothing changes.
+    assert_eq!(peers::complete_candidates(&out), out);
 }
