@@ -67,6 +67,8 @@ pub(crate) struct Driver {
     local_ip: Option<IpAddr>,
     media: Media,
     udp: Option<Arc<UdpSocket>>,
+    /// Changes of the machine's network (links, addresses, routes), from the OS.
+    network: tokio::sync::watch::Receiver<u64>,
 }
 
 /// What woke the driver.
@@ -78,6 +80,7 @@ enum Wake {
     Encoded(crate::media::pipeline::Encoded),
     KeyframeWanted(String),
     ThreadEvent(EngineEvent),
+    NetworkChanged,
     Deadline,
     /// The media socket's read failed (an ICMP error, say): nothing to do.
     Nothing,
@@ -101,6 +104,7 @@ pub(crate) async fn drive(
         connecting: None,
         local_ip: None,
         udp: None,
+        network: crate::netwatch::subscribe(),
     };
     let mut buf = vec![0u8; 2048];
     loop {
@@ -140,6 +144,7 @@ impl Driver {
             // The codec threads' events join the engine's one ordered stream here.
             Some(ev) = inbox.notices.recv() => Wake::ThreadEvent(ev),
             Some(ev) = inbox.frames.recv() => Wake::ThreadEvent(ev),
+            Ok(()) = self.network.changed() => Wake::NetworkChanged,
             _ = sleep_until(deadline) => Wake::Deadline,
         }
     }
@@ -170,6 +175,7 @@ impl Driver {
             Wake::ThreadEvent(ev) => {
                 let _ = self.events.send(ev);
             }
+            Wake::NetworkChanged => self.session.handle_network_changed(now),
             Wake::Deadline => {
                 self.session.handle_timeout(now);
                 self.media.timeout(now);

@@ -9,6 +9,7 @@
 
 mod driver;
 pub mod media;
+mod netwatch;
 pub mod queue;
 
 use media::pipeline::{CustomSources, PlayState, Pushed, RawFrame, Settings};

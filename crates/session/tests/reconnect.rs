@@ -238,6 +238,29 @@ fn an_unreachable_server_is_probed_every_half_second_without_growing_the_backoff
 }
 
 #[test]
+fn a_network_change_brings_the_next_attempt_forward() {
+    let mut h = live();
+    h.s.handle_disconnected(h.now);
+    h.drain();
+    // Three attempts that reached the server and failed: the next one is 2 s ±25 % away.
+    for _ in 0..3 {
+        until_connect(&mut h);
+        h.s.handle_disconnected(h.now);
+        h.drain();
+    }
+    let before = h.connects;
+    h.advance(Duration::from_millis(100));
+    assert_eq!(h.connects, before, "still waiting for the slot");
+    h.s.handle_network_changed(h.now);
+    h.drain();
+    assert_eq!(h.connects, before + 1, "the change makes the attempt now");
+    // While that attempt is under way, more changes do nothing.
+    h.s.handle_network_changed(h.now);
+    h.drain();
+    assert_eq!(h.connects, before + 1);
+}
+
+#[test]
 fn a_new_server_session_logs_in_again_reports_changes_and_republishes() {
     let mut h = live();
     let op = h.call(Command::SendBroadcast {

@@ -123,6 +123,22 @@ impl Session {
         }
     }
 
+    /// The OS says the network changed (a link, address or route came or went). Waiting to
+    /// reconnect: the next attempt is now, not at its slot. Connected: a heartbeat goes now,
+    /// so a connection the change broke is found without waiting for the next one.
+    pub fn handle_network_changed(&mut self, now: Instant) {
+        match self.conn {
+            Conn::Closed => {
+                if let Some(r) = self.reconnect.as_mut().filter(|r| r.next_at.is_some()) {
+                    r.next_at = Some(now);
+                }
+            }
+            Conn::Open => self.next_ping = Some(now),
+            Conn::Connecting | Conn::Handshaking => {}
+        }
+        self.handle_timeout(now);
+    }
+
     /// When to try again: the backoff (doubling from `reconnect_delay` to `reconnect_max_delay`)
     /// grows with attempts that reached the server; while it is unreachable, the next attempt
     /// comes within `reconnect_probe_interval`. Both ±25 %.
