@@ -9,8 +9,9 @@
 //! - its sound level and last picture are written by its player thread only and read by the
 //!   app (an atomic, and a slot locked by that player and the snapshot call alone);
 //! - a publish channel's captured level is written by that channel's capture thread only;
-//! - the registry of streams ([`PlayState::stream`]) is locked when the app changes a switch
-//!   and when a player starts, never per frame.
+//! - the registry of streams ([`PlayState::stream`]) is locked by the app's thread (a switch
+//!   changed, a frame on its way to the view checked against the switches it now has) and by
+//!   the driver when a player starts; never by a player thread or a device callback.
 
 use super::pattern::I420;
 use std::collections::HashMap;
