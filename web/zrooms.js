@@ -251,6 +251,9 @@ export class ZroomsClient extends EventTarget {
       case 'stream_available':
       case 'stream_unavailable':
         return this.emit('streamstate', { roomID, streamID: msg.stream_id, available: msg.type === 'stream_available' })
+      case 'play_failed':
+        // Our offer lacks the codec the publisher sends (1004080): nothing of it will come.
+        return this.emit('playfailed', { streamID: msg.stream_id, kind: msg.kind, code: msg.code })
       default:
     }
   }

@@ -165,6 +165,8 @@ codes! {
     PLAYER_FORBIDDEN = 1004025;
     /// Multi-room: play without a config naming the room.
     PLAYER_ROOM_ID_REQUIRED = 1004070;
+    /// The player cannot decode the stream's codec (its offer has none the publisher sends).
+    PLAYER_VIDEO_DECODER_NOT_SUPPORTED = 1004080;
     /// Multi-room: player config with an empty roomID.
     PLAYER_ROOM_ID_EMPTY = 1004071;
     /// Internal player error.

@@ -339,6 +339,14 @@ pub enum ServerMsg {
         audio: u32,
         video: u32,
     },
+    /// A stream this engine plays cannot reach it: the publisher's codec is not among those the
+    /// player's offer accepted (`code` 1004080). Nothing of it is forwarded; the engine stops
+    /// playing it.
+    PlayFailed {
+        stream_id: StreamId,
+        kind: TrackKind,
+        code: ErrorCode,
+    },
     /// A stream this engine plays stopped being published.
     StreamUnavailable {
         room_id: RoomId,

@@ -285,6 +285,7 @@ fn server_fixture(msg: &ServerMsg) -> &'static str {
         ServerMsg::StreamAvailable { .. } => "server_stream_available",
         ServerMsg::StreamState { .. } => "server_stream_state",
         ServerMsg::StreamUnavailable { .. } => "server_stream_unavailable",
+        ServerMsg::PlayFailed { .. } => "server_play_failed",
     }
 }
 
@@ -453,6 +454,11 @@ fn every_server_frame_kind() {
             stream_id: s(),
             reason: DeleteReason::STOPPED,
         },
+        ServerMsg::PlayFailed {
+            stream_id: s(),
+            kind: TrackKind::Video,
+            code: ErrorCode::PLAYER_VIDEO_DECODER_NOT_SUPPORTED,
+        },
     ];
     for msg in &frames {
         check(server_fixture(msg), msg);
@@ -466,10 +472,10 @@ fn one_fixture_per_frame_kind() {
             .unwrap()
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
             .count();
-    // 18 request shapes and 21 server frame shapes, one file each.
+    // 18 request shapes and 22 server frame shapes, one file each.
     assert_eq!(
         fixtures,
-        18 + 21,
+        18 + 22,
         "a fixture without a frame kind, or one missing"
     );
 }

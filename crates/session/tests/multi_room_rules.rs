@@ -270,9 +270,19 @@ fn events_of_rooms_not_logged_in_are_dropped() {
     assert!(h.events.is_empty());
 }
 
-#[test]
-fn player_follows_the_stream() {
-    let mut h = logged_in(true);
+/// The player states reported so far, with their codes.
+fn player_states(h: &Harness) -> Vec<(PlayerState, ErrorCode)> {
+    h.events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::PlayerState { state, code, .. } => Some((*state, *code)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Plays stream "s" of room1; the server's reply says whether it is published now.
+fn play_s(h: &mut Harness, available: bool) {
     h.take_events();
     h.call(Command::StartPlaying {
         stream_id: "s".into(),
@@ -282,8 +292,14 @@ fn player_follows_the_stream() {
     h.reply(
         play.id,
         ErrorCode::SUCCESS,
-        Some(ReplyBody::Play { available: false }),
+        Some(ReplyBody::Play { available }),
     );
+}
+
+#[test]
+fn player_follows_the_stream() {
+    let mut h = logged_in(true);
+    play_s(&mut h, false);
     let room1 = RoomId::new("room1").unwrap();
     let sid = StreamId::new("s").unwrap();
     h.server(ServerMsg::StreamAvailable {
@@ -311,14 +327,7 @@ fn player_follows_the_stream() {
         stream_id: sid.clone(),
         reason: DeleteReason::STOPPED,
     });
-    let states: Vec<(PlayerState, ErrorCode)> = h
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            SessionEvent::PlayerState { state, code, .. } => Some((*state, *code)),
-            _ => None,
-        })
-        .collect();
+    let states = player_states(&h);
     assert_eq!(
         states,
         vec![
@@ -331,6 +340,41 @@ fn player_follows_the_stream() {
         ]
     );
     assert_eq!(h.media.last(), Some(&MediaCmd::StopPlay { stream_id: sid }));
+}
+
+#[test]
+fn a_codec_the_player_cannot_take_ends_the_player_with_1004080() {
+    let mut h = logged_in(true);
+    play_s(&mut h, true);
+    let sid = StreamId::new("s").unwrap();
+    h.server(ServerMsg::PlayFailed {
+        stream_id: sid.clone(),
+        kind: TrackKind::Video,
+        code: ErrorCode::PLAYER_VIDEO_DECODER_NOT_SUPPORTED,
+    });
+    let states = player_states(&h);
+    assert_eq!(
+        states.last(),
+        Some(&(
+            PlayerState::NoPlay,
+            ErrorCode::PLAYER_VIDEO_DECODER_NOT_SUPPORTED
+        ))
+    );
+    assert_eq!(h.media.last(), Some(&MediaCmd::StopPlay { stream_id: sid }));
+    // The server is told to forget the play.
+    let sent = h.take_sent();
+    assert!(
+        matches!(sent.last().map(|f| &f.req), Some(Request::Unplay { .. })),
+        "{sent:?}"
+    );
+    // A second notice for a player that is gone changes nothing.
+    let before = h.events.len();
+    h.server(ServerMsg::PlayFailed {
+        stream_id: StreamId::new("s").unwrap(),
+        kind: TrackKind::Audio,
+        code: ErrorCode::PLAYER_VIDEO_DECODER_NOT_SUPPORTED,
+    });
+    assert_eq!(h.events.len(), before);
 }
 
 #[test]

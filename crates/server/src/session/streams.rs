@@ -5,7 +5,7 @@ use super::{Answer, Res, Session};
 use crate::app::App;
 use crate::clock::Now;
 use crate::metrics::Metrics;
-use crate::sfu::SfuCmd;
+use crate::sfu::{SfuCmd, SfuNotice};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use zrooms_proto::wire::{ReplyBody, ServerMsg, StreamInfo, TrackDirection, TrackSpec};
@@ -146,6 +146,14 @@ impl Session {
             };
             out.send_msg(&ServerMsg::Reply { id, code, body });
         });
+        let out = self.out.clone();
+        let notices: crate::sfu::Notices = Arc::new(move |notice| match notice {
+            SfuNotice::NoCodec { stream, kind } => out.send_msg(&ServerMsg::PlayFailed {
+                stream_id: stream,
+                kind,
+                code: ErrorCode::PLAYER_VIDEO_DECODER_NOT_SUPPORTED,
+            }),
+        });
         let queued = self.shared.sfu.offer(SfuCmd::Offer {
             conn: self.id,
             app_id: app.config.app_id,
@@ -153,6 +161,7 @@ impl Session {
             tracks,
             fresh,
             reply,
+            notices: Some(notices),
         });
         if !queued {
             self.offer_in_flight.store(false, Ordering::Release);

@@ -70,6 +70,7 @@ impl Sfu {
                 at: f.at,
             };
             let Some((leg, rebased)) = leg_for(peer, mid, &from) else {
+                codec_missing(peer, mid, (&key.1, key.2), &from.params);
                 continue;
             };
             switched |= rebased;
@@ -213,6 +214,51 @@ struct SourcePacket {
     at: Instant,
 }
 
+/// The payload type under which player track `mid` of `peer` takes media of `params`: the
+/// codec must be one the player's offer accepted for that m-line (the SFU's own codec list has
+/// all three; the player's may not).
+pub(super) fn player_pt(peer: &Peer, mid: Mid, params: PayloadParams) -> Option<Pt> {
+    let pt = peer.rtc.codec_config().match_params(params)?.pt();
+    let media = peer.rtc.media(mid)?;
+    media.remote_pts().contains(&pt).then_some(pt)
+}
+
+/// A player track that did not get a packet: if its offer lacks the codec, that is said once
+/// (which codecs met, in the log; a notice to the player's session).
+pub(super) fn codec_missing(
+    peer: &mut Peer,
+    mid: Mid,
+    (stream, kind): (&StreamId, TrackKind),
+    params: &PayloadParams,
+) {
+    let has_track = peer.rtc.media(mid).is_some();
+    if !has_track || player_pt(peer, mid, *params).is_some() || !peer.no_codec.insert(mid) {
+        return;
+    }
+    let accepted: Vec<String> = peer
+        .rtc
+        .media(mid)
+        .map(|m| m.remote_pts().to_vec())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|pt| peer.rtc.codec_config().find(|p| p.pt() == pt))
+        .map(|p| format!("{:?}", p.spec().codec))
+        .collect();
+    tracing::info!(
+        %stream,
+        ?kind,
+        sent = ?params.spec().codec,
+        ?accepted,
+        "a player's offer lacks the codec its publisher sends: nothing is forwarded to it"
+    );
+    if let Some(notices) = &peer.notices {
+        notices(super::SfuNotice::NoCodec {
+            stream: stream.clone(),
+            kind,
+        });
+    }
+}
+
 /// The leg of player track `mid` of `peer` for a packet `from` a source, started or moved to
 /// that source if needed; true when it changed source. `None` when the player cannot take the
 /// codec or has no such track.
@@ -221,7 +267,7 @@ fn leg_for<'a>(peer: &'a mut Peer, mid: Mid, from: &SourcePacket) -> Option<(&'a
     if current == Some((from.source, from.pt)) {
         return peer.legs.get_mut(&mid).map(|l| (l, false));
     }
-    let pt = peer.rtc.codec_config().match_params(from.params)?.pt();
+    let pt = player_pt(peer, mid, from.params)?;
     match current {
         // The same source in another codec: only the payload types change.
         Some((source, _)) if source == from.source => {

@@ -28,6 +28,10 @@ pub(super) struct Peer {
     pub last_keyframe_request: HashMap<Mid, Instant>,
     /// The forwarding state of each player track written to.
     pub legs: HashMap<Mid, Leg>,
+    /// Player tracks whose publisher's codec this peer did not negotiate (told once per offer).
+    pub no_codec: std::collections::HashSet<Mid>,
+    /// Where notices for this peer's session go.
+    pub notices: Option<super::Notices>,
     pub deadline: Instant,
 }
 

@@ -83,6 +83,21 @@ pub const MAX_OFFER_CANDIDATES: usize = 32;
 /// Where an offer's answer goes.
 pub type OfferReply = Box<dyn FnOnce(Result<String, ErrorCode>) + Send>;
 
+/// What the SFU tells a peer's session later, outside any reply.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SfuNotice {
+    /// A track the peer plays cannot take the codec its publisher sends (the player's offer
+    /// has none of it): nothing of it is forwarded.
+    NoCodec {
+        stream: StreamId,
+        kind: zrooms_proto::wire::TrackKind,
+    },
+}
+
+/// Where a peer's notices go (its session's outbound queue); called on the SFU's task, so it
+/// must only queue.
+pub type Notices = std::sync::Arc<dyn Fn(SfuNotice) + Send + Sync>;
+
 pub enum SfuCmd {
     /// An engine's offer; the reply is the answer SDP. `fresh`: from a new peer connection
     /// of the engine, which replaces the current one.
@@ -95,6 +110,8 @@ pub enum SfuCmd {
         fresh: bool,
         /// Called once with the answer SDP or the refusal (the session's reply to the engine).
         reply: OfferReply,
+        /// Where the peer's notices go from now on.
+        notices: Option<Notices>,
     },
     /// The connection is gone: drop its peer.
     Close { conn: ConnId },
@@ -206,6 +223,7 @@ impl SfuCore {
                 tracks,
                 fresh,
                 reply: Box::new(move |a| *crate::state::lock(&slot) = Some(a)),
+                notices: None,
             },
             now,
         );

@@ -77,6 +77,7 @@ impl Sfu {
                 tracks,
                 fresh,
                 reply,
+                notices,
             } => {
                 if fresh {
                     if let Some(mut old) = self.peers.remove(&conn) {
@@ -89,6 +90,13 @@ impl Sfu {
                     }
                 }
                 reply(self.offer(conn, app_id, &sdp, tracks, now));
+                if let Some(p) = self.peers.get_mut(&conn) {
+                    // The tracks may have changed: a codec still missing is told again.
+                    p.no_codec.clear();
+                    if notices.is_some() {
+                        p.notices = notices;
+                    }
+                }
                 self.routes = None;
                 self.drain(conn, now);
                 self.request_keyframes_for(conn, now);
@@ -162,6 +170,8 @@ impl Sfu {
                     tracks: HashMap::new(),
                     last_keyframe_request: HashMap::new(),
                     legs: HashMap::new(),
+                    no_codec: Default::default(),
+                    notices: None,
                     deadline: now,
                 })
             }

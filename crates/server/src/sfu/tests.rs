@@ -1,9 +1,10 @@
 //! The SFU's pieces on their own: legs, the offer queue, address learning.
 
-use super::forward::stun_local_ufrag;
-use super::leg::{Leg, Source};
+use super::forward::{self, stun_local_ufrag};
+use super::leg::{peer_config, Leg, Source};
 use super::peers::Sfu;
 use super::*;
+use str0m::format::Codec;
 use str0m::media::Pt;
 use str0m::rtp::Ssrc;
 use str0m::{Candidate, Input, Output, Rtc};
@@ -85,6 +86,7 @@ fn offers_beyond_the_queue_are_refused_at_once() {
         tracks: Vec::new(),
         fresh: false,
         reply: Box::new(|_| {}),
+        notices: None,
     };
     for conn in 0..OFFER_QUEUE as u64 {
         assert!(handle.offer(offer(conn)));
@@ -204,4 +206,54 @@ fn every_m_line_of_an_answer_carries_the_candidates_and_ends_them() {
     );
     // Applied twice, nothing changes.
     assert_eq!(peers::complete_candidates(&out), out);
+}
+
+/// A player whose offer has VP8 only cannot take an H.264 publisher's packets: no payload type
+/// for them, and its session is told once per offer (the engine ends the player with 1004080).
+#[test]
+fn a_player_without_the_publishers_codec_is_told_once() {
+    use str0m::media::{Direction, MediaKind};
+    let mut sfu = Sfu::new(SocketAddr::from(([127, 0, 0, 1], 9)), false);
+    let now = Instant::now();
+    let mut client = Rtc::builder().clear_codecs().enable_vp8(true).build(now);
+    let local = SocketAddr::from(([127, 0, 0, 1], 40_001));
+    client.add_local_candidate(Candidate::host(local, "udp").unwrap());
+    let mut api = client.sdp_api();
+    let mid = api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    let (offer, _pending) = api.apply().unwrap();
+    let stream = StreamId::new("s").unwrap();
+    let tracks = vec![TrackSpec {
+        mid: mid.to_string(),
+        stream_id: stream.clone(),
+        kind: TrackKind::Video,
+        direction: TrackDirection::Recv,
+    }];
+    sfu.offer(7, 1, &offer.to_sdp_string(), tracks, now)
+        .unwrap();
+    let told = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = told.clone();
+    let peer = sfu.peers.get_mut(&7).unwrap();
+    peer.notices = Some(Arc::new(move |n| sink.lock().unwrap().push(n)));
+    let params = |codec| {
+        *peer_config()
+            .build(now)
+            .codec_config()
+            .find(|p| p.spec().codec == codec)
+            .unwrap()
+    };
+    let (h264, vp8) = (params(Codec::H264), params(Codec::Vp8));
+    assert!(forward::player_pt(peer, mid, h264).is_none());
+    assert!(forward::player_pt(peer, mid, vp8).is_some());
+    for _ in 0..3 {
+        forward::codec_missing(peer, mid, (&stream, TrackKind::Video), &h264);
+    }
+    // VP8 reaches it: nothing to tell.
+    forward::codec_missing(peer, mid, (&stream, TrackKind::Video), &vp8);
+    assert_eq!(
+        *told.lock().unwrap(),
+        vec![SfuNotice::NoCodec {
+            stream,
+            kind: TrackKind::Video
+        }]
+    );
 }

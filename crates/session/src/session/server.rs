@@ -57,6 +57,9 @@ impl Session {
             ServerMsg::StreamUnavailable {
                 room_id, stream_id, ..
             } => self.on_stream_unavailable(room_id, stream_id),
+            ServerMsg::PlayFailed {
+                stream_id, code, ..
+            } => self.on_play_failed(stream_id, code),
         }
     }
 
@@ -169,6 +172,24 @@ impl Session {
             &stream_id,
             PlayerState::PlayRequesting,
             ErrorCode::PLAYER_ERROR_STREAM_NOT_EXIST,
+        );
+    }
+
+    /// The server cannot bring this stream here (the offer lacks the codec its publisher
+    /// sends): the player ends with the code, as ZEGO's does when it cannot decode, and the
+    /// server forgets the play.
+    fn on_play_failed(&mut self, stream_id: StreamId, code: ErrorCode) {
+        let Some(p) = self.players.remove(&stream_id) else {
+            return;
+        };
+        self.stop_player_media(&stream_id, &p);
+        self.emit_player(stream_id.clone(), PlayerState::NoPlay, code);
+        self.send(
+            Pending::Ignore,
+            Request::Unplay {
+                room_id: p.room_id,
+                stream_id,
+            },
         );
     }
 
