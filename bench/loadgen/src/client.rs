@@ -102,6 +102,7 @@ impl Client {
                         id: rid,
                         code,
                         body,
+                        ..
                     }) = serde_json::from_str(t.as_str())
                     {
                         if rid == id {

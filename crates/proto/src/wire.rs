@@ -276,6 +276,10 @@ pub enum ServerMsg {
     Reply {
         id: u64,
         code: ErrorCode,
+        /// Why a request was refused, in words, where the code alone does not say it (a media
+        /// offer's SDP); empty (and left out) otherwise.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        message: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         body: Option<ReplyBody>,
     },

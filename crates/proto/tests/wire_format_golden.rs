@@ -140,6 +140,7 @@ fn server_frames() {
         &ServerMsg::Reply {
             id: 9,
             code: ErrorCode::SUCCESS,
+            message: String::new(),
             body: Some(ReplyBody::Hello {
                 session_id: "7".into(),
                 server_version: "0.1.0".into(),
@@ -160,6 +161,7 @@ fn server_frames() {
         &ServerMsg::Reply {
             id: 2,
             code: ErrorCode::SUCCESS,
+            message: String::new(),
             body: Some(ReplyBody::Login {
                 room_session_id: "7".into(),
                 users: vec![user("u2")],
@@ -176,8 +178,9 @@ fn server_frames() {
     check(
         "server_reply_error",
         &ServerMsg::Reply {
-            id: 9,
-            code: ErrorCode::ROOM_ERROR_EXCEED_MAXIMUM_ROOM_COUNT,
+            id: 11,
+            code: ErrorCode::COMMON_ILLEGAL_PARAM,
+            message: "offer refused: no BUNDLE group".into(),
             body: None,
         },
     );
@@ -376,6 +379,7 @@ fn every_server_frame_kind() {
     let reply = |id, body| ServerMsg::Reply {
         id,
         code: ErrorCode::SUCCESS,
+        message: String::new(),
         body: Some(body),
     };
     let frames = vec![

@@ -86,6 +86,7 @@ impl Effects {
             ServerMsg::Reply {
                 id,
                 code: ErrorCode::SUCCESS,
+                message: String::new(),
                 body,
             },
         );

@@ -115,7 +115,12 @@ impl Harness {
     }
 
     pub fn reply(&mut self, id: u64, code: ErrorCode, body: Option<ReplyBody>) {
-        self.server(ServerMsg::Reply { id, code, body });
+        self.server(ServerMsg::Reply {
+            id,
+            code,
+            message: String::new(),
+            body,
+        });
     }
 
     pub fn advance(&mut self, d: Duration) {

@@ -207,7 +207,13 @@ impl Session {
     }
 
     fn reply(&self, id: u64, code: ErrorCode, body: Option<ReplyBody>) {
-        self.out.send_msg(&ServerMsg::Reply { id, code, body });
+        let message = String::new();
+        self.out.send_msg(&ServerMsg::Reply {
+            id,
+            code,
+            message,
+            body,
+        });
     }
 
     /// Dispatches one request (after the hello) to its handler.

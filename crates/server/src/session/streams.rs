@@ -138,13 +138,22 @@ impl Session {
         }
         let out = self.out.clone();
         let in_flight = self.offer_in_flight.clone();
-        let reply = Box::new(move |answer: Res<String>| {
+        let reply = Box::new(move |answer: Result<String, crate::sfu::Refusal>| {
             in_flight.store(false, Ordering::Release);
-            let (code, body) = match answer {
-                Ok(sdp) => (ErrorCode::SUCCESS, Some(ReplyBody::MediaAnswer { sdp })),
-                Err(code) => (code, None),
+            let (code, message, body) = match answer {
+                Ok(sdp) => (
+                    ErrorCode::SUCCESS,
+                    String::new(),
+                    Some(ReplyBody::MediaAnswer { sdp }),
+                ),
+                Err((code, why)) => (code, why, None),
             };
-            out.send_msg(&ServerMsg::Reply { id, code, body });
+            out.send_msg(&ServerMsg::Reply {
+                id,
+                code,
+                message,
+                body,
+            });
         });
         let out = self.out.clone();
         let notices: crate::sfu::Notices = Arc::new(move |notice| match notice {

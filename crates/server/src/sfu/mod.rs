@@ -80,8 +80,11 @@ pub const MAX_ADDRS_PER_PEER: usize = 16;
 /// Candidates an offer may carry (1000017 beyond).
 pub const MAX_OFFER_CANDIDATES: usize = 32;
 
+/// An offer refused: the code, and why in words (for the reply's `message` and the log).
+pub type Refusal = (ErrorCode, String);
+
 /// Where an offer's answer goes.
-pub type OfferReply = Box<dyn FnOnce(Result<String, ErrorCode>) + Send>;
+pub type OfferReply = Box<dyn FnOnce(Result<String, Refusal>) + Send>;
 
 /// What the SFU tells a peer's session later, outside any reply.
 #[derive(Clone, Debug, PartialEq)]
@@ -228,7 +231,9 @@ impl SfuCore {
             now,
         );
         let answered = crate::state::lock(&answer).take();
-        answered.unwrap_or(Err(ErrorCode::PUBLISHER_INNER_ERROR))
+        answered
+            .unwrap_or(Err((ErrorCode::PUBLISHER_INNER_ERROR, String::new())))
+            .map_err(|(code, _)| code)
     }
 
     pub fn datagram(&mut self, source: SocketAddr, data: &[u8], now: Instant) {

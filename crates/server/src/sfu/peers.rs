@@ -142,25 +142,30 @@ impl Sfu {
         sdp: &str,
         tracks: Vec<TrackSpec>,
         now: Instant,
-    ) -> Result<String, ErrorCode> {
+    ) -> Result<String, super::Refusal> {
+        let refuse = |why: String| {
+            tracing::debug!(conn, "offer refused: {why}");
+            (
+                ErrorCode::COMMON_ILLEGAL_PARAM,
+                format!("offer refused: {why}"),
+            )
+        };
         // Each remote candidate is kept and paired by the peer's ICE agent: an offer may carry
         // a handful (host, reflexive, relayed per interface), not thousands.
         let candidates = sdp.matches("a=candidate:").count();
         if candidates > MAX_OFFER_CANDIDATES {
-            tracing::debug!(conn, candidates, "offer refused: too many candidates");
-            return Err(ErrorCode::COMMON_ILLEGAL_PARAM);
+            return Err(refuse(format!(
+                "{candidates} candidates, at most {MAX_OFFER_CANDIDATES}"
+            )));
         }
-        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| {
-            tracing::debug!(conn, "offer refused: not SDP ({e})");
-            ErrorCode::COMMON_ILLEGAL_PARAM
-        })?;
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| refuse(format!("not SDP ({e})")))?;
         let addr = self.addr;
         let peer = match self.peers.entry(conn) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
                 let mut rtc = peer_config().build(now);
-                let candidate =
-                    Candidate::host(addr, "udp").map_err(|_| ErrorCode::PUBLISHER_INNER_ERROR)?;
+                let candidate = Candidate::host(addr, "udp")
+                    .map_err(|e| (ErrorCode::PUBLISHER_INNER_ERROR, e.to_string()))?;
                 rtc.add_local_candidate(candidate);
                 e.insert(Peer {
                     rtc,
@@ -176,11 +181,13 @@ impl Sfu {
                 })
             }
         };
-        let answer = peer.rtc.sdp_api().accept_offer(offer).map_err(|e| {
-            // No BUNDLE group, no fingerprint or ICE credentials, m-lines str0m cannot take.
-            tracing::debug!(conn, "offer refused: {e}");
-            ErrorCode::COMMON_ILLEGAL_PARAM
-        })?;
+        // No BUNDLE group, no fingerprint or ICE credentials, m-lines str0m cannot take: its
+        // error says which.
+        let answer = peer
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| refuse(e.to_string()))?;
         // An ICE restart gives the peer a new ufrag: the index follows it.
         let ufrag = peer.rtc.direct_api().local_ice_credentials().ufrag;
         if ufrag != peer.ufrag {

@@ -174,7 +174,7 @@ fn a_peer_learns_a_bounded_number_of_addresses() {
         .to_sdp_string()
         .replacen("a=mid:", &format!("{many}a=mid:"), 1);
     assert_eq!(
-        sfu.offer(8, 1, &sdp, Vec::new(), now),
+        sfu.offer(8, 1, &sdp, Vec::new(), now).map_err(|e| e.0),
         Err(ErrorCode::COMMON_ILLEGAL_PARAM)
     );
 }

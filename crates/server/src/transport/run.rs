@@ -229,6 +229,7 @@ impl Live {
         let hello = encode(&ServerMsg::Reply {
             id: h.id,
             code: ErrorCode::SUCCESS,
+            message: String::new(),
             body: Some(self.session.hello_body(true)),
         });
         self.source = Some(h.source);

@@ -86,6 +86,7 @@ impl Client {
                     id: rid,
                     code,
                     body,
+                    ..
                 } if rid == id => return (code, body),
                 other => self.pushes.push(other),
             }
@@ -235,6 +236,7 @@ impl Client {
             Some(ServerMsg::Reply {
                 id: rid,
                 code,
+                message: _,
                 body:
                     Some(ReplyBody::Hello {
                         session_id,

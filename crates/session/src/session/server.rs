@@ -14,7 +14,8 @@ impl Session {
         self.received += 1;
         self.last_rx = Some(now);
         match msg {
-            ServerMsg::Reply { id, code, body } => self.on_reply(now, id, code, body),
+            // The message (a refusal in words) is for people reading logs, not for the app.
+            ServerMsg::Reply { id, code, body, .. } => self.on_reply(now, id, code, body),
             ServerMsg::UserUpdate {
                 room_id,
                 update,
