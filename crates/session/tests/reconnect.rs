@@ -193,17 +193,24 @@ fn retries_back_off_with_jitter_and_give_up_at_the_horizon() {
     assert!(!h.s.is_active());
 }
 
-#[test]
-fn an_unreachable_server_is_probed_every_half_second_without_growing_the_backoff() {
+/// A live session whose connection dropped and whose first `n` attempts reached the server and
+/// failed.
+fn live_after_failed_attempts(n: usize) -> Harness {
     let mut h = live();
     h.s.handle_disconnected(h.now);
     h.drain();
-    // Attempts that reached the server and failed grow the backoff: 250, 500, 1000, 2000 ms.
-    for _ in 0..4 {
+    for _ in 0..n {
         until_connect(&mut h);
         h.s.handle_disconnected(h.now);
         h.drain();
     }
+    h
+}
+
+#[test]
+fn an_unreachable_server_is_probed_every_half_second_without_growing_the_backoff() {
+    // Attempts that reached the server and failed grow the backoff: 250, 500, 1000, 2000 ms.
+    let mut h = live_after_failed_attempts(4);
     // Then the network goes. The attempt already scheduled comes at its backoff (4 s) and does
     // not reach the server; from then on attempts come within 500 ms ±25 % (bounded: at most
     // about two a second), however long the outage lasts.
@@ -239,15 +246,8 @@ fn an_unreachable_server_is_probed_every_half_second_without_growing_the_backoff
 
 #[test]
 fn a_network_change_brings_the_next_attempt_forward() {
-    let mut h = live();
-    h.s.handle_disconnected(h.now);
-    h.drain();
     // Three attempts that reached the server and failed: the next one is 2 s ±25 % away.
-    for _ in 0..3 {
-        until_connect(&mut h);
-        h.s.handle_disconnected(h.now);
-        h.drain();
-    }
+    let mut h = live_after_failed_attempts(3);
     let before = h.connects;
     h.advance(Duration::from_millis(100));
     assert_eq!(h.connects, before, "still waiting for the slot");
