@@ -107,20 +107,25 @@ fn ev<const N: usize>(name: &'static str, args: [(&'static str, Value); N]) -> J
     }
 }
 
+/// An event with a single argument (a channel or a stream ID).
+fn one_arg(name: &'static str, arg: &'static str, value: Value) -> JsEvent {
+    ev(name, [(arg, value)])
+}
+
 fn media(event: MediaEvent) -> Vec<JsEvent> {
     let one = match event {
         MediaEvent::PublisherQuality { stream_id, quality } => {
             publisher_quality(stream_id, &quality)
         }
         MediaEvent::PlayerQuality { stream_id, quality } => player_quality(stream_id, &quality),
-        MediaEvent::PublisherCapturedVideoFirstFrame { channel } => ev(
+        MediaEvent::PublisherCapturedVideoFirstFrame { channel } => one_arg(
             "publisherCapturedVideoFirstFrame",
-            [("channel", json!(channel))],
+            "channel",
+            json!(channel),
         ),
-        MediaEvent::PublisherRenderVideoFirstFrame { channel } => ev(
-            "publisherRenderVideoFirstFrame",
-            [("channel", json!(channel))],
-        ),
+        MediaEvent::PublisherRenderVideoFirstFrame { channel } => {
+            one_arg("publisherRenderVideoFirstFrame", "channel", json!(channel))
+        }
         MediaEvent::PublisherCapturedAudioFirstFrame => ev("publisherCapturedAudioFirstFrame", []),
         MediaEvent::PublisherVideoSizeChanged {
             channel,
@@ -134,18 +139,15 @@ fn media(event: MediaEvent) -> Vec<JsEvent> {
                 ("channel", json!(channel)),
             ],
         ),
-        MediaEvent::PlayerRecvVideoFirstFrame { stream_id } => ev(
-            "playerRecvVideoFirstFrame",
-            [("streamID", json!(stream_id))],
-        ),
-        MediaEvent::PlayerRecvAudioFirstFrame { stream_id } => ev(
-            "playerRecvAudioFirstFrame",
-            [("streamID", json!(stream_id))],
-        ),
-        MediaEvent::PlayerRenderVideoFirstFrame { stream_id } => ev(
-            "playerRenderVideoFirstFrame",
-            [("streamID", json!(stream_id))],
-        ),
+        MediaEvent::PlayerRecvVideoFirstFrame { stream_id } => {
+            one_arg("playerRecvVideoFirstFrame", "streamID", json!(stream_id))
+        }
+        MediaEvent::PlayerRecvAudioFirstFrame { stream_id } => {
+            one_arg("playerRecvAudioFirstFrame", "streamID", json!(stream_id))
+        }
+        MediaEvent::PlayerRenderVideoFirstFrame { stream_id } => {
+            one_arg("playerRenderVideoFirstFrame", "streamID", json!(stream_id))
+        }
         MediaEvent::PlayerVideoSizeChanged {
             stream_id,
             width,

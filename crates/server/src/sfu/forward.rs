@@ -231,10 +231,14 @@ pub(super) fn codec_missing(
     (stream, kind): (&StreamId, TrackKind),
     params: &PayloadParams,
 ) {
-    let has_track = peer.rtc.media(mid).is_some();
-    if !has_track || player_pt(peer, mid, *params).is_some() || !peer.no_codec.insert(mid) {
+    // Already told (the common case for every later packet): nothing to compute.
+    if peer.no_codec.contains(&mid) || peer.rtc.media(mid).is_none() {
         return;
     }
+    if player_pt(peer, mid, *params).is_some() {
+        return;
+    }
+    peer.no_codec.insert(mid);
     let accepted: Vec<String> = peer
         .rtc
         .media(mid)
