@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 # ALSA headers for cpal (microphone, speaker), libclang for nokhwa's V4L2 bindings (camera).
 # Chromium (Debian's package) is the browser the web client's tests drive.
 # python3 runs scripts/sizes.py (the size check of the test command).
-APT_PACKAGES=(build-essential pkg-config cmake nasm libvpx-dev libasound2-dev libclang-dev chromium python3)
+# python3-venv holds the conformance client's packages (conformance/requirements.txt).
+APT_PACKAGES=(build-essential pkg-config cmake nasm libvpx-dev libasound2-dev libclang-dev chromium python3 python3-venv)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -30,6 +31,15 @@ command -v node >/dev/null || { echo "setup: node (>= 20) is required" >&2; exit
 if [ ! -d node_modules/@napi-rs/cli ] || [ ! -d node_modules/ava ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: npm ci"
   npm ci --no-audit --no-fund --loglevel=error
+fi
+
+# The conformance suite's client (aiortc and friends from PyPI) in .venv, reinstalled when its
+# pinned list changes.
+if [ ! -x .venv/bin/python ] || [ conformance/requirements.txt -nt .venv/.installed ]; then
+  echo "setup: python packages for the conformance suite"
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r conformance/requirements.txt
+  touch .venv/.installed
 fi
 
 echo "setup: building the native addon and the server (release)"

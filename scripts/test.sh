@@ -23,10 +23,13 @@ echo "== ava"
 mapfile -t specs < <(ls __test__/*.spec.mjs | grep -v impairment)
 npx ava "${specs[@]}" 2>&1 | tee "$logs/ava.txt"
 npx ava __test__/impairment.spec.mjs 2>&1 | tee "$logs/ava-alone.txt"
+echo "== conformance (a third-party client written from docs/protocol.md: conformance/)"
+.venv/bin/python -m pytest -c conformance/pytest.ini conformance 2>&1 | tee "$logs/conformance.txt"
 echo "== example (short run)"
 node example-app/run.mjs --duration 2 2>&1 | tee "$logs/example.txt"
 
 cargo_passed=$(grep -oE 'test result: ok\. [0-9]+ passed' "$logs/cargo.txt" | awk '{s+=$4} END {print s+0}')
 ava_passed=$(cat "$logs/ava.txt" "$logs/ava-alone.txt" | grep -oE '^ *[0-9]+ tests? passed' | awk '{s+=$1} END {print s+0}')
-echo "cargo: ${cargo_passed} passed; ava: ${ava_passed} passed; example: ok"
-echo "all: $((cargo_passed + ava_passed)) passed, 0 failed"
+py_passed=$(grep -oE '^[0-9]+ passed' "$logs/conformance.txt" | awk '{s+=$1} END {print s+0}')
+echo "cargo: ${cargo_passed} passed; ava: ${ava_passed} passed; conformance: ${py_passed} passed; example: ok"
+echo "all: $((cargo_passed + ava_passed + py_passed)) passed, 0 failed"

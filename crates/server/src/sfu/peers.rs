@@ -158,6 +158,11 @@ impl Sfu {
                 "{candidates} candidates, at most {MAX_OFFER_CANDIDATES}"
             )));
         }
+        if !sdp.lines().any(|l| l.starts_with("a=group:BUNDLE")) {
+            return Err(refuse(
+                "no a=group:BUNDLE: every m-line must be bundled on one transport".into(),
+            ));
+        }
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| refuse(format!("not SDP ({e})")))?;
         let addr = self.addr;
         let peer = match self.peers.entry(conn) {

@@ -177,6 +177,15 @@ fn a_peer_learns_a_bounded_number_of_addresses() {
         sfu.offer(8, 1, &sdp, Vec::new(), now).map_err(|e| e.0),
         Err(ErrorCode::COMMON_ILLEGAL_PARAM)
     );
+    // An offer that does not bundle its m-lines is refused with the reason in words.
+    let unbundled: String = offer
+        .to_sdp_string()
+        .split_inclusive("\r\n")
+        .filter(|l| !l.starts_with("a=group:"))
+        .collect();
+    let (code, why) = sfu.offer(9, 1, &unbundled, Vec::new(), now).unwrap_err();
+    assert_eq!(code, ErrorCode::COMMON_ILLEGAL_PARAM);
+    assert!(why.contains("a=group:BUNDLE"), "{why}");
 }
 
 #[test]
