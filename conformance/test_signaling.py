@@ -192,3 +192,32 @@ def test_single_room_app_and_rates(server):
         await erin.close()
 
     run(scenario())
+
+
+def test_a_dropped_connection_resumes_its_session(server):
+    async def scenario():
+        frank, grace = await connected(server), await connected(server)
+        assert (await frank.login("resume-room", "frank"))["code"] == 0
+        assert (await grace.login("resume-room", "grace"))["code"] == 0
+        await frank.push(in_room("user_update", "resume-room"))
+        frank.drop()
+        await asyncio.wait_for(frank.closed.wait(), 10)
+        # While frank is away, grace's message is kept for him.
+        await grace.ok("broadcast", room_id="resume-room", message="while away")
+        back = await Client(server.url).connect()
+        body = await back.resume(frank)
+        assert body["kind"] == "hello" and body["resumed"] is True
+        missed = await back.push(in_room("broadcast", "resume-room"))
+        assert missed["messages"][0]["message"] == "while away"
+        # Still in the room: his message reaches grace, who never saw him leave.
+        await back.ok("broadcast", room_id="resume-room", message="back")
+        await grace.push(in_room("broadcast", "resume-room"))
+        assert not grace.pushes_of("user_update", "resume-room")
+        # A wrong key starts a new session instead.
+        forged = await Client(server.url).connect()
+        back.resume_key = "0" * len(back.resume_key)
+        assert (await forged.resume(back))["resumed"] is False
+        for c in (back, grace, forged):
+            await c.close()
+
+    run(scenario())

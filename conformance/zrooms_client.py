@@ -101,6 +101,7 @@ class Client:
 
     async def hello(self, app_id, app_sign=""):
         body = await self.ok("hello", version=1, app_id=app_id, app_sign=app_sign)
+        self.app_id, self.session_id, self.resume_key = app_id, body["session_id"], body["resume_key"]
         self.heartbeat = asyncio.create_task(self._ping())
         return body
 
@@ -114,6 +115,28 @@ class Client:
                     await self.request("ping", received=self.received)
                 except (Closed, websockets.ConnectionClosed, asyncio.TimeoutError):
                     return
+
+    async def resume(self, old):
+        """Resumes `old`'s session on this new connection (docs/protocol.md, Sessions):
+        the frames after those `old` received follow the reply."""
+        hello = await self.request(
+            "hello",
+            request_id=old.next_id + 1,
+            version=1,
+            app_id=old.app_id,
+            resume={"session_id": old.session_id, "key": old.resume_key, "received": old.received},
+        )
+        # The resumed reply is not one of the session's frames; ids go on from the old ones.
+        self.received = old.received + (0 if hello["body"]["resumed"] else 1)
+        self.next_id = old.next_id + 1
+        self.app_id, self.session_id = old.app_id, old.session_id
+        self.resume_key = hello["body"]["resume_key"]
+        self.heartbeat = asyncio.create_task(self._ping())
+        return hello["body"]
+
+    def drop(self):
+        """Loses the connection without a close frame, as a network failure would."""
+        self.ws.transport.abort()
 
     async def login(self, room_id, user_id, user_name=None, **config):
         config.setdefault("user_status_notify", True)
