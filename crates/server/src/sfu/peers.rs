@@ -150,19 +150,7 @@ impl Sfu {
                 format!("offer refused: {why}"),
             )
         };
-        // Each remote candidate is kept and paired by the peer's ICE agent: an offer may carry
-        // a handful (host, reflexive, relayed per interface), not thousands.
-        let candidates = sdp.matches("a=candidate:").count();
-        if candidates > MAX_OFFER_CANDIDATES {
-            return Err(refuse(format!(
-                "{candidates} candidates, at most {MAX_OFFER_CANDIDATES}"
-            )));
-        }
-        if !sdp.lines().any(|l| l.starts_with("a=group:BUNDLE")) {
-            return Err(refuse(
-                "no a=group:BUNDLE: every m-line must be bundled on one transport".into(),
-            ));
-        }
+        precheck(sdp).map_err(refuse)?;
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| refuse(format!("not SDP ({e})")))?;
         let addr = self.addr;
         let peer = match self.peers.entry(conn) {
@@ -389,6 +377,22 @@ impl Sfu {
             }
         }
     }
+}
+
+/// What is refused before str0m reads an offer, in words.
+fn precheck(sdp: &str) -> Result<(), String> {
+    // Each remote candidate is kept and paired by the peer's ICE agent: an offer may carry a
+    // handful (host, reflexive, relayed per interface), not thousands.
+    let candidates = sdp.matches("a=candidate:").count();
+    if candidates > MAX_OFFER_CANDIDATES {
+        return Err(format!(
+            "{candidates} candidates, at most {MAX_OFFER_CANDIDATES}"
+        ));
+    }
+    if !sdp.lines().any(|l| l.starts_with("a=group:BUNDLE")) {
+        return Err("no a=group:BUNDLE: every m-line must be bundled on one transport".into());
+    }
+    Ok(())
 }
 
 /// The answer as every conforming client reads it: the server's candidates in every m-line
