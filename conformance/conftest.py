@@ -15,7 +15,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 APP_SIGN = "ab" * 32
 
 # App 1: multi-room, no sign. App 2: a sign, one room at a time. Nothing else is admitted.
+# Three forwarding workers whatever the machine: publishers and players land on different ones.
 CONFIG = f"""
+media_workers = 3
+
 [[app]]
 app_id = 1
 multi_room = true

@@ -178,10 +178,21 @@ pub struct Server {
     pub media: Option<std::net::SocketAddr>,
 }
 
+/// CPUs the servers under test run on (`taskset -c`), when set (`--server-cpus`).
+pub static SERVER_CPUS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 impl Server {
     /// Starts `bin args…` and waits for its "listening on URL …" line.
     pub fn start(bin: &str, args: &[&str]) -> Result<Server, String> {
-        let mut child = Command::new(bin)
+        let mut command = match SERVER_CPUS.get() {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus, bin]);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = command
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

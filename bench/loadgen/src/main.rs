@@ -11,6 +11,9 @@
 //!   users       --users 10000 --rooms 1000 --join-rate 1000
 //!                                                       each user in 2 rooms: memory, latency
 //!   sfu         --topologies 1x200,30x30 --seconds 10   str0m publishers → players: CPU, loss
+//!               --workers 1,0                           the server's SFU workers per run (0: its
+//!                                                       default, one per core)
+//!               --server-cpus 0-1                       run the server under `taskset -c`
 //! ```
 //! With no scenario, all run. Baselines: `ws-baseline` (a minimal tokio-tungstenite broadcast
 //! server) for the signaling scenarios and `udp-baseline` (a raw UDP forwarder) for `sfu`; both
@@ -38,6 +41,8 @@ struct Opts {
     rooms: u32,
     join_rate: u32,
     topologies: Vec<(u32, u32)>,
+    /// `sfu`: the server's `media_workers` of each run (0: one per core).
+    workers: Vec<usize>,
     seconds: u32,
     out: Option<String>,
     /// `security`: the server binary from before the hardening, and the attacks to run.
@@ -61,6 +66,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         rooms: 1_000,
         join_rate: 1_000,
         topologies: vec![(1, 200), (30, 30)],
+        workers: vec![1, 0],
         seconds: 10,
         out: None,
         before_bin: None,
@@ -94,6 +100,18 @@ fn parse(args: &[String]) -> Result<Opts, String> {
                         Ok((num(p.into())?, num(n.into())?))
                     })
                     .collect::<Result<_, String>>()?
+            }
+            "--workers" => {
+                o.workers = v()?
+                    .split(',')
+                    .map(|w| w.parse::<usize>().map_err(|e| format!("{w}: {e}")))
+                    .collect::<Result<_, String>>()?
+            }
+            "--server-cpus" => {
+                let cpus = v()?;
+                client::SERVER_CPUS
+                    .set(cpus)
+                    .map_err(|_| "--server-cpus given twice")?;
             }
             "--out" => o.out = Some(v()?),
             "--before-bin" => o.before_bin = Some(v()?),
@@ -306,34 +324,70 @@ async fn users_rows(o: &Opts, out: &mut String) -> Result<(), String> {
 /// Each media topology through the SFU and through the UDP forwarder.
 async fn sfu_rows(o: &Opts, out: &mut String) -> Result<(), String> {
     for &(p, n) in &o.topologies {
-        eprintln!("   {p} publishers x {n} players");
-        let (z, b) = servers(o, None, "udp-baseline")?;
-        let zm = media::sfu(&z, p, n, o.seconds).await?;
-        drop(z);
-        let bm = media::udp_baseline(&b, p, n, o.seconds).await?;
-        out.push_str(&format!(
-                "| media {p} x {n} (640x360@15 + audio): server CPU (cores) | {:.2} | {:.2} | {} | {} legs; load generator itself {:.2} / {:.2} cores; server memory {:.1} MiB |\n",
-                zm.cores, bm.cores, ratio(zm.cores, bm.cores), zm.legs,
-                zm.loadgen_cores, bm.loadgen_cores, zm.rss_kib as f64 / 1024.0
-            ));
-        out.push_str(&format!(
-                "| media {p} x {n}: video frames lost | {:.2} % | {:.2} % | – | {} / {} and {} / {} received; {} players failed to set up |\n",
-                zm.video_loss() * 100.0, bm.video_loss() * 100.0,
-                zm.received_video, zm.expected_video, bm.received_video, bm.expected_video,
-                zm.setup_failed
-            ));
-        out.push_str(&format!(
-                "| media {p} x {n}: video frame latency p50 / p99 (ms) | {:.1} / {:.1} | {:.1} / {:.1} | – | publisher's write to the player's last packet; max {:.0} / {:.0} ms |\n",
-                zm.latency_ms.0, zm.latency_ms.1, bm.latency_ms.0, bm.latency_ms.1,
-                zm.latency_ms.2, bm.latency_ms.2
-            ));
-        out.push_str(&format!(
-                "| media {p} x {n}: audio frames lost | {:.2} % | {:.2} % | – | {} / {} and {} / {} received |\n",
-                zm.audio_loss() * 100.0, bm.audio_loss() * 100.0,
-                zm.received_audio, zm.expected_audio, bm.received_audio, bm.expected_audio
-            ));
+        let mut base = None;
+        for &w in &o.workers {
+            eprintln!("   {p} publishers x {n} players, {w} workers (0: one per core)");
+            let config = format!("dev_default = true\nmedia_workers = {w}\n");
+            let (z, b) = servers(o, Some(&config), "udp-baseline")?;
+            let zm = media::sfu(&z, p, n, o.seconds).await?;
+            drop(z);
+            if base.is_none() {
+                base = Some(media::udp_baseline(&b, p, n, o.seconds).await?);
+            }
+            let Some(bm) = &base else {
+                continue;
+            };
+            let label = match w {
+                0 => format!("media {p} x {n}, workers = cores"),
+                w => format!(
+                    "media {p} x {n}, {w} worker{}",
+                    if w == 1 { "" } else { "s" }
+                ),
+            };
+            sfu_result_rows(out, &label, &zm, bm);
+        }
     }
     Ok(())
+}
+
+fn sfu_result_rows(
+    out: &mut String,
+    label: &str,
+    zm: &media::MediaResult,
+    bm: &media::MediaResult,
+) {
+    out.push_str(&format!(
+        "| {label} (640x360@15 + audio): server CPU (cores) | {:.2} | {:.2} | {} | {} legs; load generator itself {:.2} / {:.2} cores |\n",
+        zm.cores, bm.cores, ratio(zm.cores, bm.cores), zm.legs,
+        zm.loadgen_cores, bm.loadgen_cores
+    ));
+    out.push_str(&format!(
+        "| {label}: server memory, per leg (KiB) | {:.1} | {:.1} | – | {:.1} MiB in all / {:.1} MiB |\n",
+        zm.rss_kib as f64 / zm.legs.max(1) as f64, bm.rss_kib as f64 / bm.legs.max(1) as f64,
+        zm.rss_kib as f64 / 1024.0, bm.rss_kib as f64 / 1024.0
+    ));
+    out.push_str(&format!(
+        "| {label}: video frames lost | {:.2} % | {:.2} % | – | {} / {} and {} / {} received; {} players failed to set up |\n",
+        zm.video_loss() * 100.0, bm.video_loss() * 100.0,
+        zm.received_video, zm.expected_video, bm.received_video, bm.expected_video,
+        zm.setup_failed
+    ));
+    out.push_str(&format!(
+        "| {label}: video frame latency p50 / p99 (ms) | {:.1} / {:.1} | {:.1} / {:.1} | – | publisher's write to the player's last packet; max {:.0} / {:.0} ms |\n",
+        zm.latency_ms.0, zm.latency_ms.1, bm.latency_ms.0, bm.latency_ms.1,
+        zm.latency_ms.2, bm.latency_ms.2
+    ));
+    let (zf, bf) = (zm.fps_spread(), bm.fps_spread());
+    out.push_str(&format!(
+        "| {label}: delivered fps per stream over players, min / p10 / p50 | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} | – | of 15 sent; players at 100 % video loss: {} / {} |\n",
+        zf.0, zf.1, zf.2, bf.0, bf.1, bf.2, zm.dead_players(), bm.dead_players()
+    ));
+    out.push_str(&format!(
+        "| {label}: audio frames lost | {:.2} % | {:.2} % | – | {} / {} and {} / {} received; worst player {:.2} % / {:.2} % |\n",
+        zm.audio_loss() * 100.0, bm.audio_loss() * 100.0,
+        zm.received_audio, zm.expected_audio, bm.received_audio, bm.expected_audio,
+        zm.worst_audio_loss() * 100.0, bm.worst_audio_loss() * 100.0
+    ));
 }
 
 /// Each attack against the binary from before the hardening (`--before-bin`) and this one.

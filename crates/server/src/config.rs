@@ -329,6 +329,9 @@ pub struct ServerConfig {
     /// The address peers are told to send media to, when it is not `media_addr` (a NAT's or a
     /// relay's public address, or a test's impairment proxy).
     pub media_advertise: Option<std::net::SocketAddr>,
+    /// SFU forwarding workers, each with its own socket on the one media port; 0: one per
+    /// available core (docs/scale.md).
+    pub media_workers: usize,
 }
 
 impl Default for ServerConfig {
@@ -351,6 +354,7 @@ impl Default for ServerConfig {
             replay_window_bytes: 1 << 20,
             media_addr: None,
             media_advertise: None,
+            media_workers: 0,
         }
     }
 }
@@ -382,6 +386,8 @@ struct ConfigFile {
     hello_timeout_ms: Option<u64>,
     #[serde(default)]
     media_advertise: Option<std::net::SocketAddr>,
+    #[serde(default)]
+    media_workers: usize,
     #[serde(default)]
     heartbeat_timeout_ms: Option<u64>,
     #[serde(default)]
@@ -427,6 +433,7 @@ impl ServerConfig {
             config.max_message_bytes = n.max(16 * 1024);
         }
         config.media_advertise = file.media_advertise;
+        config.media_workers = file.media_workers;
         if let Some(ms) = file.hello_timeout_ms {
             config.hello_timeout = Duration::from_millis(ms.max(100));
         }

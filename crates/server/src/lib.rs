@@ -144,12 +144,13 @@ impl Server {
             };
             SocketAddr::new(ip, 0)
         });
-        let (sfu, sfu_task) = sfu::start(media_addr, config.media_advertise).await?;
+        let (sfu, mut sfu_tasks) =
+            sfu::start(media_addr, config.media_advertise, config.media_workers).await?;
         let media_addr = sfu.addr;
         let (tx, rx) = watch::channel(false);
         let task = tokio::spawn(async move {
             run(listener, config, sfu, rx).await;
-            sfu_task.abort();
+            sfu_tasks.abort_all();
         });
         Ok(Server {
             addr,

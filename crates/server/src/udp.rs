@@ -245,6 +245,20 @@ fn send_msgs(socket: &UdpSocket, data: &[u8], msgs: &[Msg]) -> io::Result<usize>
 
 /// Asks for `bytes` of kernel buffer each way (capped by `net.core.{r,w}mem_max`), so a burst
 /// of keyframes waits in the buffer instead of being dropped.
+/// A UDP socket bound to `addr`; with `shared`, `SO_REUSEPORT` lets the SFU's other workers
+/// bind the same port (the kernel spreads clients over the sockets by their addresses; only
+/// sockets of the same user may join).
+pub fn bind(addr: SocketAddr, shared: bool) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if shared {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
 pub fn set_buffers(socket: &UdpSocket, bytes: usize) {
     let s = socket2::SockRef::from(socket);
     for (what, r) in [

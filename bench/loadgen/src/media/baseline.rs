@@ -107,6 +107,10 @@ pub async fn udp_baseline(
         t.abort();
     }
     Ok(MediaResult {
+        per_player: per_player(&play_counters),
+        per_player_expected: (sent, sent_audio),
+        streams: publishers,
+        seconds: seconds as f64,
         legs: publishers as u64 * players as u64,
         cores: cpu / wall,
         loadgen_cores: loadgen_cpu / wall,

@@ -197,6 +197,13 @@ pub struct MediaResult {
     pub setup_failed: u32,
     /// Video frames' latency, send to last packet received, p50 / p99 / max in ms.
     pub latency_ms: (f64, f64, f64),
+    /// Each player's video and audio frames received in time.
+    pub per_player: Vec<(u64, u64)>,
+    /// What each player should have received: video and audio frames of every stream.
+    pub per_player_expected: (u64, u64),
+    /// Streams each player plays, and the window's length in seconds.
+    pub streams: u32,
+    pub seconds: f64,
 }
 
 impl MediaResult {
@@ -205,6 +212,36 @@ impl MediaResult {
     }
     pub fn audio_loss(&self) -> f64 {
         1.0 - self.received_audio as f64 / self.expected_audio.max(1) as f64
+    }
+
+    /// Video frames a second per stream that players got: the lowest, the 10th percentile and
+    /// the median over players.
+    pub fn fps_spread(&self) -> (f64, f64, f64) {
+        let per = (self.streams.max(1) as f64) * self.seconds.max(1e-9);
+        let mut fps: Vec<f64> = self.per_player.iter().map(|p| p.0 as f64 / per).collect();
+        (
+            crate::client::pct(&mut fps, 0.0),
+            crate::client::pct(&mut fps, 10.0),
+            crate::client::pct(&mut fps, 50.0),
+        )
+    }
+
+    /// The largest share of audio frames one player lost.
+    pub fn worst_audio_loss(&self) -> f64 {
+        let expected = self.per_player_expected.1.max(1) as f64;
+        self.per_player
+            .iter()
+            .map(|p| 1.0 - p.1 as f64 / expected)
+            .fold(0.0, f64::max)
+    }
+
+    /// Players that got no video frame at all while some were sent.
+    pub fn dead_players(&self) -> usize {
+        let sent = self.per_player_expected.0;
+        self.per_player
+            .iter()
+            .filter(|p| sent > 0 && p.0 == 0)
+            .count()
     }
 }
 
@@ -227,6 +264,18 @@ fn latency_ms(cs: &[Arc<Counters>]) -> (f64, f64, f64) {
         crate::client::pct(&mut all, 99.0),
         crate::client::pct(&mut all, 100.0),
     )
+}
+
+/// Each player's video and audio frames received in time.
+fn per_player(cs: &[Arc<Counters>]) -> Vec<(u64, u64)> {
+    cs.iter()
+        .map(|c| {
+            (
+                c.video.load(Ordering::Relaxed),
+                c.audio.load(Ordering::Relaxed),
+            )
+        })
+        .collect()
 }
 
 fn sum(cs: &[Arc<Counters>]) -> (u64, u64) {
@@ -320,6 +369,10 @@ pub async fn sfu(
     }
     let n_players = play_counters.len() as u64;
     Ok(MediaResult {
+        per_player: per_player(&play_counters),
+        per_player_expected: (sent, sent_audio),
+        streams: publishers,
+        seconds: seconds as f64,
         legs: publishers as u64 * players as u64,
         cores: cpu / wall,
         loadgen_cores: loadgen_cpu / wall,

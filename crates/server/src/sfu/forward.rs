@@ -3,6 +3,7 @@
 //! its players.
 
 use super::leg::{Leg, Peer, Source};
+use super::mesh::{Hop, Relay};
 use super::peers::{Forward, Propagate, Routes, Sfu};
 use super::KEYFRAME_INTERVAL;
 use crate::state::ConnId;
@@ -20,12 +21,13 @@ impl Sfu {
         match item {
             Propagate::Rtp(f) => self.forward(*f),
             Propagate::Keyframe(app, stream, kind) => {
-                self.request_keyframe(app, &stream, kind, now)
+                self.request_keyframe(app, &stream, kind, now, true)
             }
         }
     }
 
-    /// Writes a publisher's packet into every player track of the same stream and kind.
+    /// A publisher's packet goes to its players on this worker, and once to every other
+    /// worker that has players of it.
     fn forward(&mut self, f: Forward) {
         let Some(origin) = self.peers.get(&f.origin) else {
             return;
@@ -36,26 +38,47 @@ impl Sfu {
         if spec.direction != TrackDirection::Send {
             return;
         }
-        let key = (origin.app_id, spec.stream_id.clone(), spec.kind);
-        let nackable = spec.kind == TrackKind::Video;
-        let source: Source = (f.origin, f.packet.header.ssrc);
-        let src_pt = f.packet.header.payload_type;
-        let src_seq = *f.packet.seq_no;
-        let src_ts = f.packet.header.timestamp;
         // Extensions a player can use as they are; str0m sets its own MID, transport-wide
         // sequence number and send time per leg.
         let header = &f.packet.header.ext_vals;
-        let ext_vals = ExtensionValues {
-            audio_level: header.audio_level,
-            voice_activity: header.voice_activity,
-            video_orientation: header.video_orientation,
-            ..Default::default()
+        let relay = Relay {
+            key: (origin.app_id, spec.stream_id.clone(), spec.kind),
+            origin: f.origin,
+            ssrc: f.packet.header.ssrc,
+            pt: f.packet.header.payload_type,
+            params: f.params,
+            seq: *f.packet.seq_no,
+            ts: f.packet.header.timestamp,
+            at: f.at,
+            marker: f.packet.header.marker,
+            ext_vals: ExtensionValues {
+                audio_level: header.audio_level,
+                voice_activity: header.voice_activity,
+                video_orientation: header.video_orientation,
+                ..Default::default()
+            },
+            payload: f.packet.payload,
         };
+        self.deliver(&relay);
+        let remote = self.interest.get(&relay.key).copied().unwrap_or(0);
+        if let (Some(mesh), true) = (&self.mesh, remote != 0) {
+            let relay = Arc::new(relay);
+            for w in mesh.others().filter(|w| remote & (1 << w) != 0) {
+                mesh.hop(w, Hop::Rtp(Arc::clone(&relay)));
+            }
+        }
+    }
+
+    /// Writes a published packet into every player track of its stream and kind on this
+    /// worker.
+    pub(super) fn deliver(&mut self, r: &Relay) {
+        let nackable = r.key.2 == TrackKind::Video;
+        let source: Source = (r.origin, r.ssrc);
         let mut switched = false;
         // Out of `self` while the players are written to; writing does not change the routes.
         let routes = self.routes.take().unwrap_or_else(|| routes(&self.peers));
-        for &(conn, mid) in routes.get(&key).into_iter().flatten() {
-            if conn == f.origin {
+        for &(conn, mid) in routes.get(&r.key).into_iter().flatten() {
+            if conn == r.origin {
                 continue;
             }
             let Some(peer) = self.peers.get_mut(&conn) else {
@@ -63,18 +86,18 @@ impl Sfu {
             };
             let from = SourcePacket {
                 source,
-                pt: src_pt,
-                params: f.params,
-                seq: src_seq,
-                ts: src_ts,
-                at: f.at,
+                pt: r.pt,
+                params: r.params,
+                seq: r.seq,
+                ts: r.ts,
+                at: r.at,
             };
             let Some((leg, rebased)) = leg_for(peer, mid, &from) else {
-                codec_missing(peer, mid, (&key.1, key.2), &from.params);
+                codec_missing(peer, mid, (&r.key.1, r.key.2), &from.params);
                 continue;
             };
             switched |= rebased;
-            let Some((seq, ts)) = leg.map(src_seq, src_ts, f.at) else {
+            let Some((seq, ts)) = leg.map(r.seq, r.ts, r.at) else {
                 continue;
             };
             let (pt, ssrc) = (leg.pt.1, leg.ssrc);
@@ -83,34 +106,32 @@ impl Sfu {
                 continue;
             };
             tx.write_rtp(
-                RtpWrite::new(
-                    pt,
-                    SeqNo::from(seq),
-                    ts,
-                    f.at,
-                    Arc::clone(&f.packet.payload),
-                )
-                .marker(f.packet.header.marker)
-                .ext_vals(ext_vals.clone())
-                .nackable(nackable),
+                RtpWrite::new(pt, SeqNo::from(seq), ts, r.at, Arc::clone(&r.payload))
+                    .marker(r.marker)
+                    .ext_vals(r.ext_vals.clone())
+                    .nackable(nackable),
             );
             self.dirty.push(conn);
         }
         self.routes = Some(routes);
         if switched {
             // The players now follow a new source: it starts them with a keyframe.
+            let (app, stream, _) = r.key.clone();
             self.queue
-                .push_back(Propagate::Keyframe(key.0, key.1, KeyframeRequestKind::Pli));
+                .push_back(Propagate::Keyframe(app, stream, KeyframeRequestKind::Pli));
         }
     }
 
     /// Asks the publisher of `stream` for a keyframe, at most every [`KEYFRAME_INTERVAL`].
-    fn request_keyframe(
+    /// A publisher on another worker is asked through the others (`may_pass`; false for a
+    /// request another worker passed here).
+    pub(super) fn request_keyframe(
         &mut self,
         app_id: u32,
         stream: &StreamId,
         kind: KeyframeRequestKind,
         now: Instant,
+        may_pass: bool,
     ) {
         let source = self
             .peers
@@ -127,6 +148,11 @@ impl Sfu {
                     .map(|(m, _)| (*c, *m))
             });
         let Some((conn, mid)) = source else {
+            if let (Some(mesh), true) = (&self.mesh, may_pass) {
+                for w in mesh.others() {
+                    mesh.hop(w, Hop::Keyframe(app_id, stream.clone(), kind));
+                }
+            }
             return;
         };
         let Some(peer) = self.peers.get_mut(&conn) else {
@@ -159,7 +185,7 @@ impl Sfu {
             .map(|t| t.stream_id.clone())
             .collect();
         for s in streams {
-            self.request_keyframe(app_id, &s, KeyframeRequestKind::Pli, now);
+            self.request_keyframe(app_id, &s, KeyframeRequestKind::Pli, now, true);
         }
     }
 }

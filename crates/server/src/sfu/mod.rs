@@ -16,8 +16,13 @@
 //! its players, keyframe requests, routes). The core reads no clock: every input comes with
 //! the time, as in str0m, so it runs on virtual time in tests ([`SfuCore`]).
 //!
-//! Loop: one task owns every `Rtc`. It `select!`s over commands from connections, the UDP
-//! socket and the earliest deadline, then takes whatever else the socket already holds (up to
+//! Workers ([`mesh`]): forwarding runs on several tasks (one per core by default), each owning
+//! the peers placed on it and a socket of its own on the one media port; a published packet
+//! reaches players on other workers once per worker, its payload shared.
+//!
+//! Loop (per worker): one task owns its peers' `Rtc`s. It `select!`s over commands from
+//! connections, hops and control messages from the other workers, its UDP socket and the
+//! earliest deadline, then takes whatever else the socket already holds (up to
 //! [`RECV_BATCH`] datagrams). After each input the peer is drained with `poll_output()` until
 //! `Timeout`; the packets it emits are written into the players' tracks, and the players
 //! written to are moved on and drained once packets have gathered for up to [`COALESCE`], so a
@@ -38,6 +43,7 @@
 
 use crate::state::ConnId;
 use crate::udp;
+use mesh::{Inbox, Mesh};
 use peers::Sfu;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,6 +55,7 @@ use zrooms_proto::{ErrorCode, StreamId};
 
 mod forward;
 mod leg;
+pub mod mesh;
 mod peers;
 #[cfg(test)]
 mod tests;
@@ -137,7 +144,8 @@ pub enum SfuCmd {
 /// unplay leaves one track forwarding until its peer closes. Nothing blocks a handler.
 #[derive(Clone)]
 pub struct SfuHandle {
-    tx: mpsc::Sender<SfuCmd>,
+    /// Each worker's command queue; a connection's commands go to its peer's worker.
+    workers: Arc<[mpsc::Sender<SfuCmd>]>,
     offers: Arc<std::sync::atomic::AtomicUsize>,
     dropped: Arc<std::sync::atomic::AtomicU64>,
     pub addr: SocketAddr,
@@ -147,9 +155,23 @@ pub struct SfuHandle {
 pub const COMMAND_QUEUE: usize = 65_536;
 
 impl SfuHandle {
+    fn queue(&self, cmd: &SfuCmd) -> Option<&mpsc::Sender<SfuCmd>> {
+        let conn = match cmd {
+            SfuCmd::Offer { conn, .. }
+            | SfuCmd::Close { conn }
+            | SfuCmd::Unpublish { conn, .. }
+            | SfuCmd::Unplay { conn, .. } => *conn,
+        };
+        self.workers.get(mesh::worker_of(conn, self.workers.len()))
+    }
+
     /// Queues a close, unpublish or unplay (dropped, counted and logged if the queue is full).
     pub fn send(&self, cmd: SfuCmd) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(cmd) {
+        let full = match self.queue(&cmd) {
+            Some(tx) => matches!(tx.try_send(cmd), Err(mpsc::error::TrySendError::Full(_))),
+            None => false,
+        };
+        if full {
             let n = self
                 .dropped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -166,11 +188,11 @@ impl SfuHandle {
                 (n < OFFER_QUEUE).then_some(n + 1)
             })
             .is_ok();
-        if admitted && self.tx.try_send(cmd).is_err() {
+        let sent = admitted && self.queue(&cmd).is_some_and(|tx| tx.try_send(cmd).is_ok());
+        if admitted && !sent {
             self.offers.fetch_sub(1, Ordering::AcqRel);
-            return false;
         }
-        admitted
+        sent
     }
 
     /// An offer left the queue.
@@ -179,15 +201,22 @@ impl SfuHandle {
             .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 
-    /// A handle whose commands are read from the returned receiver instead of an SFU task.
-    pub(crate) fn detached(addr: SocketAddr) -> (SfuHandle, mpsc::Receiver<SfuCmd>) {
-        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    /// The handle of `n` workers and each worker's command queue.
+    fn with_workers(addr: SocketAddr, n: usize) -> (SfuHandle, Vec<mpsc::Receiver<SfuCmd>>) {
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel(COMMAND_QUEUE)).unzip();
         let handle = SfuHandle {
-            tx,
+            workers: txs.into(),
             offers: Arc::default(),
             dropped: Arc::default(),
             addr,
         };
+        (handle, rxs)
+    }
+
+    /// A handle whose commands are read from the returned receiver instead of an SFU task.
+    pub(crate) fn detached(addr: SocketAddr) -> (SfuHandle, mpsc::Receiver<SfuCmd>) {
+        let (handle, mut rxs) = SfuHandle::with_workers(addr, 1);
+        let rx = rxs.pop().expect("one worker");
         (handle, rx)
     }
 }
@@ -253,25 +282,59 @@ impl SfuCore {
     }
 }
 
-/// Binds the SFU's UDP socket and starts its task. Peers are given `advertise` as the SFU's
-/// candidate when set (a NAT's or a relay's address in front of it), else the bound address.
+/// The forwarding workers `requested` asks for: 0 means one per available core.
+pub fn worker_count(requested: usize) -> usize {
+    let n = if requested == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        requested
+    };
+    n.clamp(1, mesh::MAX_WORKERS)
+}
+
+/// Binds `workers` UDP sockets on one port (`SO_REUSEPORT` when more than one) and starts a
+/// task for each. Peers are given `advertise` as the SFU's candidate when set (a NAT's or a
+/// relay's address in front of it), else the bound address. Dropping the returned set stops
+/// the workers.
 pub async fn start(
     addr: SocketAddr,
     advertise: Option<SocketAddr>,
-) -> std::io::Result<(SfuHandle, tokio::task::JoinHandle<()>)> {
-    let socket = UdpSocket::bind(addr).await?;
-    let addr = socket.local_addr()?;
-    let (handle, rx) = SfuHandle::detached(addr);
-    let task = tokio::spawn(run(socket, advertise.unwrap_or(addr), rx, handle.clone()));
-    Ok((handle, task))
+    workers: usize,
+) -> std::io::Result<(SfuHandle, tokio::task::JoinSet<()>)> {
+    let n = worker_count(workers);
+    let first = udp::bind(addr, n > 1)?;
+    let addr = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..n {
+        sockets.push(udp::bind(addr, true)?);
+    }
+    let (handle, rxs) = SfuHandle::with_workers(addr, n);
+    let mut tasks = tokio::task::JoinSet::new();
+    for ((socket, rx), (mesh, inbox)) in sockets.into_iter().zip(rxs).zip(Mesh::new(n)) {
+        let mesh = (n > 1).then_some(mesh);
+        let worker = Worker {
+            advertise: advertise.unwrap_or(addr),
+            commands: rx,
+            inbox,
+            mesh,
+            handle: handle.clone(),
+        };
+        tasks.spawn(run(socket, worker));
+    }
+    Ok((handle, tasks))
 }
 
-async fn run(
-    socket: UdpSocket,
-    addr: SocketAddr,
-    mut rx: mpsc::Receiver<SfuCmd>,
+/// What one worker's task reads besides its socket.
+struct Worker {
+    advertise: SocketAddr,
+    commands: mpsc::Receiver<SfuCmd>,
+    inbox: Inbox,
+    mesh: Option<Mesh>,
     handle: SfuHandle,
-) {
+}
+
+// size: one select! over the worker's five inputs and the batch hand-off
+async fn run(socket: UdpSocket, mut w: Worker) {
     udp::set_buffers(&socket, SOCKET_BUFFER);
     let socket = Arc::new(socket);
     // Sending (the kernel's UDP path, on loopback the receivers' too) runs in its own task,
@@ -289,7 +352,10 @@ async fn run(
             }
         }
     });
-    let mut sfu = Sfu::new(addr, udp::GSO);
+    let mut sfu = Sfu::new(w.advertise, udp::GSO);
+    if let Some(mesh) = w.mesh.take() {
+        sfu.join(mesh);
+    }
     let mut buf = vec![0u8; 2048];
     loop {
         let deadline = sfu
@@ -300,15 +366,26 @@ async fn run(
             .min()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         tokio::select! {
-            cmd = rx.recv() => match cmd {
+            cmd = w.commands.recv() => match cmd {
                 Some(cmd) => {
                     if matches!(cmd, SfuCmd::Offer { .. }) {
-                        handle.offer_taken();
+                        w.handle.offer_taken();
                     }
                     sfu.command(cmd, Instant::now());
                 }
                 None => return,
             },
+            Some(msg) = w.inbox.controls.recv() => sfu.control(msg),
+            Some(hop) = w.inbox.hops.recv() => {
+                let now = Instant::now();
+                sfu.hop(hop, now);
+                for _ in 1..RECV_BATCH {
+                    let Ok(hop) = w.inbox.hops.try_recv() else {
+                        break;
+                    };
+                    sfu.hop(hop, now);
+                }
+            }
             r = socket.recv_from(&mut buf) => match r {
                 Ok((n, source)) => {
                     let now = Instant::now();

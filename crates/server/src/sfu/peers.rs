@@ -3,10 +3,11 @@
 
 use super::forward::stun_local_ufrag;
 use super::leg::{peer_config, Peer};
+use super::mesh::{Control, Mesh};
 use super::{SfuCmd, COALESCE, MAX_ADDRS_PER_PEER, MAX_OFFER_CANDIDATES, RTX_AGE, RTX_PACKETS};
 use crate::state::ConnId;
 use crate::udp;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use str0m::change::SdpOffer;
@@ -33,8 +34,11 @@ pub(super) enum Propagate {
     Keyframe(u32, StreamId, KeyframeRequestKind),
 }
 
+/// A published track, as routes know it: (app, stream, kind).
+pub(crate) type RouteKey = (u32, StreamId, TrackKind);
+
 /// The player tracks of each published (app, stream, kind).
-pub(super) type Routes = HashMap<(u32, StreamId, TrackKind), Vec<(ConnId, Mid)>>;
+pub(super) type Routes = HashMap<RouteKey, Vec<(ConnId, Mid)>>;
 
 pub(super) struct Sfu {
     pub addr: SocketAddr,
@@ -51,6 +55,14 @@ pub(super) struct Sfu {
     pub dirty: Vec<ConnId>,
     /// Since when `dirty` has waited.
     pub dirty_since: Option<Instant>,
+    /// The other workers, when there are any.
+    pub mesh: Option<Mesh>,
+    /// Client addresses whose peers other workers own: their datagrams are passed on.
+    pub remote_addrs: HashMap<SocketAddr, usize>,
+    /// Which other workers have players of each key (bit per worker).
+    pub interest: HashMap<RouteKey, u64>,
+    /// The keys this worker told the others it has players of.
+    pub announced: HashSet<RouteKey>,
 }
 
 impl Sfu {
@@ -65,10 +77,35 @@ impl Sfu {
             routes: None,
             dirty: Vec::new(),
             dirty_since: None,
+            mesh: None,
+            remote_addrs: HashMap::new(),
+            interest: HashMap::new(),
+            announced: HashSet::new(),
+        }
+    }
+
+    /// Makes this core one of several workers.
+    pub fn join(&mut self, mesh: Mesh) {
+        self.mesh = Some(mesh);
+    }
+
+    /// Records that this worker's peer `conn` sends from `addr` (the others are told).
+    fn learn_addr(&mut self, addr: SocketAddr, conn: ConnId) {
+        self.by_addr.insert(addr, conn);
+        if let Some(mesh) = &self.mesh {
+            let (from, on) = (mesh.me, true);
+            mesh.tell(Control::Addr { from, addr, on });
         }
     }
 
     pub fn command(&mut self, cmd: SfuCmd, now: Instant) {
+        self.apply(cmd, now);
+        if self.routes.is_none() {
+            self.announce();
+        }
+    }
+
+    fn apply(&mut self, cmd: SfuCmd, now: Instant) {
         match cmd {
             SfuCmd::Offer {
                 conn,
@@ -85,8 +122,8 @@ impl Sfu {
                         // The new peer has a ufrag and a budget of addresses of its own: its
                         // addresses are learned again from its STUN, so replacing a peer over
                         // and over cannot grow the address index.
-                        self.by_ufrag.remove(&old.ufrag);
-                        self.by_addr.retain(|_, c| *c != conn);
+                        self.forget_ufrag(&old.ufrag);
+                        self.forget_addrs(|c| c != conn);
                     }
                 }
                 reply(self.offer(conn, app_id, &sdp, tracks, now));
@@ -184,9 +221,13 @@ impl Sfu {
         // An ICE restart gives the peer a new ufrag: the index follows it.
         let ufrag = peer.rtc.direct_api().local_ice_credentials().ufrag;
         if ufrag != peer.ufrag {
-            self.by_ufrag.remove(&peer.ufrag);
+            let old = std::mem::replace(&mut peer.ufrag, ufrag.clone());
+            self.by_ufrag.remove(&old);
             self.by_ufrag.insert(ufrag.clone(), conn);
-            peer.ufrag = ufrag;
+            if let Some(mesh) = &self.mesh {
+                mesh.set_ufrag(&old, None);
+                mesh.set_ufrag(&ufrag, Some(mesh.me));
+            }
         }
         let tracks: HashMap<Mid, TrackSpec> = tracks
             .into_iter()
@@ -208,8 +249,21 @@ impl Sfu {
         Ok(complete_candidates(&answer.to_sdp_string()))
     }
 
-    /// A datagram from the network goes to the peer that accepts it.
+    /// A datagram from the network goes to the peer that accepts it (on this worker or, passed
+    /// on, on the one that owns it).
     pub fn datagram(&mut self, source: SocketAddr, data: &[u8], now: Instant) {
+        self.receive(source, data, now, true);
+    }
+
+    /// `may_pass`: false for a datagram another worker already passed here (never passed on
+    /// again).
+    pub(super) fn receive(
+        &mut self,
+        source: SocketAddr,
+        data: &[u8],
+        now: Instant,
+        may_pass: bool,
+    ) {
         let Ok(contents) = data.try_into() else {
             return;
         };
@@ -227,6 +281,9 @@ impl Sfu {
         {
             Some(c) => c,
             None => {
+                if may_pass && self.pass_on(source, data) {
+                    return;
+                }
                 // A path opens only with a STUN request naming a peer's ufrag; anything else
                 // from an unknown address is dropped without asking any peer.
                 let Some(&c) = stun_local_ufrag(data).and_then(|u| self.by_ufrag.get(u)) else {
@@ -243,7 +300,7 @@ impl Sfu {
                         return;
                     }
                     peer.addrs += 1;
-                    self.by_addr.insert(source, c);
+                    self.learn_addr(source, c);
                 }
                 c
             }
@@ -311,10 +368,44 @@ impl Sfu {
     /// Drops the address, ufrag and route entries of peers that are gone (or replaced).
     fn forget_gone(&mut self) {
         let peers = &self.peers;
-        self.by_addr.retain(|_, c| peers.contains_key(c));
-        self.by_ufrag
-            .retain(|u, c| peers.get(c).is_some_and(|p| p.ufrag == *u));
+        let gone: Vec<String> = self
+            .by_ufrag
+            .iter()
+            .filter(|(u, c)| peers.get(c).is_none_or(|p| p.ufrag != **u))
+            .map(|(u, _)| u.clone())
+            .collect();
+        for u in gone {
+            self.forget_ufrag(&u);
+        }
+        let live: HashSet<ConnId> = self.peers.keys().copied().collect();
+        self.forget_addrs(|c| live.contains(&c));
         self.routes = None;
+        self.announce();
+    }
+
+    fn forget_ufrag(&mut self, ufrag: &str) {
+        self.by_ufrag.remove(ufrag);
+        if let Some(mesh) = &self.mesh {
+            mesh.set_ufrag(ufrag, None);
+        }
+    }
+
+    /// Keeps the learned addresses whose peer `keep` holds; the others are told of the rest.
+    fn forget_addrs(&mut self, keep: impl Fn(ConnId) -> bool) {
+        let mut forgotten = Vec::new();
+        self.by_addr.retain(|addr, c| {
+            let kept = keep(*c);
+            if !kept {
+                forgotten.push(*addr);
+            }
+            kept
+        });
+        if let Some(mesh) = &self.mesh {
+            for addr in forgotten {
+                let (from, on) = (mesh.me, false);
+                mesh.tell(Control::Addr { from, addr, on });
+            }
+        }
     }
 
     /// Drains one peer's output until its next timeout.
