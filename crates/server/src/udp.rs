@@ -259,6 +259,86 @@ pub fn bind(addr: SocketAddr, shared: bool) -> io::Result<UdpSocket> {
     UdpSocket::from_std(socket.into())
 }
 
+/// Asks the kernel to stamp each received datagram with its arrival time
+/// ([`recv_stamped`]).
+pub fn enable_timestamps(socket: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a plain setsockopt on our own descriptor with a c_int value.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        tracing::debug!("sfu socket timestamps: {}", io::Error::last_os_error());
+    }
+}
+
+/// Reads one datagram without waiting, with the time the kernel received it when the socket
+/// stamps datagrams ([`enable_timestamps`]): how long it waited in the socket is the SFU's lag.
+pub fn recv_stamped(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr, Option<std::time::SystemTime>)> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: every pointer handed to recvmsg points into locals that outlive the call, with
+    // the lengths given; the control messages are read only within the length the kernel set.
+    unsafe {
+        let mut addr: libc::sockaddr_storage = std::mem::zeroed();
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut control = [0u64; 8];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        let n = libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let source = match addr.ss_family as libc::c_int {
+            libc::AF_INET => {
+                let a = std::ptr::read_unaligned(
+                    (&addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>(),
+                );
+                let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+                SocketAddr::from((ip, u16::from_be(a.sin_port)))
+            }
+            libc::AF_INET6 => {
+                let a = std::ptr::read_unaligned(
+                    (&addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>(),
+                );
+                let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+                SocketAddr::from((ip, u16::from_be(a.sin6_port)))
+            }
+            _ => return Err(io::Error::other("datagram without an IP source")),
+        };
+        let mut stamp = None;
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                stamp = Some(
+                    std::time::UNIX_EPOCH
+                        + std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32),
+                );
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+        Ok((n as usize, source, stamp))
+    }
+}
+
 pub fn set_buffers(socket: &UdpSocket, bytes: usize) {
     let s = socket2::SockRef::from(socket);
     for (what, r) in [
@@ -277,6 +357,44 @@ mod tests {
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// A datagram read with its arrival stamp: the bytes, the sender, and a time no later than
+    /// now.
+    #[tokio::test]
+    async fn a_stamped_read_says_when_the_datagram_arrived() {
+        let rx = bind(addr(0), false).unwrap();
+        enable_timestamps(&rx);
+        let tx = UdpSocket::bind(addr(0)).await.unwrap();
+        let before = std::time::SystemTime::now();
+        tx.send_to(b"hello", rx.local_addr().unwrap())
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let (n, source, stamp) = loop {
+            rx.readable().await.unwrap();
+            match rx.try_io(Interest::READABLE, || recv_stamped(&rx, &mut buf)) {
+                Ok(read) => break read,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(&buf[..n], b"hello");
+        assert_eq!(source, tx.local_addr().unwrap());
+        let stamp = stamp.expect("a kernel timestamp");
+        assert!(stamp >= before - std::time::Duration::from_millis(5));
+        assert!(stamp <= std::time::SystemTime::now());
+    }
+
+    /// The SFU's workers share one port; a socket bound without sharing keeps its port.
+    #[tokio::test]
+    async fn shared_sockets_bind_one_port() {
+        let first = bind(addr(0), true).unwrap();
+        let port = first.local_addr().unwrap().port();
+        assert!(bind(addr(port), true).is_ok());
+        let alone = bind(addr(0), false).unwrap();
+        let taken = alone.local_addr().unwrap().port();
+        assert!(bind(addr(taken), true).is_err());
     }
 
     #[test]

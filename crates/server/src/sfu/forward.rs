@@ -5,6 +5,7 @@
 use super::leg::{Leg, Peer, Source};
 use super::mesh::{Hop, Relay};
 use super::peers::{Forward, Propagate, Routes, Sfu};
+use super::thin;
 use super::KEYFRAME_INTERVAL;
 use crate::state::ConnId;
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ impl Sfu {
             Propagate::Keyframe(app, stream, kind) => {
                 self.request_keyframe(app, &stream, kind, now, true)
             }
+            Propagate::Reopened(conn) => self.request_keyframes_for(conn, now),
         }
     }
 
@@ -73,6 +75,7 @@ impl Sfu {
     /// worker.
     pub(super) fn deliver(&mut self, r: &Relay) {
         let nackable = r.key.2 == TrackKind::Video;
+        let key_start = nackable && thin::starts_keyframe(r.params.spec().codec, &r.payload);
         let source: Source = (r.origin, r.ssrc);
         let mut switched = false;
         // Out of `self` while the players are written to; writing does not change the routes.
@@ -92,11 +95,21 @@ impl Sfu {
                 ts: r.ts,
                 at: r.at,
             };
+            let thinned = peer.thinned;
             let Some((leg, rebased)) = leg_for(peer, mid, &from) else {
                 codec_missing(peer, mid, (&r.key.1, r.key.2), &from.params);
                 continue;
             };
             switched |= rebased;
+            if nackable {
+                let Some(after_drops) = leg.gate.pass(thinned, key_start, r.ts, r.marker) else {
+                    continue;
+                };
+                if after_drops {
+                    let rate = r.params.spec().clock_rate.get();
+                    leg.rebase(leg.source, r.seq, r.ts, rate, r.at);
+                }
+            }
             let Some((seq, ts)) = leg.map(r.seq, r.ts, r.at) else {
                 continue;
             };
@@ -170,6 +183,36 @@ impl Sfu {
             peer.last_keyframe_request.insert(mid, now);
         }
         self.dirty.push(conn);
+    }
+
+    /// A read at `now` found the worker `lag` behind: the share of players thinned follows.
+    pub(super) fn record_lag(
+        &mut self,
+        lag: Option<(thin::Queue, std::time::Duration)>,
+        now: Instant,
+    ) {
+        let before = self.load.level;
+        let Some(level) = self.load.record(lag, now) else {
+            return;
+        };
+        if before == 0.0 || level == 0.0 {
+            tracing::info!(
+                level,
+                "SFU overload: share of players getting keyframes only"
+            );
+        }
+        let mut reopened = Vec::new();
+        for (conn, p) in &mut self.peers {
+            let thin = p.rank < level || p.congestion.congested(now);
+            if p.thinned && !thin {
+                reopened.push(*conn);
+            }
+            p.thinned = thin;
+        }
+        // Their legs wait for a keyframe: ask for one now rather than at the next interval.
+        for conn in reopened {
+            self.request_keyframes_for(conn, now);
+        }
     }
 
     /// A peer opened player tracks: their publishers send a keyframe so decoding starts now.

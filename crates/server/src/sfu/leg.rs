@@ -13,7 +13,11 @@ use zrooms_proto::wire::TrackSpec;
 /// H.264 profiles, RED, ulpfec); the answer leaves those out, so a browser publishes in one of
 /// these. RTX (NACK), TWCC and PLI/FIR are str0m's defaults.
 pub(super) fn peer_config() -> str0m::RtcConfig {
-    zrooms_proto::media::with_codecs(Rtc::builder().set_ice_lite(true)).set_rtp_mode(true)
+    zrooms_proto::media::with_codecs(Rtc::builder().set_ice_lite(true))
+        .set_rtp_mode(true)
+        // Each player track's loss, from its receiver reports: a player that cannot keep up
+        // gets keyframes only for a while (`thin::Congestion`).
+        .set_stats_interval(Some(super::thin::STATS_INTERVAL))
 }
 
 pub(super) struct Peer {
@@ -33,6 +37,12 @@ pub(super) struct Peer {
     /// Where notices for this peer's session go.
     pub notices: Option<super::Notices>,
     pub deadline: Instant,
+    /// Place in the thinning order ([`super::thin::rank`]) and whether this player gets
+    /// keyframes only now.
+    pub rank: f64,
+    pub thinned: bool,
+    /// What this player's own receiver reports say.
+    pub congestion: super::thin::Congestion,
 }
 
 /// Where a leg's packets come from: a publisher's peer and its stream's SSRC.
@@ -61,6 +71,8 @@ pub(super) struct Leg {
     pub last_seq: u64,
     pub last_ts: u32,
     pub last_at: Instant,
+    /// What passes while the player is thinned and after (video only).
+    pub gate: super::thin::Gate,
 }
 
 /// The first sequence number of a new leg: low enough that the rollover counter is 0 for the
@@ -82,6 +94,7 @@ impl Leg {
             last_seq: start.saturating_sub(1),
             last_ts: 0,
             last_at: now,
+            gate: Default::default(),
         }
     }
 

@@ -68,8 +68,12 @@ pub(super) struct Relay {
 
 /// Work one worker hands another.
 pub(super) enum Hop {
-    /// A datagram that arrived on this worker's socket for a peer the receiver owns.
-    Datagram { source: SocketAddr, data: Vec<u8> },
+    /// A datagram that arrived on this worker's socket (`at`) for a peer the receiver owns.
+    Datagram {
+        source: SocketAddr,
+        data: Vec<u8>,
+        at: Instant,
+    },
     /// A published packet for the receiver's players of its stream.
     Rtp(Arc<Relay>),
     /// A player wants a keyframe of (app, stream): the receiver asks its publisher, if it
@@ -109,6 +113,17 @@ pub(super) struct Mesh {
 pub(super) struct Inbox {
     pub hops: mpsc::Receiver<Hop>,
     pub controls: mpsc::Receiver<Control>,
+}
+
+impl Hop {
+    /// When what it carries reached the SFU: its age is how far behind the receiver is.
+    pub fn at(&self) -> Option<Instant> {
+        match self {
+            Hop::Datagram { at, .. } => Some(*at),
+            Hop::Rtp(relay) => Some(relay.at),
+            Hop::Keyframe(..) => None,
+        }
+    }
 }
 
 impl Mesh {
@@ -195,7 +210,7 @@ impl Sfu {
     /// Work another worker handed over.
     pub fn hop(&mut self, hop: Hop, now: Instant) {
         match hop {
-            Hop::Datagram { source, data } => self.receive(source, &data, now, false),
+            Hop::Datagram { source, data, .. } => self.receive(source, &data, now, false),
             Hop::Rtp(relay) => self.deliver(&relay),
             Hop::Keyframe(app, stream, kind) => {
                 self.request_keyframe(app, &stream, kind, now, false)
@@ -254,7 +269,7 @@ impl Sfu {
     /// Passes a datagram that no peer of this worker knows to the worker that owns its
     /// sender's peer: by the address another worker claimed, or for STUN by the ufrag it
     /// names. True when passed on.
-    pub(super) fn pass_on(&mut self, source: SocketAddr, data: &[u8]) -> bool {
+    pub(super) fn pass_on(&mut self, source: SocketAddr, data: &[u8], at: Instant) -> bool {
         let Some(mesh) = &self.mesh else {
             return false;
         };
@@ -268,7 +283,7 @@ impl Sfu {
         match owner {
             Some(w) if w != mesh.me => {
                 let data = data.to_vec();
-                mesh.hop(w, Hop::Datagram { source, data });
+                mesh.hop(w, Hop::Datagram { source, data, at });
                 true
             }
             _ => false,

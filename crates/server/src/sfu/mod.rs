@@ -59,6 +59,7 @@ pub mod mesh;
 mod peers;
 #[cfg(test)]
 mod tests;
+pub mod thin;
 
 /// Keyframe requests towards one publisher track, at most this often.
 pub(super) const KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
@@ -336,6 +337,7 @@ struct Worker {
 // size: one select! over the worker's five inputs and the batch hand-off
 async fn run(socket: UdpSocket, mut w: Worker) {
     udp::set_buffers(&socket, SOCKET_BUFFER);
+    udp::enable_timestamps(&socket);
     let socket = Arc::new(socket);
     // Sending (the kernel's UDP path, on loopback the receivers' too) runs in its own task,
     // so on a machine with cores to spare it overlaps with the next batch's forwarding.
@@ -365,19 +367,21 @@ async fn run(socket: UdpSocket, mut w: Worker) {
             .chain(sfu.dirty_since.map(|t| t + COALESCE))
             .min()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        let mut lag = None;
         tokio::select! {
-            cmd = w.commands.recv() => match cmd {
-                Some(cmd) => {
-                    if matches!(cmd, SfuCmd::Offer { .. }) {
-                        w.handle.offer_taken();
-                    }
-                    sfu.command(cmd, Instant::now());
+            cmd = w.commands.recv() => {
+                let Some(cmd) = cmd else {
+                    return;
+                };
+                if matches!(cmd, SfuCmd::Offer { .. }) {
+                    w.handle.offer_taken();
                 }
-                None => return,
-            },
+                sfu.command(cmd, Instant::now());
+            }
             Some(msg) = w.inbox.controls.recv() => sfu.control(msg),
             Some(hop) = w.inbox.hops.recv() => {
                 let now = Instant::now();
+                lag = hop.at().map(|at| (thin::Queue::Hops, now.saturating_duration_since(at)));
                 sfu.hop(hop, now);
                 for _ in 1..RECV_BATCH {
                     let Ok(hop) = w.inbox.hops.try_recv() else {
@@ -386,8 +390,18 @@ async fn run(socket: UdpSocket, mut w: Worker) {
                     sfu.hop(hop, now);
                 }
             }
-            r = socket.recv_from(&mut buf) => match r {
-                Ok((n, source)) => {
+            r = socket.readable() => {
+                if let Err(e) = r {
+                    tracing::debug!("sfu recv: {e}");
+                }
+                // The oldest datagram waiting, with its arrival time: how far behind we are.
+                let first = socket.try_io(tokio::io::Interest::READABLE, || {
+                    udp::recv_stamped(&socket, &mut buf)
+                });
+                if let Ok((n, source, stamp)) = first {
+                    lag = stamp
+                        .and_then(|s| std::time::SystemTime::now().duration_since(s).ok())
+                        .map(|l| (thin::Queue::Socket, l));
                     let now = Instant::now();
                     sfu.datagram(source, buf.get(..n).unwrap_or_default(), now);
                     for _ in 1..RECV_BATCH {
@@ -397,8 +411,7 @@ async fn run(socket: UdpSocket, mut w: Worker) {
                         sfu.datagram(source, buf.get(..n).unwrap_or_default(), now);
                     }
                 }
-                Err(e) => tracing::debug!("sfu recv: {e}"),
-            },
+            }
             _ = tokio::time::sleep_until(deadline.into()) => {}
         }
         sfu.tick(Instant::now());
@@ -412,5 +425,6 @@ async fn run(socket: UdpSocket, mut w: Worker) {
                 return;
             }
         }
+        sfu.record_lag(lag, Instant::now());
     }
 }

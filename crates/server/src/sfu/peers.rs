@@ -32,6 +32,8 @@ pub(super) struct Forward {
 pub(super) enum Propagate {
     Rtp(Box<Forward>),
     Keyframe(u32, StreamId, KeyframeRequestKind),
+    /// A player is no longer thinned: its publishers are asked for keyframes.
+    Reopened(ConnId),
 }
 
 /// A published track, as routes know it: (app, stream, kind).
@@ -63,6 +65,8 @@ pub(super) struct Sfu {
     pub interest: HashMap<RouteKey, u64>,
     /// The keys this worker told the others it has players of.
     pub announced: HashSet<RouteKey>,
+    /// How busy this worker is, and the share of its players thinned.
+    pub load: super::thin::Load,
 }
 
 impl Sfu {
@@ -81,6 +85,7 @@ impl Sfu {
             remote_addrs: HashMap::new(),
             interest: HashMap::new(),
             announced: HashSet::new(),
+            load: Default::default(),
         }
     }
 
@@ -208,6 +213,9 @@ impl Sfu {
                     no_codec: Default::default(),
                     notices: None,
                     deadline: now,
+                    rank: super::thin::rank(conn),
+                    thinned: super::thin::rank(conn) < self.load.level,
+                    congestion: Default::default(),
                 })
             }
         };
@@ -281,7 +289,7 @@ impl Sfu {
         {
             Some(c) => c,
             None => {
-                if may_pass && self.pass_on(source, data) {
+                if may_pass && self.pass_on(source, data, now) {
                     return;
                 }
                 // A path opens only with a STUN request naming a peer's ufrag; anything else
@@ -443,6 +451,8 @@ impl Sfu {
                             packet,
                         })));
                     }
+                    // A thinned player gets the publisher's regular keyframes, no more.
+                    Event::KeyframeRequest(_) if peer.thinned => {}
                     Event::KeyframeRequest(req) => {
                         if let Some(spec) = peer.tracks.get(&req.mid) {
                             if spec.direction == TrackDirection::Recv {
@@ -452,6 +462,20 @@ impl Sfu {
                                     req.kind,
                                 ));
                             }
+                        }
+                    }
+                    Event::MediaEgressStats(stats) => {
+                        let video = peer.tracks.get(&stats.mid).is_some_and(|t| {
+                            t.direction == TrackDirection::Recv && t.kind == TrackKind::Video
+                        });
+                        if let (true, Some(loss)) = (video, stats.loss) {
+                            peer.congestion.report(loss, now);
+                            let thin =
+                                peer.rank < self.load.level || peer.congestion.congested(now);
+                            if peer.thinned && !thin {
+                                self.queue.push_back(Propagate::Reopened(conn));
+                            }
+                            peer.thinned = thin;
                         }
                     }
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
