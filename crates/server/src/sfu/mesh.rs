@@ -15,7 +15,9 @@
 //! ([`Control::Addr`], bounded by each peer's address cap). ICE ufrags are shared in one map
 //! consulted only for STUN from an address no worker has claimed yet.
 //!
-//! Queues: each worker reads hops from a bounded queue of [`HOP_QUEUE`] and control messages
+//! Queues: each worker reads relayed packets from a bounded queue of [`HOP_QUEUE`], handed-over
+//! datagrams and keyframe requests from another of the same size (so a client's handshake and
+//! media never wait behind a backlog of relayed packets), and control messages
 //! from one of [`CONTROL_QUEUE`]. A hop that finds its queue full is dropped and counted (a
 //! packet lost on the way: the player's NACK or keyframe request recovers as from network
 //! loss), so a stalled worker never holds the others. Control messages are bounded by the
@@ -103,6 +105,8 @@ pub(super) enum Control {
 pub(super) struct Mesh {
     pub me: usize,
     hops: Arc<[mpsc::Sender<Hop>]>,
+    /// Datagrams and keyframe requests: never behind a backlog of relayed packets.
+    urgent: Arc<[mpsc::Sender<Hop>]>,
     controls: Arc<[mpsc::Sender<Control>]>,
     /// Each peer's local ICE ufrag → the worker that owns it.
     ufrags: Arc<Mutex<HashMap<String, usize>>>,
@@ -112,6 +116,7 @@ pub(super) struct Mesh {
 /// The receiving ends of one worker's queues.
 pub(super) struct Inbox {
     pub hops: mpsc::Receiver<Hop>,
+    pub urgent: mpsc::Receiver<Hop>,
     pub controls: mpsc::Receiver<Control>,
 }
 
@@ -130,26 +135,31 @@ impl Mesh {
     /// The meshes and inboxes of `n` workers, index `i` for worker `i`.
     pub fn new(n: usize) -> Vec<(Mesh, Inbox)> {
         let (hop_tx, hop_rx): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel(HOP_QUEUE)).unzip();
+        let (urg_tx, urg_rx): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel(HOP_QUEUE)).unzip();
         let (ctl_tx, ctl_rx): (Vec<_>, Vec<_>) =
             (0..n).map(|_| mpsc::channel(CONTROL_QUEUE)).unzip();
         let hops: Arc<[_]> = hop_tx.into();
+        let urgent: Arc<[_]> = urg_tx.into();
         let controls: Arc<[_]> = ctl_tx.into();
         let ufrags = Arc::default();
         let dropped = Arc::default();
         hop_rx
             .into_iter()
+            .zip(urg_rx)
             .zip(ctl_rx)
             .enumerate()
-            .map(|(me, (hops_rx, controls_rx))| {
+            .map(|(me, ((hops_rx, urgent_rx), controls_rx))| {
                 let mesh = Mesh {
                     me,
                     hops: Arc::clone(&hops),
+                    urgent: Arc::clone(&urgent),
                     controls: Arc::clone(&controls),
                     ufrags: Arc::clone(&ufrags),
                     dropped: Arc::clone(&dropped),
                 };
                 let inbox = Inbox {
                     hops: hops_rx,
+                    urgent: urgent_rx,
                     controls: controls_rx,
                 };
                 (mesh, inbox)
@@ -164,7 +174,11 @@ impl Mesh {
     /// Hands `hop` to worker `to`; dropped and counted when its queue is full (logged at the
     /// 1st, 2nd, 4th, 8th… drop).
     pub fn hop(&self, to: usize, hop: Hop) {
-        if let Some(tx) = self.hops.get(to) {
+        let queues = match hop {
+            Hop::Rtp(_) => &self.hops,
+            Hop::Datagram { .. } | Hop::Keyframe(..) => &self.urgent,
+        };
+        if let Some(tx) = queues.get(to) {
             if tx.try_send(hop).is_err() {
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_power_of_two() {

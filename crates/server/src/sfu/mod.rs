@@ -325,6 +325,26 @@ pub async fn start(
     Ok((handle, tasks))
 }
 
+/// Handles `first` and what else waits in its queue (up to a batch); the first one's age.
+fn take_hops(
+    sfu: &mut Sfu,
+    rx: &mut mpsc::Receiver<mesh::Hop>,
+    first: mesh::Hop,
+) -> Option<(thin::Queue, Duration)> {
+    let now = Instant::now();
+    let lag = first
+        .at()
+        .map(|at| (thin::Queue::Hops, now.saturating_duration_since(at)));
+    sfu.hop(first, now);
+    for _ in 1..RECV_BATCH {
+        let Ok(hop) = rx.try_recv() else {
+            break;
+        };
+        sfu.hop(hop, now);
+    }
+    lag
+}
+
 /// What one worker's task reads besides its socket.
 struct Worker {
     advertise: SocketAddr,
@@ -379,17 +399,8 @@ async fn run(socket: UdpSocket, mut w: Worker) {
                 sfu.command(cmd, Instant::now());
             }
             Some(msg) = w.inbox.controls.recv() => sfu.control(msg),
-            Some(hop) = w.inbox.hops.recv() => {
-                let now = Instant::now();
-                lag = hop.at().map(|at| (thin::Queue::Hops, now.saturating_duration_since(at)));
-                sfu.hop(hop, now);
-                for _ in 1..RECV_BATCH {
-                    let Ok(hop) = w.inbox.hops.try_recv() else {
-                        break;
-                    };
-                    sfu.hop(hop, now);
-                }
-            }
+            Some(hop) = w.inbox.urgent.recv() => lag = take_hops(&mut sfu, &mut w.inbox.urgent, hop),
+            Some(hop) = w.inbox.hops.recv() => lag = take_hops(&mut sfu, &mut w.inbox.hops, hop),
             r = socket.readable() => {
                 if let Err(e) = r {
                     tracing::debug!("sfu recv: {e}");

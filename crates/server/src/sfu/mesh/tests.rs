@@ -86,6 +86,9 @@ fn pump_cores(cores: &mut [Sfu], inboxes: &mut [Inbox], clients: &mut [&mut Clie
         while let Ok(msg) = inbox.controls.try_recv() {
             core.control(msg);
         }
+        while let Ok(hop) = inbox.urgent.try_recv() {
+            core.hop(hop, now);
+        }
         while let Ok(hop) = inbox.hops.try_recv() {
             core.hop(hop, now);
         }
