@@ -6,7 +6,7 @@
 //!   datagram of each read had waited in the socket (the kernel stamps arrivals), and how old
 //!   the first packet of each batch handed over by other workers was. While even the smallest
 //!   lag of a [`WINDOW`] in either queue is above [`LAG_HIGH`] (that queue never drained: a
-//!   backlog, not a burst) the level (the
+//!   backlog, not a burst), or any lag of the window is above [`LAG_SEVERE`], the level (the
 //!   share of players thinned) goes up by [`STEP_UP`]; when it is below [`LAG_LOW`] it comes
 //!   down by [`STEP_DOWN`]; between, it holds. The lag says "cannot keep up" whatever the
 //!   cause (forwarding work, a slow send path, a box shared with other processes), and it
@@ -36,6 +36,8 @@ pub const WINDOW: Duration = Duration::from_millis(200);
 /// Lags that raise and lower the level.
 pub const LAG_HIGH: Duration = Duration::from_millis(20);
 pub const LAG_LOW: Duration = Duration::from_millis(5);
+/// A single lag this long also raises it: a worker this far behind has lost real time.
+pub const LAG_SEVERE: Duration = Duration::from_millis(250);
 /// How much of the players one window thins more, or gives back.
 pub const STEP_UP: f64 = 0.25;
 pub const STEP_DOWN: f64 = 0.05;
@@ -55,6 +57,8 @@ pub struct Load {
     start: Option<Instant>,
     /// The smallest lag of this window's reads from each queue (`None`: no read yet).
     lag: [Option<Duration>; 2],
+    /// The largest lag of this window's reads, any queue.
+    worst: Duration,
     /// The share of this worker's players that get keyframes only.
     pub level: f64,
 }
@@ -67,6 +71,7 @@ impl Load {
         if let Some((q, l)) = lag {
             let slot = &mut self.lag[q as usize];
             *slot = Some(slot.map_or(l, |m| m.min(l)));
+            self.worst = self.worst.max(l);
         }
         if now.saturating_duration_since(start) < WINDOW {
             return None;
@@ -78,9 +83,10 @@ impl Load {
             .map(|l| l.take().unwrap_or_default())
             .max()
             .unwrap_or_default();
+        let worst = std::mem::take(&mut self.worst);
         self.start = Some(now);
         let before = self.level;
-        if lag > LAG_HIGH {
+        if lag > LAG_HIGH || worst > LAG_SEVERE {
             self.level = (self.level + STEP_UP).min(1.0);
         } else if lag < LAG_LOW {
             self.level = (self.level - STEP_DOWN).max(0.0);
@@ -252,7 +258,7 @@ mod tests {
         assert_eq!(load.record(Some((Queue::Socket, ms(40))), now), Some(0.5));
         // A burst (one read behind, another caught up) is no backlog.
         now += ms(100);
-        load.record(Some((Queue::Socket, ms(300))), now);
+        load.record(Some((Queue::Socket, ms(200))), now);
         now += ms(100);
         assert_eq!(load.record(Some((Queue::Socket, ms(6))), now), None);
         // Between the thresholds it holds.
@@ -265,6 +271,14 @@ mod tests {
         now += WINDOW;
         let l = load.record(None, now).unwrap();
         assert!((l - 0.4).abs() < 1e-9, "{l}");
+        // But a read a quarter of a second behind is overload on its own.
+        now += ms(100);
+        load.record(Some((Queue::Socket, ms(1))), now);
+        load.record(Some((Queue::Socket, ms(300))), now);
+        now += ms(100);
+        let l = load.record(Some((Queue::Socket, ms(1))), now).unwrap();
+        assert!((l - 0.65).abs() < 1e-9, "{l}");
+        load.level = 0.4;
         // Hops that never drain count as much as a socket that never does.
         for _ in 0..2 {
             now += WINDOW / 2;
