@@ -203,7 +203,7 @@ impl Sfu {
         }
         let mut reopened = Vec::new();
         for (conn, p) in &mut self.peers {
-            let thin = p.rank < level || p.congestion.congested(now);
+            let thin = p.should_thin(level, now);
             if p.thinned && !thin {
                 reopened.push(*conn);
             }

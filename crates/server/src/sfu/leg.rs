@@ -45,6 +45,14 @@ pub(super) struct Peer {
     pub congestion: super::thin::Congestion,
 }
 
+impl Peer {
+    /// Whether this player gets keyframes only now: ranked below the worker's thinning
+    /// `level`, or congested by its own receiver reports.
+    pub fn should_thin(&self, level: f64, now: Instant) -> bool {
+        self.rank < level || self.congestion.congested(now)
+    }
+}
+
 /// Where a leg's packets come from: a publisher's peer and its stream's SSRC.
 pub(super) type Source = (ConnId, Ssrc);
 

@@ -470,8 +470,7 @@ impl Sfu {
                         });
                         if let (true, Some(loss)) = (video, stats.loss) {
                             peer.congestion.report(loss, now);
-                            let thin =
-                                peer.rank < self.load.level || peer.congestion.congested(now);
+                            let thin = peer.should_thin(self.load.level, now);
                             if peer.thinned && !thin {
                                 self.queue.push_back(Propagate::Reopened(conn));
                             }
