@@ -49,6 +49,11 @@ impl Msg {
 /// Set once the kernel refused a GSO message: later batches of the process are built without.
 static GSO_REFUSED: AtomicBool = AtomicBool::new(false);
 
+/// Bytes a batch starts with and keeps between uses. A batch holds one loop iteration's
+/// datagrams, which under load can be megabytes; kept at that size, every batch in the
+/// sending queue would hold its peak for good (tens of MB at 900 legs).
+const KEEP_BYTES: usize = 256 * 1024;
+
 /// Datagrams waiting to be sent, grouped into messages.
 #[derive(Default)]
 pub struct Batch {
@@ -61,7 +66,7 @@ pub struct Batch {
 impl Batch {
     pub fn new(gso: bool) -> Batch {
         Batch {
-            data: Vec::with_capacity(256 * 1024),
+            data: Vec::with_capacity(KEEP_BYTES),
             msgs: Vec::new(),
             gso: gso && !GSO_REFUSED.load(Ordering::Relaxed),
         }
@@ -113,9 +118,18 @@ impl Batch {
         out
     }
 
+    /// Empties the batch; a buffer grown past [`KEEP_BYTES`] by a burst goes back to that.
     fn clear(&mut self) {
         self.data.clear();
+        self.data.shrink_to(KEEP_BYTES);
         self.msgs.clear();
+        self.msgs.shrink_to(MAX_MSGS);
+    }
+
+    /// Bytes held (for the test of [`Batch::clear`]).
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.data.capacity()
     }
 
     /// The messages from `from` on, each cut back into single datagrams.
@@ -420,6 +434,19 @@ mod tests {
         b.split(0);
         assert_eq!(b.msgs.len(), 7);
         assert_eq!(b.msgs[3].end - b.msgs[3].start, 300);
+    }
+
+    /// A burst grows a batch; emptied, it gives the memory back (down to what it starts with).
+    #[test]
+    fn an_emptied_batch_gives_back_a_burst() {
+        let mut b = Batch::new(true);
+        for _ in 0..8_000 {
+            b.push(addr(1), &[7; 1200]);
+        }
+        assert!(b.held() >= 8_000 * 1200);
+        b.clear();
+        assert!(b.is_empty());
+        assert!(b.held() <= KEEP_BYTES, "{} bytes kept", b.held());
     }
 
     #[test]

@@ -63,11 +63,15 @@ pub mod thin;
 
 /// Keyframe requests towards one publisher track, at most this often.
 pub(super) const KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
-/// Packets each player track keeps for retransmission, and for how long. str0m keeps 3 s by
-/// default, which is most of the SFU's memory with many legs (some 0.3 MB per 600 kbit/s
-/// leg); a NACK answered after a second is too late for a real-time player anyway.
-pub(super) const RTX_PACKETS: usize = 1000;
-pub(super) const RTX_AGE: Duration = Duration::from_secs(1);
+/// Packets each player track keeps for retransmission, and for how long. str0m keeps a copy
+/// of every sent packet's header per leg (432 bytes with its slot; the payload itself is
+/// shared), so this history was most of the SFU's memory per leg: 3 s (str0m's default) some
+/// 0.3 MB per 600 kbit/s leg, 1 s ~50 KB. Half a second answers two rounds of NACKs at a
+/// 200 ms round trip (a retransmission later than that misses a real-time player's playout
+/// anyway); the packet cap bounds every leg to ~28 KB whatever its bitrate (64 packets: the
+/// half second up to ~1 Mbit/s, 0.3 s at 2 Mbit/s).
+pub(super) const RTX_PACKETS: usize = 64;
+pub(super) const RTX_AGE: Duration = Duration::from_millis(500);
 /// Datagrams read from the socket before the players are drained and the batch is sent.
 const RECV_BATCH: usize = 64;
 /// Kernel buffer asked for the SFU's socket each way.
@@ -76,7 +80,9 @@ const SOCKET_BUFFER: usize = 4 << 20;
 /// moved on and drained: each drain of a player of 30 streams costs a pass over its 60 tracks,
 /// so it is worth doing once for several packets rather than once per datagram read.
 pub(super) const COALESCE: Duration = Duration::from_millis(2);
-/// Batches waiting for the sending task before the loop waits for it.
+/// Batches waiting for the sending task before the loop waits for it: enough to overlap
+/// forwarding with sending; each queued batch holds up to an iteration's datagrams (and
+/// delays the next by as much), so no more.
 const SEND_QUEUE: usize = 16;
 /// Media offers waiting for the SFU, all connections together; more are refused (each
 /// connection has at most one in flight).
