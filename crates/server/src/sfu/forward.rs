@@ -195,6 +195,7 @@ impl Sfu {
         let Some(level) = self.load.record(lag, now) else {
             return;
         };
+        tracing::debug!(level, "SFU overload: thinning level changed");
         if before == 0.0 || level == 0.0 {
             tracing::info!(
                 level,

@@ -85,6 +85,7 @@ impl Load {
             .unwrap_or_default();
         let worst = std::mem::take(&mut self.worst);
         self.start = Some(now);
+        tracing::trace!(?lag, ?worst, level = self.level, "SFU load window");
         let before = self.level;
         if lag > LAG_HIGH || worst > LAG_SEVERE {
             self.level = (self.level + STEP_UP).min(1.0);
