@@ -184,16 +184,18 @@ pub static SERVER_CPUS: std::sync::OnceLock<String> = std::sync::OnceLock::new()
 impl Server {
     /// Starts `bin args…` and waits for its "listening on URL …" line.
     pub fn start(bin: &str, args: &[&str]) -> Result<Server, String> {
-        let mut command = match SERVER_CPUS.get() {
-            Some(cpus) => {
-                let mut c = Command::new("taskset");
-                c.args(["-c", cpus, bin]);
-                c
-            }
-            None => Command::new(bin),
+        // taskset (`--server-cpus`) and the cgroup (`--server-cpu-quota`) both exec the server.
+        let (program, mut rest): (&str, Vec<&str>) = match SERVER_CPUS.get() {
+            Some(cpus) => ("taskset", vec!["-c", cpus, bin]),
+            None => (bin, vec![]),
         };
+        rest.extend_from_slice(args);
+        let mut command = crate::quota::wrap(program, &rest).unwrap_or_else(|| {
+            let mut c = Command::new(program);
+            c.args(&rest);
+            c
+        });
         let mut child = command
-            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -14,6 +14,8 @@
 //!               --workers 1,0                           the server's SFU workers per run (0: its
 //!                                                       default, one per core)
 //!               --server-cpus 0-1                       run the server under `taskset -c`
+//!               --server-cpu-quota 0.35                 and/or with this many cores' time
+//!                                                       (a cgroup; root; see quota.rs)
 //! ```
 //! With no scenario, all run. Baselines: `ws-baseline` (a minimal tokio-tungstenite broadcast
 //! server) for the signaling scenarios and `udp-baseline` (a raw UDP forwarder) for `sfu`; both
@@ -23,6 +25,7 @@ mod attack;
 mod baseline;
 mod client;
 mod media;
+mod quota;
 mod signaling;
 
 use client::Server;
@@ -113,6 +116,10 @@ fn parse(args: &[String]) -> Result<Opts, String> {
                     .set(cpus)
                     .map_err(|_| "--server-cpus given twice")?;
             }
+            "--server-cpu-quota" => {
+                let cores = v()?;
+                quota::set(cores.parse().map_err(|e| format!("{cores}: {e}"))?)?;
+            }
             "--out" => o.out = Some(v()?),
             "--before-bin" => o.before_bin = Some(v()?),
             "--attacks" => o.attacks = v()?.split(',').map(str::to_string).collect(),
@@ -158,11 +165,14 @@ fn main() {
     let opts = match parse(&args) {
         Ok(o) => o,
         Err(e) => {
+            quota::remove();
             eprintln!("{e}");
             std::process::exit(2);
         }
     };
-    match rt.block_on(run(&opts)) {
+    let result = rt.block_on(run(&opts));
+    quota::remove();
+    match result {
         Ok(report) => {
             print!("{report}");
             if let Some(path) = &opts.out {
@@ -337,13 +347,16 @@ async fn sfu_rows(o: &Opts, out: &mut String) -> Result<(), String> {
             let Some(bm) = &base else {
                 continue;
             };
-            let label = match w {
+            let mut label = match w {
                 0 => format!("media {p} x {n}, workers = cores"),
                 w => format!(
                     "media {p} x {n}, {w} worker{}",
                     if w == 1 { "" } else { "s" }
                 ),
             };
+            if let Some(cores) = quota::cores() {
+                label.push_str(&format!(", server quota {cores} cores"));
+            }
             sfu_result_rows(out, &label, &zm, bm);
         }
     }
