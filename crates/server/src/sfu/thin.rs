@@ -38,8 +38,11 @@ pub const LAG_HIGH: Duration = Duration::from_millis(20);
 pub const LAG_LOW: Duration = Duration::from_millis(5);
 /// A single lag this long also raises it: a worker this far behind has lost real time.
 pub const LAG_SEVERE: Duration = Duration::from_millis(250);
-/// How much of the players one window thins more, or gives back.
-pub const STEP_UP: f64 = 0.25;
+/// How much of the players one window thins more, or gives back. Small steps up: players
+/// given their video back ask for keyframes, a burst that reads as lag for a window or two;
+/// with a quarter per window (tried) the level overshot to everyone and swung between half
+/// and all (30 x 30 at 1.4 times the capacity: median player 5.9 fps; with 0.1, 12.8 fps).
+pub const STEP_UP: f64 = 0.1;
 pub const STEP_DOWN: f64 = 0.05;
 
 /// Where a worker's work waits.
@@ -250,13 +253,20 @@ mod tests {
         let mut now = Instant::now();
         let ms = Duration::from_millis;
         assert_eq!(load.record(None, now), None);
-        // Every read of a window 25 ms or more behind: a quarter more thinned.
+        let near = |l: f64, want: f64| assert!((l - want).abs() < 1e-9, "{l} != {want}");
+        // Every read of a window 25 ms or more behind: a step more thinned.
         now += ms(100);
         assert_eq!(load.record(Some((Queue::Socket, ms(30))), now), None);
         now += ms(100);
-        assert_eq!(load.record(Some((Queue::Socket, ms(25))), now), Some(0.25));
+        near(
+            load.record(Some((Queue::Socket, ms(25))), now).unwrap(),
+            STEP_UP,
+        );
         now += WINDOW;
-        assert_eq!(load.record(Some((Queue::Socket, ms(40))), now), Some(0.5));
+        near(
+            load.record(Some((Queue::Socket, ms(40))), now).unwrap(),
+            2.0 * STEP_UP,
+        );
         // A burst (one read behind, another caught up) is no backlog.
         now += ms(100);
         load.record(Some((Queue::Socket, ms(200))), now);
@@ -268,17 +278,17 @@ mod tests {
         // Caught up: given back in small steps; a window without reads counts as caught up.
         now += WINDOW;
         let l = load.record(Some((Queue::Socket, ms(1))), now).unwrap();
-        assert!((l - 0.45).abs() < 1e-9, "{l}");
+        near(l, 2.0 * STEP_UP - STEP_DOWN);
         now += WINDOW;
         let l = load.record(None, now).unwrap();
-        assert!((l - 0.4).abs() < 1e-9, "{l}");
+        near(l, 2.0 * STEP_UP - 2.0 * STEP_DOWN);
         // But a read a quarter of a second behind is overload on its own.
         now += ms(100);
         load.record(Some((Queue::Socket, ms(1))), now);
         load.record(Some((Queue::Socket, ms(300))), now);
         now += ms(100);
         let l = load.record(Some((Queue::Socket, ms(1))), now).unwrap();
-        assert!((l - 0.65).abs() < 1e-9, "{l}");
+        near(l, 3.0 * STEP_UP - 2.0 * STEP_DOWN);
         load.level = 0.4;
         // Hops that never drain count as much as a socket that never does.
         for _ in 0..2 {
@@ -286,7 +296,7 @@ mod tests {
             load.record(Some((Queue::Socket, ms(1))), now);
             load.record(Some((Queue::Hops, ms(50))), now);
         }
-        assert!((load.level - 0.65).abs() < 1e-9, "{}", load.level);
+        near(load.level, 0.4 + STEP_UP);
         for _ in 0..100 {
             now += WINDOW;
             load.record(Some((Queue::Socket, ms(500))), now);
