@@ -54,6 +54,8 @@ pub struct Clock {
     epoch: Instant,
     open: AtomicU64,
     close: AtomicU64,
+    /// Whether publishers send yet ([`Clock::held`]).
+    sending: std::sync::atomic::AtomicBool,
 }
 
 impl Clock {
@@ -62,7 +64,25 @@ impl Clock {
             epoch: Instant::now(),
             open: AtomicU64::new(u64::MAX),
             close: AtomicU64::new(u64::MAX),
+            sending: true.into(),
         })
+    }
+
+    /// A clock whose publishers hold their media until [`Clock::release`]: with hundreds of
+    /// players to set up, publishers already sending made the load generator spend its CPU
+    /// forwarding to the players set up so far, and the rest took minutes to join.
+    fn held() -> Arc<Clock> {
+        let c = Clock::new();
+        c.sending.store(false, Ordering::Relaxed);
+        c
+    }
+
+    fn release(&self) {
+        self.sending.store(true, Ordering::Relaxed);
+    }
+
+    fn sending(&self) -> bool {
+        self.sending.load(Ordering::Relaxed)
     }
 
     fn now(&self) -> u64 {
@@ -296,7 +316,7 @@ pub async fn sfu(
     seconds: u32,
 ) -> Result<MediaResult, String> {
     let room = "bench-media";
-    let clock = Clock::new();
+    let clock = Clock::held();
     let mut keep = Vec::new();
     let mut pub_counters = Vec::new();
     let mut play_counters = Vec::new();
@@ -352,7 +372,9 @@ pub async fn sfu(
             }
         }
     }
-    // Everyone connects and the first keyframes go round before the window opens.
+    // Everyone is set up: media starts, and the first keyframes go round before the window
+    // opens.
+    clock.release();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let window = Window::open(server);
     let cpu0 = self_cpu();

@@ -136,7 +136,8 @@ pub(super) async fn drain(
 // size: the peer loop: one select over the socket, the deadline and signaling, with the
 // counting inline on the hot path (its per-packet cost is part of what is measured).
 /// Drives a peer: datagrams and time in, datagrams out; `send` (publishers) writes the next
-/// video frame every 1/15 s and audio every 20 ms once connected.
+/// video frame every 1/15 s and audio every 20 ms once connected and the clock lets them
+/// (`Clock::release`).
 pub(super) async fn run_peer(
     mut rtc: Rtc,
     socket: UdpSocket,
@@ -151,7 +152,8 @@ pub(super) async fn run_peer(
     };
     // Room for a whole GSO message (up to 64 datagrams, under 64 KiB).
     let mut buf = vec![0u8; 65_536];
-    let start = Instant::now();
+    // When sending began: frames are due from then on, none owed for the time before.
+    let mut start = None;
     let (mut frame_n, mut audio_n) = (0u64, 0u64);
     let mut connected = false;
     loop {
@@ -160,10 +162,18 @@ pub(super) async fn run_peer(
         else {
             return;
         };
-        let next_video = start + Duration::from_secs_f64(frame_n as f64 / FPS as f64);
-        let next_audio = start + Duration::from_millis(20 * audio_n);
-        let wake = if send && connected {
+        let sending = send && connected && clock.sending();
+        if sending && start.is_none() {
+            start = Some(Instant::now());
+        }
+        let base = start.unwrap_or_else(Instant::now);
+        let next_video = base + Duration::from_secs_f64(frame_n as f64 / FPS as f64);
+        let next_audio = base + Duration::from_millis(20 * audio_n);
+        let wake = if sending {
             timeout.min(next_video).min(next_audio)
+        } else if send && connected {
+            // Held: look again soon.
+            timeout.min(Instant::now() + Duration::from_millis(20))
         } else {
             timeout
         };
@@ -199,7 +209,7 @@ pub(super) async fn run_peer(
                 if rtc.handle_input(Input::Timeout(now)).is_err() {
                     return;
                 }
-                if send && connected {
+                if sending {
                     for (mid, kind) in &mids {
                         let Some(writer) = rtc.writer(*mid) else { continue };
                         let codec = match kind { TrackKind::Video => Codec::H264, TrackKind::Audio => Codec::Opus };
