@@ -332,6 +332,10 @@ pub struct ServerConfig {
     /// SFU forwarding workers, each with its own socket on the one media port; 0: one per
     /// available core (docs/scale.md).
     pub media_workers: usize,
+    /// Where the signaling listener binds (`host`, `port` in the file); `--host`/`--port` and
+    /// `ZROOMS_HOST`/`ZROOMS_PORT` win over these (docs/operations.md).
+    pub host: Option<String>,
+    pub port: Option<u16>,
 }
 
 impl Default for ServerConfig {
@@ -355,6 +359,8 @@ impl Default for ServerConfig {
             media_addr: None,
             media_advertise: None,
             media_workers: 0,
+            host: None,
+            port: None,
         }
     }
 }
@@ -388,6 +394,10 @@ struct ConfigFile {
     media_advertise: Option<std::net::SocketAddr>,
     #[serde(default)]
     media_workers: usize,
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    port: Option<u16>,
     #[serde(default)]
     heartbeat_timeout_ms: Option<u64>,
     #[serde(default)]
@@ -434,6 +444,7 @@ impl ServerConfig {
         }
         config.media_advertise = file.media_advertise;
         config.media_workers = file.media_workers;
+        (config.host, config.port) = (file.host, file.port);
         if let Some(ms) = file.hello_timeout_ms {
             config.hello_timeout = Duration::from_millis(ms.max(100));
         }

@@ -1,22 +1,70 @@
-//! `zrooms-server`: the room server as a command-line program.
+//! `zrooms-server`: the room server as a command-line program (`zrooms-server --help`).
 //!
-//! ```text
-//! zrooms-server [--host 127.0.0.1] [--port 9000] [--config apps.toml]
-//! ```
-//! Without `--config` it runs with the development default (any appID, multi-room on, no
-//! token) and says so. It prints `listening on ws://HOST:PORT` once ready, and stops on
-//! Ctrl-C or SIGTERM.
+//! Where to listen comes from, first to last: the flag (`--host`, `--port`), the environment
+//! (`ZROOMS_HOST`, `ZROOMS_PORT`), the config file (`host`, `port`), the default
+//! (127.0.0.1:9000). The config file is `--config` or `ZROOMS_CONFIG`; without one the server
+//! runs with the development default (any appID, multi-room on, no token) and says so. It
+//! prints `listening on ws://HOST:PORT (media udp ADDR)` once ready and stops on Ctrl-C or
+//! SIGTERM. Exit codes: 0 done, 2 a usage error (a bad flag or value), 1 anything else (an
+//! unreadable or invalid config, an address that cannot be bound); nothing is started before
+//! the config is whole.
 
-use std::net::SocketAddr;
+use clap::Parser;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use zrooms_server::{Server, ServerConfig};
 
-fn usage() -> ! {
-    eprintln!("usage: zrooms-server [--host ADDR] [--port PORT] [--config FILE]");
-    std::process::exit(2);
+/// The zrooms room server: signaling over WebSocket, media through its SFU.
+#[derive(Parser, Debug)]
+#[command(name = "zrooms-server", version)]
+struct Cli {
+    /// IP address to listen on for signaling (the SFU's media too, unless the config says
+    /// otherwise) [default: config `host`, else 127.0.0.1]
+    #[arg(long, env = "ZROOMS_HOST", value_name = "ADDR")]
+    host: Option<IpAddr>,
+    /// TCP port for signaling; 0 picks a free one [default: config `port`, else 9000]
+    #[arg(long, env = "ZROOMS_PORT")]
+    port: Option<u16>,
+    /// The config file (TOML: apps, limits, media; docs/operations.md)
+    #[arg(long, env = "ZROOMS_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Read and check the configuration, print what it resolves to, and exit (0: valid,
+    /// 1: not)
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn fail(message: String) -> ! {
+    eprintln!("zrooms-server: {message}");
+    std::process::exit(1)
+}
+
+/// The config and the listening address the command line, environment and file resolve to.
+fn resolve(cli: &Cli) -> Result<(ServerConfig, SocketAddr), String> {
+    let config = match &cli.config {
+        Some(path) => {
+            let shown = path.display();
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+            ServerConfig::from_toml(&text).map_err(|e| format!("bad config {shown}: {e}"))?
+        }
+        None => ServerConfig::default(),
+    };
+    let host = match (cli.host, &config.host) {
+        (Some(h), _) => h,
+        (None, Some(h)) => h
+            .parse()
+            .map_err(|e| format!("bad config: host {h:?}: {e}"))?,
+        (None, None) => IpAddr::from([127, 0, 0, 1]),
+    };
+    let port = cli.port.or(config.port).unwrap_or(9000);
+    Ok((config, SocketAddr::new(host, port)))
 }
 
 #[tokio::main]
 async fn main() {
+    // Usage errors exit with 2, --help and --version with 0 (clap's own).
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -24,49 +72,27 @@ async fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let mut host = "127.0.0.1".to_string();
-    let mut port: u16 = 9000;
-    let mut config_path = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--host" => host = args.next().unwrap_or_else(|| usage()),
-            "--port" => {
-                port = args
-                    .next()
-                    .and_then(|p| p.parse().ok())
-                    .unwrap_or_else(|| usage())
+    let (config, addr) = resolve(&cli).unwrap_or_else(|e| fail(e));
+    if cli.check_config {
+        println!(
+            "config ok: listen {addr}; {} app(s) configured; development default {}; media workers {}",
+            config.apps.len(),
+            if config.dev_default { "on" } else { "off" },
+            match config.media_workers {
+                0 => "one per core".to_string(),
+                n => n.to_string(),
             }
-            "--config" => config_path = Some(args.next().unwrap_or_else(|| usage())),
-            _ => usage(),
-        }
+        );
+        return;
     }
-    let config = match &config_path {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
-                eprintln!("cannot read {path}: {e}");
-                std::process::exit(1)
-            });
-            ServerConfig::from_toml(&text).unwrap_or_else(|e| {
-                eprintln!("bad config {path}: {e}");
-                std::process::exit(1)
-            })
-        }
-        None => ServerConfig::default(),
-    };
     if config.dev_default {
         eprintln!(
             "zrooms-server: development default is on: any appID is admitted with multi-room enabled and no token"
         );
     }
-    let addr: SocketAddr = match format!("{host}:{port}").parse() {
-        Ok(a) => a,
-        Err(_) => usage(),
-    };
-    let server = Server::bind(addr, config).await.unwrap_or_else(|e| {
-        eprintln!("cannot listen on {addr}: {e}");
-        std::process::exit(1)
-    });
+    let server = Server::bind(addr, config)
+        .await
+        .unwrap_or_else(|e| fail(format!("cannot listen on {addr}: {e}")));
     println!(
         "listening on {} (media udp {})",
         server.url(),

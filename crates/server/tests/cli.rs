@@ -1,0 +1,167 @@
+//! The command line: `--help`, usage errors (exit 2), bad configs (exit 1, nothing started),
+//! `--check-config`, and where the listening address comes from (flag, environment, file).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+fn server() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_zrooms-server"));
+    for var in ["ZROOMS_HOST", "ZROOMS_PORT", "ZROOMS_CONFIG"] {
+        c.env_remove(var);
+    }
+    c
+}
+
+fn run(c: &mut Command) -> (i32, String, String) {
+    let out = c.output().expect("zrooms-server runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A config file in the temp directory, removed when dropped.
+struct ConfigFile(std::path::PathBuf);
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl std::ops::Deref for ConfigFile {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+fn config_file(name: &str, text: &str) -> ConfigFile {
+    let file = format!("zrooms-cli-{}-{name}", std::process::id());
+    let path = std::env::temp_dir().join(file);
+    std::fs::write(&path, text).unwrap();
+    ConfigFile(path)
+}
+
+#[test]
+fn help_names_every_option_and_its_variable() {
+    let (code, out, _) = run(server().arg("--help"));
+    assert_eq!(code, 0);
+    for word in [
+        "--host",
+        "--port",
+        "--config",
+        "--check-config",
+        "ZROOMS_HOST",
+        "ZROOMS_PORT",
+        "ZROOMS_CONFIG",
+    ] {
+        assert!(out.contains(word), "--help lacks {word}:\n{out}");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_with_a_message() {
+    for args in [
+        vec!["--no-such-flag"],
+        vec!["--port", "seventy"],
+        vec!["--port", "70000"],
+        vec!["--host", "not an address"],
+        vec!["--port"],
+    ] {
+        let (code, out, err) = run(server().args(&args));
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("error"), "{args:?}: {err}");
+        assert!(!out.contains("listening"), "{args:?} started: {out}");
+    }
+    // A bad value from the environment is a usage error too.
+    let (code, _, err) = run(server().env("ZROOMS_PORT", "x").arg("--check-config"));
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn bad_configs_exit_1_and_start_nothing() {
+    let missing = ConfigFile(std::env::temp_dir().join("zrooms-cli-no-such-file.toml"));
+    let invalid = config_file("invalid.toml", "media_workers = \"many\"\n");
+    let unknown = config_file("unknown.toml", "no_such_key = 1\n");
+    let host = config_file("host.toml", "host = \"over there\"\n");
+    for (path, says) in [
+        (&missing, "cannot read"),
+        (&invalid, "bad config"),
+        (&unknown, "no_such_key"),
+        (&host, "host"),
+    ] {
+        for check in [true, false] {
+            let mut c = server();
+            c.arg("--config").arg(&**path).args(["--port", "0"]);
+            if check {
+                c.arg("--check-config");
+            }
+            let (code, out, err) = run(&mut c);
+            assert_eq!(code, 1, "{}: {err}", path.display());
+            assert!(err.contains(says), "{}: {err}", path.display());
+            assert!(!out.contains("listening"), "{}: {out}", path.display());
+        }
+    }
+}
+
+#[test]
+fn check_config_says_what_the_settings_resolve_to() {
+    let file = config_file(
+        "ok.toml",
+        "host = \"127.0.0.2\"\nport = 9123\nmedia_workers = 3\n\n[[app]]\napp_id = 7\n",
+    );
+    // The file's address.
+    let (code, out, err) = run(server().arg("--config").arg(&*file).arg("--check-config"));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("config ok: listen 127.0.0.2:9123;"),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 app(s)") && out.contains("media workers 3"),
+        "{out}"
+    );
+    // The environment over the file, the flag over the environment; the config file from
+    // the environment.
+    let (code, out, _) = run(server()
+        .env("ZROOMS_CONFIG", &*file)
+        .env("ZROOMS_PORT", "9200")
+        .env("ZROOMS_HOST", "127.0.0.3")
+        .args(["--port", "9300", "--check-config"]));
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("config ok: listen 127.0.0.3:9300;"),
+        "{out}"
+    );
+    // Nothing given: the development default on 127.0.0.1:9000.
+    let (code, out, _) = run(server().arg("--check-config"));
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("config ok: listen 127.0.0.1:9000;") && out.contains("default on"),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_port_from_the_environment_is_the_one_listened_on() {
+    let mut child = server()
+        .env("ZROOMS_PORT", "0")
+        .env("ZROOMS_HOST", "127.0.0.1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.starts_with("listening on ws://127.0.0.1:"), "{line}");
+    assert!(
+        !line.contains(":9000 "),
+        "port 0 from the environment: {line}"
+    );
+}
