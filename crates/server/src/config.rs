@@ -38,6 +38,9 @@
 //! `replay_window_bytes` (1 MiB), `allowed_origins` (browser origins admitted; empty = any).
 //! Every limit, its default and why: `docs/security.md` and `docs/limits.md`.
 
+mod env;
+pub use env::from_toml_env;
+
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::time::Duration;

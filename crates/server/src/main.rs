@@ -3,7 +3,9 @@
 //! Where to listen comes from, first to last: the flag (`--host`, `--port`), the environment
 //! (`ZROOMS_HOST`, `ZROOMS_PORT`), the config file (`host`, `port`), the default
 //! (127.0.0.1:9000). The config file is `--config` or `ZROOMS_CONFIG`; without one the server
-//! runs with the development default (any appID, multi-room on, no token) and says so. It
+//! runs with the development default (any appID, multi-room on, no token) and says so. Every
+//! top-level key of the config file can also come from `ZROOMS_<KEY>`, over the file
+//! (`config/env.rs`). It
 //! prints `listening on ws://HOST:PORT (media udp ADDR)` once ready and stops on Ctrl-C or
 //! SIGTERM. Exit codes: 0 done, 2 a usage error (a bad flag or value), 1 anything else (an
 //! unreadable or invalid config, an address that cannot be bound); nothing is started before
@@ -12,6 +14,7 @@
 use clap::Parser;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use zrooms_server::config::from_toml_env;
 use zrooms_server::{Server, ServerConfig};
 
 /// The zrooms room server: signaling over WebSocket, media through its SFU.
@@ -41,14 +44,15 @@ fn fail(message: String) -> ! {
 
 /// The config and the listening address the command line, environment and file resolve to.
 fn resolve(cli: &Cli) -> Result<(ServerConfig, SocketAddr), String> {
+    let vars = std::env::vars();
     let config = match &cli.config {
         Some(path) => {
             let shown = path.display();
             let text =
                 std::fs::read_to_string(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-            ServerConfig::from_toml(&text).map_err(|e| format!("bad config {shown}: {e}"))?
+            from_toml_env(Some(&text), vars).map_err(|e| format!("bad config {shown}: {e}"))?
         }
-        None => ServerConfig::default(),
+        None => from_toml_env(None, vars).map_err(|e| format!("bad config: {e}"))?,
     };
     let host = match (cli.host, &config.host) {
         (Some(h), _) => h,

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 fn server() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_zrooms-server"));
-    for var in ["ZROOMS_HOST", "ZROOMS_PORT", "ZROOMS_CONFIG"] {
+    for (var, _) in std::env::vars().filter(|(v, _)| v.starts_with("ZROOMS_")) {
         c.env_remove(var);
     }
     c
@@ -142,6 +142,30 @@ fn check_config_says_what_the_settings_resolve_to() {
         out.starts_with("config ok: listen 127.0.0.1:9000;") && out.contains("default on"),
         "{out}"
     );
+}
+
+#[test]
+fn every_config_key_also_comes_from_the_environment() {
+    let file = config_file("workers.toml", "media_workers = 2\n");
+    let (code, out, err) = run(server()
+        .arg("--config")
+        .arg(&*file)
+        .env("ZROOMS_MEDIA_WORKERS", "4")
+        .arg("--check-config"));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("media workers 4"), "{out}");
+    // A bad value is refused, naming the variable.
+    let (code, _, err) = run(server()
+        .env("ZROOMS_REPLAY_WINDOW", "lots")
+        .arg("--check-config"));
+    assert_eq!(code, 1);
+    assert!(err.contains("ZROOMS_REPLAY_WINDOW"), "{err}");
+    // The SDK's and the tests' own variables are not config keys.
+    let (code, _, err) = run(server()
+        .env("ZROOMS_CHROMIUM", "/usr/bin/chromium")
+        .env("ZROOMS_LOG", "trace")
+        .arg("--check-config"));
+    assert_eq!(code, 0, "{err}");
 }
 
 #[test]
