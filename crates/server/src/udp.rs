@@ -118,12 +118,18 @@ impl Batch {
         out
     }
 
-    /// Empties the batch; a buffer grown past [`KEEP_BYTES`] by a burst goes back to that.
+    /// Empties the batch. A buffer grown past [`KEEP_BYTES`] by a burst goes back to that the
+    /// first time a use of it is light again (at most half of that); while every use is heavy
+    /// it keeps its size, rather than shrinking and growing again (a reallocation and a copy
+    /// of the data) on every iteration of a loaded worker.
     fn clear(&mut self) {
+        let light = self.data.len() <= KEEP_BYTES / 2;
         self.data.clear();
-        self.data.shrink_to(KEEP_BYTES);
         self.msgs.clear();
-        self.msgs.shrink_to(MAX_MSGS);
+        if light {
+            self.data.shrink_to(KEEP_BYTES);
+            self.msgs.shrink_to(MAX_MSGS);
+        }
     }
 
     /// Bytes held (for the test of [`Batch::clear`]).
@@ -440,10 +446,21 @@ mod tests {
     #[test]
     fn an_emptied_batch_gives_back_a_burst() {
         let mut b = Batch::new(true);
-        for _ in 0..8_000 {
-            b.push(addr(1), &[7; 1200]);
-        }
+        let burst = |b: &mut Batch| {
+            for _ in 0..8_000 {
+                b.push(addr(1), &[7; 1200]);
+            }
+        };
+        burst(&mut b);
         assert!(b.held() >= 8_000 * 1200);
+        // Heavy uses one after another keep the room they need.
+        b.clear();
+        assert!(b.is_empty());
+        assert!(b.held() >= 8_000 * 1200);
+        burst(&mut b);
+        b.clear();
+        // The first light use after the burst gives it back.
+        b.push(addr(1), &[7; 1200]);
         b.clear();
         assert!(b.is_empty());
         assert!(b.held() <= KEEP_BYTES, "{} bytes kept", b.held());
