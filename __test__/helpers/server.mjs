@@ -19,11 +19,11 @@ export function serverBinary() {
 
 /**
  * Spawns `zrooms-server --port 0` (or `port`, to restart on the same address) with an
- * optional TOML config text; resolves
+ * optional TOML config text and extra arguments; resolves
  * `{url, proc, stop()}` once it prints its address.
  */
-export function startServerProcess(configToml, { port = 0 } = {}) {
-  const args = ['--host', '127.0.0.1', '--port', String(port)]
+export function startServerProcess(configToml, { port = 0, args: extra = [] } = {}) {
+  const args = ['--host', '127.0.0.1', '--port', String(port), ...extra]
   if (configToml) {
     const dir = mkdtempSync(join(tmpdir(), 'zrooms-'))
     const file = join(dir, 'apps.toml')
@@ -39,7 +39,7 @@ export function startServerProcess(configToml, { port = 0 } = {}) {
     proc.once('exit', (code) => reject(new Error(`server exited with ${code}: ${stderr}`)))
     proc.stdout.on('data', (d) => {
       out += d
-      const m = out.match(/listening on (ws:\/\/\S+)(?: \(media udp (\S+)\))?/)
+      const m = out.match(/listening on (wss?:\/\/\S+)(?: \(media udp (\S+)\))?/)
       if (m) {
         clearTimeout(timer)
         resolve({

@@ -163,6 +163,28 @@ pub enum TrackDirection {
 }
 
 impl Request {
+    /// The request's type, as its `type` field names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Hello { .. } => "hello",
+            Request::Login { .. } => "login",
+            Request::Logout { .. } => "logout",
+            Request::RenewToken { .. } => "renew_token",
+            Request::SetRoomExtraInfo { .. } => "set_room_extra_info",
+            Request::Publish { .. } => "publish",
+            Request::Unpublish { .. } => "unpublish",
+            Request::SetStreamExtraInfo { .. } => "set_stream_extra_info",
+            Request::Play { .. } => "play",
+            Request::Unplay { .. } => "unplay",
+            Request::Broadcast { .. } => "broadcast",
+            Request::Barrage { .. } => "barrage",
+            Request::CustomCommand { .. } => "custom_command",
+            Request::SetStreamState { .. } => "set_stream_state",
+            Request::MediaOffer { .. } => "media_offer",
+            Request::Ping { .. } => "ping",
+        }
+    }
+
     /// The room a request is about, if any.
     pub fn room_id(&self) -> Option<&RoomId> {
         match self {

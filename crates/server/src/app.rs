@@ -25,6 +25,15 @@ struct Publication {
 /// The players of one stream: connection → (the room they play it through, their queue).
 type Players = HashMap<ConnId, (RoomId, Outbound)>;
 
+/// Rooms, their members, streams and their players of one app.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub rooms: usize,
+    pub members: usize,
+    pub streams: usize,
+    pub players: usize,
+}
+
 /// Who publishes and who plays each stream ID of an app.
 #[derive(Default)]
 struct Streams {
@@ -58,6 +67,19 @@ impl App {
             rooms: Mutex::new(HashMap::new()),
             streams: Mutex::new(Streams::default()),
             auth_failures: Mutex::new(Bucket::default()),
+        }
+    }
+
+    /// How much of this app there is now (for metrics).
+    pub fn counts(&self) -> Counts {
+        let rooms = self.rooms();
+        let members = rooms.iter().map(|r| r.read(|core| core.online())).sum();
+        let streams = lock(&self.streams);
+        Counts {
+            rooms: rooms.len(),
+            members,
+            streams: streams.published.len(),
+            players: streams.players.values().map(HashMap::len).sum(),
         }
     }
 

@@ -35,7 +35,9 @@
 //! `max_frame_bytes` (256 KiB), `outbound_queue` (frames waiting for one slow reader before it is
 //! closed, 1024), `hello_timeout_ms` (handshake and hello, each, 5000), `heartbeat_timeout_ms`
 //! (30000), `reconnect_grace_ms` (30000; 0 = none), `replay_window` (frames, 4096),
-//! `replay_window_bytes` (1 MiB), `allowed_origins` (browser origins admitted; empty = any).
+//! `replay_window_bytes` (1 MiB), `allowed_origins` (browser origins admitted; empty = any),
+//! `tls_cert`/`tls_key` (PEM files: the port speaks TLS), `metrics_token` (a bearer token that
+//! lets other addresses than loopback read `/metrics`).
 //! Every limit, its default and why: `docs/security.md` and `docs/limits.md`.
 
 mod env;
@@ -339,6 +341,13 @@ pub struct ServerConfig {
     /// `ZROOMS_HOST`/`ZROOMS_PORT` win over these (docs/operations.md).
     pub host: Option<String>,
     pub port: Option<u16>,
+    /// PEM certificate chain and private key: with both, the signaling port speaks TLS only
+    /// (`https://`, `wss://`); `--tls-cert`/`--tls-key` win over these (docs/operations.md).
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Lets clients other than loopback read `/metrics` with `Authorization: Bearer <token>`;
+    /// unset, only loopback clients may.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -364,6 +373,9 @@ impl Default for ServerConfig {
             media_workers: 0,
             host: None,
             port: None,
+            tls_cert: None,
+            tls_key: None,
+            metrics_token: None,
         }
     }
 }
@@ -401,6 +413,12 @@ struct ConfigFile {
     host: Option<String>,
     #[serde(default)]
     port: Option<u16>,
+    #[serde(default)]
+    tls_cert: Option<std::path::PathBuf>,
+    #[serde(default)]
+    tls_key: Option<std::path::PathBuf>,
+    #[serde(default)]
+    metrics_token: Option<String>,
     #[serde(default)]
     heartbeat_timeout_ms: Option<u64>,
     #[serde(default)]
@@ -448,6 +466,16 @@ impl ServerConfig {
         config.media_advertise = file.media_advertise;
         config.media_workers = file.media_workers;
         (config.host, config.port) = (file.host, file.port);
+        if file.tls_cert.is_some() != file.tls_key.is_some() {
+            return Err("tls_cert and tls_key go together: set both or neither".into());
+        }
+        (config.tls_cert, config.tls_key) = (file.tls_cert, file.tls_key);
+        if let Some(t) = &file.metrics_token {
+            if t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err("metrics_token: at least 16 characters, no spaces".into());
+            }
+        }
+        config.metrics_token = file.metrics_token;
         if let Some(ms) = file.hello_timeout_ms {
             config.hello_timeout = Duration::from_millis(ms.max(100));
         }

@@ -24,6 +24,7 @@ pub mod sfu;
 pub mod state;
 #[cfg(test)]
 mod testing;
+pub mod tls;
 mod transport;
 mod udp;
 mod web;
@@ -31,7 +32,7 @@ mod web;
 pub use config::{AppConfig, ServerConfig};
 
 use app::App;
-use metrics::Metrics;
+
 use state::{lock, Flag};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -61,15 +62,22 @@ pub(crate) struct Shared {
     pub pending: limits::Pending,
     /// Failed token logins per source address.
     pub auth_failures: limits::AuthFailures,
-    pub metrics: Metrics,
+    pub metrics: Arc<metrics::Metrics>,
     /// Signaling connections open now.
     pub open: AtomicUsize,
+    /// Set when the port speaks TLS.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Shared {
     pub(crate) fn new(config: ServerConfig, sfu: sfu::SfuHandle) -> Arc<Self> {
-        Arc::new(Shared {
+        Arc::new(Shared::unshared(config, sfu))
+    }
+
+    fn unshared(config: ServerConfig, sfu: sfu::SfuHandle) -> Self {
+        Shared {
             config,
+            metrics: Arc::clone(&sfu.metrics),
             sfu,
             apps: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
@@ -78,15 +86,32 @@ impl Shared {
             sessions: Mutex::new(HashMap::new()),
             pending: limits::Pending::default(),
             auth_failures: limits::AuthFailures::default(),
-            metrics: Metrics::default(),
             open: AtomicUsize::new(0),
-        })
+            tls: None,
+        }
     }
 
-    /// The Prometheus text of the server's counters.
+    /// The OpenMetrics text of the server's metrics, gauges read now.
     pub(crate) fn render_metrics(&self) -> String {
-        self.metrics
-            .render(self.open.load(Ordering::Relaxed), self.pending.len())
+        let apps: Vec<Arc<App>> = lock(&self.apps).values().cloned().collect();
+        let (media_peers, media_legs) = self.sfu.peers_and_legs();
+        let mut now = metrics::Snapshot {
+            connections_open: self.open.load(Ordering::Relaxed),
+            connections_pending: self.pending.len(),
+            sessions: lock(&self.sessions).len(),
+            apps: apps.len(),
+            media_peers,
+            media_legs,
+            ..Default::default()
+        };
+        for app in &apps {
+            let c = app.counts();
+            now.rooms += c.rooms;
+            now.members += c.members;
+            now.streams += c.streams;
+            now.players += c.players;
+        }
+        self.metrics.render(now)
     }
 }
 
@@ -127,13 +152,21 @@ fn connection_capacity() -> usize {
 pub struct Server {
     addr: SocketAddr,
     media_addr: SocketAddr,
+    tls: bool,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
     /// Binds `addr` (port 0 picks a free port) and starts serving on the current runtime.
+    /// A certificate or key that cannot be read or used is an error before anything listens.
     pub async fn bind(addr: SocketAddr, config: ServerConfig) -> std::io::Result<Server> {
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(tls::acceptor(cert, key).map_err(std::io::Error::other)?)
+            }
+            _ => None,
+        };
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let media_addr = config.media_addr.unwrap_or_else(|| {
@@ -148,13 +181,17 @@ impl Server {
             sfu::start(media_addr, config.media_advertise, config.media_workers).await?;
         let media_addr = sfu.addr;
         let (tx, rx) = watch::channel(false);
+        let secure = tls.is_some();
+        let mut shared = Shared::unshared(config, sfu);
+        shared.tls = tls;
         let task = tokio::spawn(async move {
-            run(listener, config, sfu, rx).await;
+            run(listener, Arc::new(shared), rx).await;
             sfu_tasks.abort_all();
         });
         Ok(Server {
             addr,
             media_addr,
+            tls: secure,
             shutdown: tx,
             task,
         })
@@ -171,7 +208,8 @@ impl Server {
 
     /// The signaling URL engines connect to.
     pub fn url(&self) -> String {
-        format!("ws://{}", self.addr)
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Closes every connection (their users leave their rooms) and stops listening.
@@ -181,14 +219,8 @@ impl Server {
     }
 }
 
-/// Serves `listener` (signaling) with `sfu` (media) until `shutdown` turns true.
-pub async fn run(
-    listener: TcpListener,
-    config: ServerConfig,
-    sfu: sfu::SfuHandle,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let shared = Shared::new(config, sfu);
+/// Serves `listener` (signaling, with `shared`'s SFU for media) until `shutdown` turns true.
+async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let capacity = connection_capacity();
     let mut tasks = JoinSet::new();
     tasks.spawn(online_counts(shared.clone(), shutdown.clone()));
@@ -204,7 +236,7 @@ pub async fn run(
                     .per_ip
                     .admit(ip, shared.config.max_connections_per_ip)
                 {
-                    Metrics::inc(&shared.metrics.refused_per_ip);
+                    shared.metrics.refused_per_ip.inc();
                     tracing::debug!(%ip, "too many connections from one address: refused");
                     continue;
                 }
@@ -212,14 +244,15 @@ pub async fn run(
                 // with none to shed, the new one is closed at once.
                 if shared.open.load(Ordering::Relaxed) >= capacity {
                     if shared.pending.shed_oldest() {
-                        Metrics::inc(&shared.metrics.shed);
+                        shared.metrics.shed.inc();
                     } else {
-                        Metrics::inc(&shared.metrics.refused_capacity);
+                        shared.metrics.refused_capacity.inc();
                         shared.per_ip.release(ip);
                         continue;
                     }
                 }
                 shared.open.fetch_add(1, Ordering::Relaxed);
+                shared.metrics.connections.inc();
                 let _ = stream.set_nodelay(true);
                 let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
                 let shed = Arc::new(Flag::default());
@@ -228,7 +261,7 @@ pub async fn run(
                         .pending
                         .add(id, shed.clone(), shared.config.max_pending_connections);
                 for _ in 0..dropped {
-                    Metrics::inc(&shared.metrics.shed);
+                    shared.metrics.shed.inc();
                 }
                 let shared = shared.clone();
                 let rx = shutdown.clone();
@@ -244,7 +277,7 @@ pub async fn run(
                 // in, and back off a moment instead of spinning.
                 tracing::warn!("accept failed: {e}");
                 if shared.pending.shed_oldest() {
-                    Metrics::inc(&shared.metrics.shed);
+                    shared.metrics.shed.inc();
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }

@@ -2,7 +2,8 @@
 //!
 //! Where to listen comes from, first to last: the flag (`--host`, `--port`), the environment
 //! (`ZROOMS_HOST`, `ZROOMS_PORT`), the config file (`host`, `port`), the default
-//! (127.0.0.1:9000). The config file is `--config` or `ZROOMS_CONFIG`; without one the server
+//! (127.0.0.1:9000); TLS likewise (`--tls-cert`/`--tls-key`, `ZROOMS_TLS_CERT`/`_KEY`,
+//! `tls_cert`/`tls_key`; both or neither, checked before anything listens). The config file is `--config` or `ZROOMS_CONFIG`; without one the server
 //! runs with the development default (any appID, multi-room on, no token) and says so. Every
 //! top-level key of the config file can also come from `ZROOMS_<KEY>`, over the file
 //! (`config/env.rs`). It
@@ -31,6 +32,13 @@ struct Cli {
     /// The config file (TOML: apps, limits, media; docs/operations.md)
     #[arg(long, env = "ZROOMS_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// PEM certificate chain: the port then serves https:// and wss:// only (with --tls-key)
+    /// [default: config `tls_cert`]
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert [default: config `tls_key`]
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Read and check the configuration, print what it resolves to, and exit (0: valid,
     /// 1: not)
     #[arg(long)]
@@ -62,6 +70,13 @@ fn resolve(cli: &Cli) -> Result<(ServerConfig, SocketAddr), String> {
         (None, None) => IpAddr::from([127, 0, 0, 1]),
     };
     let port = cli.port.or(config.port).unwrap_or(9000);
+    let mut config = config;
+    if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+        (config.tls_cert, config.tls_key) = (Some(cert.clone()), Some(key.clone()));
+    }
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        zrooms_server::tls::acceptor(cert, key)?;
+    }
     Ok((config, SocketAddr::new(host, port)))
 }
 
@@ -79,7 +94,8 @@ async fn main() {
     let (config, addr) = resolve(&cli).unwrap_or_else(|e| fail(e));
     if cli.check_config {
         println!(
-            "config ok: listen {addr}; {} app(s) configured; development default {}; media workers {}",
+            "config ok: listen {addr}{}; {} app(s) configured; development default {}; media workers {}",
+            if config.tls_cert.is_some() { " (TLS)" } else { "" },
             config.apps.len(),
             if config.dev_default { "on" } else { "off" },
             match config.media_workers {

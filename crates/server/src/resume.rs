@@ -21,8 +21,8 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 use zrooms_proto::wire::Resume;
 
-pub(crate) type WsSink = SplitSink<WebSocketStream<crate::web::Prefixed>, Message>;
-pub(crate) type WsSource = SplitStream<WebSocketStream<crate::web::Prefixed>>;
+pub(crate) type WsSink = SplitSink<WebSocketStream<crate::web::WsIo>, Message>;
+pub(crate) type WsSource = SplitStream<WebSocketStream<crate::web::WsIo>>;
 
 /// The frames of one session not yet acknowledged, with their position in the session.
 pub(crate) struct Replay {

@@ -101,9 +101,13 @@ impl Batch {
     }
 
     /// Datagrams in the batch.
-    #[cfg(test)]
-    fn datagrams(&self) -> usize {
+    pub fn datagrams(&self) -> usize {
         self.msgs.iter().map(|m| m.count).sum()
+    }
+
+    /// Payload bytes in the batch.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
     }
 
     /// Takes the datagrams out, one by one, instead of sending them.

@@ -1,22 +1,42 @@
-//! The browser client (`web/`), served on the signaling port.
+//! HTTP on the signaling port, through hyper: the browser client (`web/`), `GET /healthz`,
+//! `GET /metrics`, and the WebSocket upgrade that starts a signaling session.
 //!
-//! A connection's request head is read before the WebSocket handshake: an upgrade goes on to
-//! the signaling (the bytes read are replayed to the handshake through [`Prefixed`]), a plain
-//! `GET` of one of the page's files is answered here and the connection closed. The files are
-//! compiled into the binary, so a server started anywhere (the CLI, the Node package's
-//! `startServer`) serves the same page. `GET /metrics` answers the server's counters to
-//! clients on the loopback address only.
+//! A connection (plain TCP, or TLS when the server has a certificate) is served as HTTP/1.1
+//! until a request asks to upgrade to a WebSocket: the upgrade is answered here (origin
+//! checked, `101 Switching Protocols`) and the upgraded connection returned to the transport,
+//! which runs the WebSocket protocol on it. Plain requests are answered and the connection
+//! may carry more (keep-alive) until the hello deadline, after which it is closed: an HTTP
+//! connection costs a slot no longer than a WebSocket that never says hello.
 //!
-//! The head is read, never peeked in a loop: a peer that sends half a head and waits costs a
-//! task that sleeps until more bytes come (or the hello timeout), not a poll every few ms.
+//! The page's files are compiled into the binary, so a server started anywhere (the CLI, the
+//! Node package's `startServer`) serves the same page. `/metrics` answers loopback clients,
+//! and others that present `Authorization: Bearer <metrics_token>` when one is configured;
+//! anyone else gets a 404, as for a path that does not exist.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
+use crate::{ct_eq, Shared};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-/// The largest request head read; bigger ones are refused.
+/// The largest request head read (hyper's smallest read buffer); bigger ones are refused.
 const MAX_HEAD: usize = 8 * 1024;
+
+/// The connection a WebSocket runs on once upgraded.
+pub(crate) type WsIo = TokioIo<Upgraded>;
+
+type Body = Full<Bytes>;
 
 /// The page's files: path, content type, body.
 const FILES: &[(&str, &str, &str)] = &[
@@ -47,71 +67,162 @@ const FILES: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// What a connection's first bytes ask for.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Head {
-    /// A WebSocket upgrade (or something the handshake should judge), with its `Origin`.
-    Upgrade { origin: Option<String> },
-    /// A plain request: method, path, and the head's length in bytes.
-    Plain {
-        method: String,
-        path: String,
-        len: usize,
-    },
-}
+/// Where a connection's upgrade is left by the request that asked for it.
+type Slot = Arc<Mutex<Option<OnUpgrade>>>;
 
-/// Reads until the request head is complete. Returns what it asks for and every byte read
-/// (the head and anything the peer sent after it). `None`: the peer closed or sent no complete
-/// head within [`MAX_HEAD`] bytes.
-pub(crate) async fn read_head(stream: &mut TcpStream) -> Option<(Head, Vec<u8>)> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
+/// Serves HTTP on `io` until a request upgrades it to a WebSocket (the upgraded connection is
+/// returned) or the connection ends, fails or reaches `deadline` (`None`).
+pub(crate) async fn serve<I>(
+    io: I,
+    ip: IpAddr,
+    shared: &Arc<Shared>,
+    deadline: Instant,
+) -> Option<Upgraded>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let slot = Slot::default();
+    let service = {
+        let (shared, slot) = (Arc::clone(shared), Arc::clone(&slot));
+        service_fn(move |mut req: Request<Incoming>| {
+            let response = answer(&mut req, ip, &shared, &slot);
+            std::future::ready(Ok::<_, Infallible>(response))
+        })
+    };
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(shared.config.hello_timeout)
+        .max_buf_size(MAX_HEAD);
+    let conn = http
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    match tokio::time::timeout_at(deadline, conn).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::debug!("http: {e}");
             return None;
         }
-        buf.extend_from_slice(chunk.get(..n)?);
-        if let Some(head) = parse_head(&buf) {
-            return Some((head, buf));
-        }
-        if buf.len() >= MAX_HEAD {
-            return None;
-        }
+        Err(_) => return None,
+    }
+    let upgrade = crate::state::lock(&slot).take()?;
+    match tokio::time::timeout_at(deadline, upgrade).await {
+        Ok(Ok(upgraded)) => Some(upgraded),
+        _ => None,
     }
 }
 
-/// Parses a complete request head; `None` while it is incomplete.
-pub(crate) fn parse_head(bytes: &[u8]) -> Option<Head> {
-    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let text = String::from_utf8_lossy(bytes.get(..end)?);
-    let mut lines = text.split("\r\n");
-    let mut request = lines.next().unwrap_or_default().split(' ');
-    let method = request.next().unwrap_or_default().to_owned();
-    let path = request.next().unwrap_or_default().to_owned();
-    let mut upgrade = false;
-    let mut origin = None;
-    for l in lines {
-        if let Some((name, value)) = l.split_once(':') {
-            let name = name.trim();
-            if name.eq_ignore_ascii_case("upgrade")
-                && value.trim().eq_ignore_ascii_case("websocket")
-            {
-                upgrade = true;
-            } else if name.eq_ignore_ascii_case("origin") {
-                origin = Some(value.trim().to_owned());
-            }
-        }
+/// The response to one request; an admitted WebSocket upgrade leaves its future in `slot`.
+fn answer(req: &mut Request<Incoming>, ip: IpAddr, shared: &Shared, slot: &Slot) -> Response<Body> {
+    if wants_websocket(req.headers()) {
+        return upgrade(req, shared, slot);
     }
-    Some(if upgrade {
-        Head::Upgrade { origin }
-    } else {
-        Head::Plain {
-            method,
-            path,
-            len: end,
-        }
+    let path = req.uri().path();
+    let (get, head) = (req.method() == Method::GET, req.method() == Method::HEAD);
+    match path {
+        "/healthz" if get || head => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/metrics" if get && may_read_metrics(ip, req.headers(), shared) => text(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            shared.render_metrics(),
+        ),
+        _ if !get && !head => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".into(),
+        ),
+        _ => match FILES.iter().find(|(p, _, _)| *p == path) {
+            Some((_, kind, body)) => text(StatusCode::OK, kind, (*body).to_owned()),
+            None => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+        },
+    }
+}
+
+/// Whether `/metrics` is answered: loopback clients, and the holders of the metrics token.
+fn may_read_metrics(ip: IpAddr, headers: &HeaderMap, shared: &Shared) -> bool {
+    if ip.is_loopback() {
+        return true;
+    }
+    let Some(token) = shared.config.metrics_token.as_deref() else {
+        return false;
+    };
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| ct_eq(given.trim().as_bytes(), token.as_bytes()))
+}
+
+/// A response with a body and the headers every answer carries.
+fn text(status: StatusCode, kind: &str, body: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    if let Ok(kind) = HeaderValue::from_str(kind) {
+        h.insert(header::CONTENT_TYPE, kind);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+/// Whether a header's comma-separated tokens include `token` (any case).
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     })
+}
+
+fn wants_websocket(headers: &HeaderMap) -> bool {
+    has_token(headers, header::UPGRADE, "websocket")
+}
+
+/// Answers a WebSocket upgrade (RFC 6455 §4.2): refused for its origin (403) or a malformed
+/// handshake (400), else `101` with the accept key, the upgrade future left in `slot`.
+fn upgrade(req: &mut Request<Incoming>, shared: &Shared, slot: &Slot) -> Response<Body> {
+    let headers = req.headers();
+    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    if !origin_allowed(origin, &shared.config.allowed_origins) {
+        shared.metrics.refused_origin.inc();
+        tracing::debug!(?origin, "origin not allowed: refused");
+        return text(
+            StatusCode::FORBIDDEN,
+            "text/plain",
+            "origin not allowed".into(),
+        );
+    }
+    let key = headers.get(header::SEC_WEBSOCKET_KEY);
+    let version = headers.get(header::SEC_WEBSOCKET_VERSION);
+    let well_formed = req.method() == Method::GET
+        && has_token(headers, header::CONNECTION, "upgrade")
+        && version.is_some_and(|v| v == "13")
+        && key.is_some_and(|k| k.len() == 24);
+    let Some(key) = key.filter(|_| well_formed) else {
+        let mut r = text(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            "bad WebSocket handshake\n".into(),
+        );
+        r.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return r;
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    *crate::state::lock(slot) = Some(hyper::upgrade::on(req));
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    r
 }
 
 /// Whether a WebSocket upgrade from `origin` is admitted: any when `allowed` is empty, a
@@ -127,220 +238,5 @@ pub(crate) fn origin_allowed(origin: Option<&str>, allowed: &[String]) -> bool {
     }
 }
 
-/// Refuses an upgrade whose origin is not allowed, and closes.
-pub(crate) async fn refuse(mut stream: TcpStream) {
-    let _ = stream
-        .write_all(
-            b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 18\r\nConnection: close\r\n\r\norigin not allowed",
-        )
-        .await;
-    let _ = stream.shutdown().await;
-}
-
-/// A TCP stream whose first bytes (read while looking at the request head) are read again.
-pub(crate) struct Prefixed {
-    prefix: Vec<u8>,
-    pos: usize,
-    inner: TcpStream,
-}
-
-impl Prefixed {
-    pub(crate) fn new(prefix: Vec<u8>, inner: TcpStream) -> Self {
-        Prefixed {
-            prefix,
-            pos: 0,
-            inner,
-        }
-    }
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        if let Some(rest) = this.prefix.get(this.pos..).filter(|r| !r.is_empty()) {
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(rest.get(..n).unwrap_or_default());
-            this.pos += n;
-            if this.pos >= this.prefix.len() {
-                this.prefix = Vec::new();
-                this.pos = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Prefixed {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-/// The response to a plain request: the file, 404, or 405 for anything but GET and HEAD.
-pub(crate) fn respond(method: &str, path: &str) -> Vec<u8> {
-    let path = path.split(['?', '#']).next().unwrap_or_default();
-    let (status, kind, body) = match FILES.iter().find(|(p, _, _)| *p == path) {
-        _ if method != "GET" && method != "HEAD" => {
-            ("405 Method Not Allowed", "text/plain", "GET only\n")
-        }
-        Some((_, kind, body)) => ("200 OK", *kind, *body),
-        None => ("404 Not Found", "text/plain", "not found\n"),
-    };
-    let mut out = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    if method != "HEAD" {
-        out.extend_from_slice(body.as_bytes());
-    }
-    out
-}
-
-/// Answers a plain request on `stream` (its head already read) and closes it. `metrics`: the
-/// counters' text, when this peer may read them.
-pub(crate) async fn serve_plain(
-    mut stream: TcpStream,
-    method: &str,
-    path: &str,
-    metrics: Option<String>,
-) {
-    let response = match metrics {
-        Some(text) if method == "GET" && path.split('?').next() == Some("/metrics") => format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\
-             Cache-Control: no-store\r\nConnection: close\r\n\r\n{text}",
-            text.len()
-        )
-        .into_bytes(),
-        _ => respond(method, path),
-    };
-    let _ = stream.write_all(&response).await;
-    let _ = stream.shutdown().await;
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn heads_are_told_apart() {
-        let ws = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
-        assert_eq!(parse_head(ws), Some(Head::Upgrade { origin: None }));
-        let browser = b"GET / HTTP/1.1\r\nOrigin: https://a.example\r\nUpgrade: websocket\r\n\r\n";
-        assert_eq!(
-            parse_head(browser),
-            Some(Head::Upgrade {
-                origin: Some("https://a.example".into())
-            })
-        );
-        let allowed = vec!["https://a.example".to_string()];
-        assert!(origin_allowed(Some("https://a.example"), &allowed));
-        assert!(!origin_allowed(Some("https://evil.example"), &allowed));
-        assert!(origin_allowed(None, &allowed), "SDKs send no Origin");
-        assert!(origin_allowed(Some("https://evil.example"), &[]));
-        let page = b"GET /app.js?v=1 HTTP/1.1\r\nHost: x\r\n\r\n";
-        assert_eq!(
-            parse_head(page),
-            Some(Head::Plain {
-                method: "GET".into(),
-                path: "/app.js?v=1".into(),
-                len: page.len()
-            })
-        );
-        assert_eq!(parse_head(b"GET / HTTP/1.1\r\nHost"), None, "incomplete");
-    }
-
-    #[test]
-    fn any_bytes_parse_or_wait_without_panicking() {
-        // A small xorshift stream of heads: random bytes, random bytes ending a head, and
-        // request lines cut anywhere.
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        let base = b"GET /index.html HTTP/1.1\r\nUpgrade: websocket\r\n\r\n";
-        for round in 0..20_000 {
-            let len = (next() % 300) as usize;
-            let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
-            match round % 3 {
-                0 => bytes.extend_from_slice(b"\r\n\r\n"),
-                1 => bytes = base[..(next() as usize % base.len())].to_vec(),
-                _ => {}
-            }
-            if let Some(Head::Plain { method, path, len }) = parse_head(&bytes) {
-                assert!(len <= bytes.len());
-                let _ = respond(&method, &path);
-            }
-        }
-    }
-
-    /// A peer that sends half a head and waits costs no wake-ups: on virtual time, a second of
-    /// waiting polls the read once or twice (a peek loop polled it every 5 ms, 200 times).
-    #[tokio::test(start_paused = true)]
-    async fn a_partial_head_waits_without_waking() {
-        use std::future::Future;
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use std::sync::Arc;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (mut server, _) = listener.accept().await.unwrap();
-        client
-            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nUpgr")
-            .await
-            .unwrap();
-        let polls = Arc::new(AtomicUsize::new(0));
-        let counted = {
-            let polls = polls.clone();
-            let mut read = Box::pin(read_head(&mut server));
-            std::future::poll_fn(move |cx| {
-                polls.fetch_add(1, Ordering::Relaxed);
-                read.as_mut().poll(cx)
-            })
-        };
-        tokio::select! {
-            head = counted => panic!("a partial head was taken as complete: {head:?}"),
-            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-        }
-        let n = polls.load(Ordering::Relaxed);
-        assert!(n <= 3, "polled {n} times while no byte came");
-    }
-
-    #[test]
-    fn files_missing_paths_and_methods() {
-        let ok = String::from_utf8(respond("GET", "/?room=a")).unwrap();
-        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"));
-        assert!(ok.contains("text/html"));
-        assert!(ok.ends_with(include_str!("../../../web/index.html")));
-        let head = String::from_utf8(respond("HEAD", "/zrooms.js")).unwrap();
-        assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.ends_with("\r\n\r\n"));
-        assert!(String::from_utf8(respond("GET", "/../Cargo.toml"))
-            .unwrap()
-            .starts_with("HTTP/1.1 404"));
-        assert!(String::from_utf8(respond("POST", "/"))
-            .unwrap()
-            .starts_with("HTTP/1.1 405"));
-    }
-}
+mod tests;

@@ -21,6 +21,22 @@ fn run(c: &mut Command) -> (i32, String, String) {
     )
 }
 
+/// Starts the server, reads the first line it prints, and stops it.
+fn first_line(c: &mut Command) -> String {
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    line
+}
+
 /// A config file in the temp directory, removed when dropped.
 struct ConfigFile(std::path::PathBuf);
 
@@ -170,22 +186,66 @@ fn every_config_key_also_comes_from_the_environment() {
 
 #[test]
 fn the_port_from_the_environment_is_the_one_listened_on() {
-    let mut child = server()
-        .env("ZROOMS_PORT", "0")
-        .env("ZROOMS_HOST", "127.0.0.1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    let line = first_line(
+        server()
+            .env("ZROOMS_PORT", "0")
+            .env("ZROOMS_HOST", "127.0.0.1"),
+    );
     assert!(line.starts_with("listening on ws://127.0.0.1:"), "{line}");
     assert!(
         !line.contains(":9000 "),
         "port 0 from the environment: {line}"
     );
+}
+
+/// TLS files: both or neither (a usage error on the command line, a config error from the
+/// file or environment), unreadable or mismatched ones refused before anything listens, and a
+/// good pair makes the server say `wss://`.
+#[test]
+fn tls_files_are_checked_before_anything_listens() {
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let cert = config_file("cert.pem", &made.cert.pem());
+    let key = config_file("key.pem", &made.signing_key.serialize_pem());
+    let other = rcgen::generate_simple_self_signed(vec!["x".into()]).unwrap();
+    let wrong_key = config_file("wrong-key.pem", &other.signing_key.serialize_pem());
+    let junk = config_file("junk.pem", "not a certificate\n");
+    let (code, _, err) = run(server().arg("--tls-cert").arg(&*cert));
+    assert_eq!(code, 2, "--tls-cert alone: {err}");
+    let (code, _, err) = run(server()
+        .env("ZROOMS_TLS_CERT", &*cert)
+        .arg("--check-config"));
+    assert_eq!(code, 1, "tls_cert alone: {err}");
+    assert!(err.contains("tls_cert and tls_key go together"), "{err}");
+    for (c, k, says) in [
+        (&junk, &key, "junk.pem"),
+        (&cert, &junk, "TLS key"),
+        (&cert, &wrong_key, "TLS certificate and key"),
+    ] {
+        for check in [true, false] {
+            let mut cmd = server();
+            cmd.arg("--tls-cert").arg(&**c).arg("--tls-key").arg(&**k);
+            cmd.args(["--port", "0"]);
+            if check {
+                cmd.arg("--check-config");
+            }
+            let (code, out, err) = run(&mut cmd);
+            assert_eq!(code, 1, "{says}: {err}");
+            assert!(err.contains(says), "{says}: {err}");
+            assert!(!out.contains("listening"), "{says}: {out}");
+        }
+    }
+    let (code, out, err) = run(server()
+        .env("ZROOMS_TLS_CERT", &*cert)
+        .env("ZROOMS_TLS_KEY", &*key)
+        .arg("--check-config"));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("(TLS)"), "{out}");
+    let line = first_line(
+        server()
+            .args(["--port", "0", "--tls-cert"])
+            .arg(&*cert)
+            .arg("--tls-key")
+            .arg(&*key),
+    );
+    assert!(line.starts_with("listening on wss://127.0.0.1:"), "{line}");
 }

@@ -105,7 +105,7 @@ async fn closed_by_server(tcp: &mut TcpStream) -> bool {
 /// The server's counters, read as an operator on the loopback address would.
 async fn metrics(server: &Server) -> String {
     let mut tcp = TcpStream::connect(server.local_addr()).await.unwrap();
-    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut text = String::new();

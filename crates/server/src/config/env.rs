@@ -10,7 +10,7 @@
 use super::ServerConfig;
 
 /// The config file's top-level keys that the environment may set.
-pub const KEYS: [&str; 16] = [
+pub const KEYS: [&str; 19] = [
     "dev_default",
     "online_count_interval_ms",
     "max_connections_per_ip",
@@ -27,6 +27,9 @@ pub const KEYS: [&str; 16] = [
     "heartbeat_timeout_ms",
     "reconnect_grace_ms",
     "replay_window",
+    "tls_cert",
+    "tls_key",
+    "metrics_token",
 ];
 
 /// The config from a file's `text` (`None`: no file, the development default) with the

@@ -5,7 +5,6 @@ use super::{Answer, Res, Session};
 use crate::app::App;
 use crate::clock::Now;
 use crate::config::ExpireAction;
-use crate::metrics::Metrics;
 use crate::state::lock;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -111,7 +110,7 @@ impl Session {
         // Failed tokens are throttled per address and per app: past the budget a token is not
         // even looked at, and the answer is the same as for a bad one.
         if !self.may_try_token(app, now.at) {
-            Metrics::inc(&self.shared.metrics.auth_throttled);
+            self.shared.metrics.auth_throttled.inc();
             return Err(ErrorCode::ROOM_ERROR_AUTHENTICATION_FAILED);
         }
         let check = policy.token_check();
@@ -155,7 +154,7 @@ impl Session {
         let ip_rate = self.shared.config.auth_failures_per_ip;
         self.shared.auth_failures.failed(self.ip, ip_rate, now);
         lock(&app.auth_failures).take(app.config.auth_failures_per_app, now);
-        Metrics::inc(&self.shared.metrics.auth_failures);
+        self.shared.metrics.auth_failures.inc();
         let app_id = app.config.app_id;
         tracing::info!(app = app_id, ip = %self.ip, reason = ?e, "token refused");
     }

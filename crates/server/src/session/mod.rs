@@ -70,6 +70,8 @@ pub(crate) struct Session {
     pub replay: Option<Arc<Mutex<Replay>>>,
     /// The request ids processed (docs/protocol.md, Request ids).
     ids: RequestIds,
+    /// The type of the last request read (its time is measured around [`Session::on_text`]).
+    pub last_request: Option<&'static str>,
 }
 
 /// Ids of processed requests remembered to recognize those sent again after a resume.
@@ -136,6 +138,7 @@ impl Session {
             resume_key: resume::new_key(),
             replay: None,
             ids: RequestIds::default(),
+            last_request: None,
         }
     }
 
@@ -159,6 +162,7 @@ impl Session {
             }
         };
         let id = frame.id;
+        self.last_request = Some(frame.req.kind());
         if let Request::Hello {
             version,
             app_id,
@@ -207,6 +211,9 @@ impl Session {
     }
 
     fn reply(&self, id: u64, code: ErrorCode, body: Option<ReplyBody>) {
+        if code != ErrorCode::SUCCESS {
+            self.shared.metrics.refused(code.0);
+        }
         let message = String::new();
         self.out.send_msg(&ServerMsg::Reply {
             id,

@@ -4,7 +4,6 @@
 use super::{Answer, Res, Session};
 use crate::app::App;
 use crate::clock::Now;
-use crate::metrics::Metrics;
 use crate::sfu::{SfuCmd, SfuNotice};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -174,7 +173,7 @@ impl Session {
         });
         if !queued {
             self.offer_in_flight.store(false, Ordering::Release);
-            Metrics::inc(&self.shared.metrics.sfu_busy);
+            self.shared.metrics.sfu_busy.inc();
             return Err(ErrorCode::PUBLISHER_INNER_ERROR);
         }
         Ok(Answer::Sent)

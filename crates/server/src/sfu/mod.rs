@@ -41,11 +41,13 @@
 //! and a peer learns at most [`MAX_ADDRS_PER_PEER`] source addresses. Offers waiting for the
 //! SFU are capped ([`OFFER_QUEUE`]); beyond it an offer is refused at once.
 
+use crate::metrics::Metrics;
 use crate::state::ConnId;
 use crate::udp;
 use mesh::{Inbox, Mesh};
 use peers::Sfu;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
@@ -156,7 +158,21 @@ pub struct SfuHandle {
     offers: Arc<std::sync::atomic::AtomicUsize>,
     dropped: Arc<std::sync::atomic::AtomicU64>,
     pub addr: SocketAddr,
+    /// The server's metrics, which the workers count media into.
+    pub(crate) metrics: Arc<Metrics>,
+    /// Each worker's peers and player tracks, refreshed about once a second.
+    gauges: Arc<[WorkerGauges]>,
 }
+
+/// What one worker reports of its present state (read by scrapes).
+#[derive(Default)]
+struct WorkerGauges {
+    peers: AtomicUsize,
+    legs: AtomicUsize,
+}
+
+/// How often a worker refreshes its [`WorkerGauges`].
+const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Commands waiting for the SFU task, all connections together.
 pub const COMMAND_QUEUE: usize = 65_536;
@@ -179,16 +195,13 @@ impl SfuHandle {
             None => false,
         };
         if full {
-            let n = self
-                .dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(dropped = n + 1, "SFU command queue full: command dropped");
         }
     }
 
     /// Queues an offer unless [`OFFER_QUEUE`] already wait; false when refused.
     pub fn offer(&self, cmd: SfuCmd) -> bool {
-        use std::sync::atomic::Ordering;
         let admitted = self
             .offers
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -204,8 +217,7 @@ impl SfuHandle {
 
     /// An offer left the queue.
     fn offer_taken(&self) {
-        self.offers
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.offers.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// The handle of `n` workers and each worker's command queue.
@@ -216,8 +228,21 @@ impl SfuHandle {
             offers: Arc::default(),
             dropped: Arc::default(),
             addr,
+            metrics: Arc::default(),
+            gauges: (0..n).map(|_| WorkerGauges::default()).collect(),
         };
         (handle, rxs)
+    }
+
+    /// Media peers and the tracks forwarded to players, all workers (as of their last
+    /// refresh, at most [`GAUGE_INTERVAL`] ago).
+    pub fn peers_and_legs(&self) -> (usize, usize) {
+        self.gauges.iter().fold((0, 0), |(p, l), g| {
+            (
+                p + g.peers.load(Ordering::Relaxed),
+                l + g.legs.load(Ordering::Relaxed),
+            )
+        })
     }
 
     /// A handle whose commands are read from the returned receiver instead of an SFU task.
@@ -317,9 +342,11 @@ pub async fn start(
     }
     let (handle, rxs) = SfuHandle::with_workers(addr, n);
     let mut tasks = tokio::task::JoinSet::new();
-    for ((socket, rx), (mesh, inbox)) in sockets.into_iter().zip(rxs).zip(Mesh::new(n)) {
+    let pairs = sockets.into_iter().zip(rxs).zip(Mesh::new(n));
+    for (index, ((socket, rx), (mesh, inbox))) in pairs.enumerate() {
         let mesh = (n > 1).then_some(mesh);
         let worker = Worker {
+            index,
             advertise: advertise.unwrap_or(addr),
             commands: rx,
             inbox,
@@ -353,6 +380,8 @@ fn take_hops(
 
 /// What one worker's task reads besides its socket.
 struct Worker {
+    /// Which worker this is (its slot in the handle's gauges).
+    index: usize,
     advertise: SocketAddr,
     commands: mpsc::Receiver<SfuCmd>,
     inbox: Inbox,
@@ -371,20 +400,27 @@ async fn run(socket: UdpSocket, mut w: Worker) {
     // Sent batches come back for reuse; at most SEND_QUEUE + 1 exist, and one that finds the
     // way back full is simply freed.
     let (give_back, mut spare) = mpsc::channel::<udp::Batch>(SEND_QUEUE + 1);
+    let metrics = Arc::clone(&w.handle.metrics);
+    let (out_packets, out_bytes) = metrics.media_counters("out");
+    let (in_packets, in_bytes) = metrics.media_counters("in");
     tokio::spawn({
         let socket = Arc::clone(&socket);
         async move {
             while let Some(mut batch) = batches.recv().await {
+                out_packets.inc_by(batch.datagrams() as u64);
+                out_bytes.inc_by(batch.bytes() as u64);
                 batch.send(&socket).await;
                 let _ = give_back.try_send(batch);
             }
         }
     });
     let mut sfu = Sfu::new(w.advertise, udp::GSO);
+    sfu.metrics = Some(metrics);
     if let Some(mesh) = w.mesh.take() {
         sfu.join(mesh);
     }
     let mut buf = vec![0u8; 2048];
+    let mut next_gauges = Instant::now();
     loop {
         let deadline = sfu
             .peers
@@ -421,12 +457,16 @@ async fn run(socket: UdpSocket, mut w: Worker) {
                         .map(|l| (thin::Queue::Socket, l));
                     let now = Instant::now();
                     sfu.datagram(source, buf.get(..n).unwrap_or_default(), now);
+                    let (mut packets, mut bytes) = (1, n as u64);
                     for _ in 1..RECV_BATCH {
                         let Ok((n, source)) = socket.try_recv_from(&mut buf) else {
                             break;
                         };
                         sfu.datagram(source, buf.get(..n).unwrap_or_default(), now);
+                        (packets, bytes) = (packets + 1, bytes + n as u64);
                     }
+                    in_packets.inc_by(packets);
+                    in_bytes.inc_by(bytes);
                 }
             }
             _ = tokio::time::sleep_until(deadline.into()) => {}
@@ -442,6 +482,15 @@ async fn run(socket: UdpSocket, mut w: Worker) {
                 return;
             }
         }
-        sfu.record_lag(lag, Instant::now());
+        let now = Instant::now();
+        sfu.record_lag(lag, now);
+        if now >= next_gauges {
+            next_gauges = now + GAUGE_INTERVAL;
+            if let Some(g) = w.handle.gauges.get(w.index) {
+                let (peers, legs) = sfu.peers_and_legs();
+                g.peers.store(peers, Ordering::Relaxed);
+                g.legs.store(legs, Ordering::Relaxed);
+            }
+        }
     }
 }

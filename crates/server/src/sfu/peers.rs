@@ -5,6 +5,7 @@ use super::forward::stun_local_ufrag;
 use super::leg::{peer_config, Peer};
 use super::mesh::{Control, Mesh};
 use super::{SfuCmd, COALESCE, MAX_ADDRS_PER_PEER, MAX_OFFER_CANDIDATES, RTX_AGE, RTX_PACKETS};
+use crate::metrics::Metrics;
 use crate::state::ConnId;
 use crate::udp;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -67,6 +68,8 @@ pub(super) struct Sfu {
     pub announced: HashSet<RouteKey>,
     /// How busy this worker is, and the share of its players thinned.
     pub load: super::thin::Load,
+    /// Where media loss reports are counted (none in the fuzzing core).
+    pub metrics: Option<std::sync::Arc<Metrics>>,
 }
 
 impl Sfu {
@@ -86,7 +89,17 @@ impl Sfu {
             interest: HashMap::new(),
             announced: HashSet::new(),
             load: Default::default(),
+            metrics: None,
         }
+    }
+
+    /// Media peers, and the tracks forwarded to players.
+    pub fn peers_and_legs(&self) -> (usize, usize) {
+        let legs = self.peers.values().map(|p| {
+            let to_player = |t: &&TrackSpec| t.direction == TrackDirection::Recv;
+            p.tracks.values().filter(to_player).count()
+        });
+        (self.peers.len(), legs.sum())
     }
 
     /// Makes this core one of several workers.
@@ -464,7 +477,11 @@ impl Sfu {
                             }
                         }
                     }
+                    Event::MediaIngressStats(s) => {
+                        count_loss(&self.metrics, "from_publishers", s.loss)
+                    }
                     Event::MediaEgressStats(stats) => {
+                        count_loss(&self.metrics, "to_players", stats.loss);
                         let video = peer.tracks.get(&stats.mid).is_some_and(|t| {
                             t.direction == TrackDirection::Recv && t.kind == TrackKind::Video
                         });
@@ -490,6 +507,17 @@ impl Sfu {
                 }
             }
         }
+    }
+}
+
+/// Counts a reported loss fraction, when there is one and metrics to count it in.
+fn count_loss(
+    metrics: &Option<std::sync::Arc<Metrics>>,
+    direction: &'static str,
+    loss: Option<f32>,
+) {
+    if let (Some(m), Some(loss)) = (metrics, loss) {
+        m.loss(direction, loss);
     }
 }
 

@@ -1,21 +1,22 @@
-//! A connection from accept to close: the request head (plain HTTP is answered by
-//! [`crate::web`]), the WebSocket handshake, the hello, the hand-off of a resuming engine's
+//! A connection from accept to close: TLS when configured, HTTP ([`crate::web`] answers plain
+//! requests and the WebSocket upgrade), the hello, the hand-off of a resuming engine's
 //! socket to its parked session ([`crate::resume`]), and the session loop ([`run`]).
 
 mod run;
 
-use crate::metrics::Metrics;
 use crate::resume::{self, WsSink, WsSource};
 use crate::state::{ConnId, Flag};
 use crate::{web, Shared};
 use futures_util::StreamExt;
+use hyper_util::rt::TokioIo;
 use std::net::IpAddr;
 use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
 use zrooms_proto::wire::{ClientFrame, Request, Resume};
 
 /// What a new session starts from.
@@ -65,51 +66,36 @@ pub(crate) async fn serve(
     run::run(shared, start, sink, source, first.as_str(), &mut shutdown).await;
 }
 
-/// The request head, the WebSocket handshake and the first text frame (the hello), each within
-/// the hello timeout. Plain requests are answered and end here.
+/// TLS when the port has it, HTTP until a WebSocket upgrade, then the first text frame (the
+/// hello), each within the hello timeout. Plain requests are answered and end here.
 async fn open(
-    mut stream: TcpStream,
+    stream: TcpStream,
     ip: IpAddr,
-    shared: &Shared,
+    shared: &Arc<Shared>,
 ) -> Option<(WsSink, WsSource, Utf8Bytes)> {
     // A peer that connects and then says nothing holds a task and a connection slot: it gets
-    // `hello_timeout` for the handshake, and as long again for its hello.
+    // `hello_timeout` for TLS, HTTP and the upgrade, and as long again for its hello.
     let hello_deadline = Instant::now() + shared.config.hello_timeout;
-    // The same port serves the browser client's files (web.rs); only upgrades go on.
-    let read = tokio::time::timeout_at(hello_deadline, web::read_head(&mut stream)).await;
-    let prefix = match read {
-        Ok(Some((web::Head::Upgrade { origin }, bytes))) => {
-            if !web::origin_allowed(origin.as_deref(), &shared.config.allowed_origins) {
-                Metrics::inc(&shared.metrics.refused_origin);
-                tracing::debug!(?origin, "origin not allowed: refused");
-                web::refuse(stream).await;
-                return None;
-            }
-            bytes
+    let upgraded = match &shared.tls {
+        Some(tls) => {
+            let tls = match tokio::time::timeout_at(hello_deadline, tls.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!("TLS handshake failed: {e}");
+                    return None;
+                }
+                Err(_) => return None,
+            };
+            web::serve(tls, ip, shared, hello_deadline).await?
         }
-        Ok(Some((web::Head::Plain { method, path, .. }, _))) => {
-            let metrics = ip.is_loopback().then(|| shared.render_metrics());
-            let plain = web::serve_plain(stream, &method, &path, metrics);
-            let _ = tokio::time::timeout_at(hello_deadline, plain).await;
-            return None;
-        }
-        Ok(None) | Err(_) => return None,
+        None => web::serve(stream, ip, shared, hello_deadline).await?,
     };
-    let handshake = tokio_tungstenite::accept_async_with_config(
-        web::Prefixed::new(prefix, stream),
+    let ws = WebSocketStream::from_raw_socket(
+        TokioIo::new(upgraded),
+        Role::Server,
         Some(ws_config(shared)),
-    );
-    let ws = match tokio::time::timeout_at(hello_deadline, handshake).await {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(e)) => {
-            tracing::debug!("handshake failed: {e}");
-            return None;
-        }
-        Err(_) => {
-            tracing::debug!("no handshake in time: closed");
-            return None;
-        }
-    };
+    )
+    .await;
     let hello_deadline = Instant::now() + shared.config.hello_timeout;
     let (sink, mut source) = ws.split();
     // The first frame is the hello. One that resumes a parked session hands the socket over.

@@ -6,7 +6,6 @@
 
 use super::Start;
 use crate::clock::Now;
-use crate::metrics::Metrics;
 use crate::resume::{self, Attach, Handoff, Replay, WsSink, WsSource};
 use crate::session::Session;
 use crate::state::{encode, lock, Flag, Outbound};
@@ -150,7 +149,7 @@ impl Live {
         match wake {
             Wake::Frame(msg) => {
                 self.last_rx = Instant::now();
-                self.on_frame(msg)
+                self.on_frame(msg, shared)
             }
             Wake::Silent => {
                 tracing::debug!(conn = id, "no heartbeat: connection dead");
@@ -175,7 +174,7 @@ impl Live {
             }
             Wake::LoginTimeout => {
                 tracing::debug!(conn = id, "no login in time: closed");
-                Metrics::inc(&shared.metrics.login_timeouts);
+                shared.metrics.login_timeouts.inc();
                 Some(Lost::Ended)
             }
             Wake::Stuck => {
@@ -189,12 +188,18 @@ impl Live {
         }
     }
 
-    fn on_frame(&mut self, msg: Option<Result<Message, WsError>>) -> Option<Lost> {
+    fn on_frame(&mut self, msg: Option<Result<Message, WsError>>, shared: &Shared) -> Option<Lost> {
         let id = self.session.id;
         match msg {
             Some(Ok(Message::Text(text))) => {
                 tracing::trace!(conn = id, "recv {:.120}", text.as_str());
+                let started = std::time::Instant::now();
+                self.session.last_request = None;
                 let open = self.session.on_text(text.as_str(), Now::system());
+                if let Some(kind) = self.session.last_request {
+                    let took = started.elapsed().as_secs_f64();
+                    shared.metrics.request(kind, took);
+                }
                 (!open).then_some(Lost::Ended)
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => None,
