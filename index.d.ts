@@ -69,8 +69,10 @@ export interface ZegoEngineProfile {
 export interface ZegoEngineConfig {
   logConfig?: { logPath?: string; logSize?: number; logCount?: number }
   /**
-   * `server`: the room server's URL, `ws://host:port` (fallback: the ZROOMS_SERVER environment
-   * variable, then ws://127.0.0.1:9000). `login_timeout_ms`: how long a login may wait.
+   * `server`: the room server's URL, `ws://host:port` or `wss://host:port` (fallback: the
+   * ZROOMS_SERVER environment variable, then ws://127.0.0.1:9000). `login_timeout_ms`: how long
+   * a login may wait. `tls_ca`: a CA to trust for `wss://` besides the system's, as a PEM file's
+   * path or the PEM text (fallback: ZROOMS_TLS_CA).
    */
   advancedConfig?: Record<string, string>
 }
@@ -385,6 +387,10 @@ export interface StartServerOptions {
   maxConnectionsPerIp?: number
   /** Browser origins whose WebSocket connections are admitted; default any. */
   allowedOrigins?: string[]
+  /** PEM certificate chain file; with `tlsKey` the port serves `https://` and `wss://` only. */
+  tlsCert?: string
+  /** PEM private key file of `tlsCert`. */
+  tlsKey?: string
 }
 
 export interface RunningServer {

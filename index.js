@@ -105,6 +105,7 @@ class ZegoExpressEngine {
         roomRetryTimeS: Number(engineConfig.advancedConfig.room_retry_time) || undefined,
         reconnectDelayMs: Number(engineConfig.advancedConfig.reconnect_delay_ms) || undefined,
         capture: engineConfig.advancedConfig.capture || process.env.ZROOMS_CAPTURE || undefined,
+        tlsCa: engineConfig.advancedConfig.tls_ca || process.env.ZROOMS_TLS_CA || undefined,
       },
       (ev) => this._onEvent(ev),
       (frame) => this._onFrame(frame),

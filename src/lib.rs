@@ -80,6 +80,9 @@ pub struct EngineOptions {
     pub reconnect_delay_ms: Option<u32>,
     /// `"device"` (default): microphone and camera; `"synthetic"`: the pattern and tone.
     pub capture: Option<String>,
+    /// A CA to trust for a `wss://` server besides the system's: a PEM file's path or the PEM
+    /// text (`advancedConfig.tls_ca`).
+    pub tls_ca: Option<String>,
 }
 
 #[napi(object)]
@@ -140,8 +143,16 @@ impl NativeEngine {
             .callee_handled::<false>()
             .max_queue_size::<JS_FRAME_QUEUE>()
             .build()?;
+        let tls = match options.server.starts_with("wss://") || options.tls_ca.is_some() {
+            true => Some(
+                zrooms_engine::tls::client_config(options.tls_ca.as_deref())
+                    .map_err(|e| Error::new(Status::InvalidArg, e))?,
+            ),
+            false => None,
+        };
         let config = EngineConfig {
             server_url: options.server,
+            tls,
             session: SessionConfig {
                 app_id: options.app_id,
                 app_sign: options.app_sign.unwrap_or_default(),

@@ -39,6 +39,9 @@ pub struct ServerOptions {
     pub max_connections_per_ip: Option<u32>,
     /// Browser origins admitted (default: any).
     pub allowed_origins: Option<Vec<String>>,
+    /// PEM certificate chain and key files: the port serves `https://` and `wss://` only.
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
 }
 
 /// A running embedded server.
@@ -51,7 +54,7 @@ pub struct EmbeddedServer {
 
 #[napi]
 impl EmbeddedServer {
-    /// `ws://host:port`, for `setEngineConfig({advancedConfig: {server}})`.
+    /// `ws://host:port` (`wss://` with TLS), for `setEngineConfig({advancedConfig: {server}})`.
     #[napi(getter)]
     pub fn url(&self) -> String {
         self.url.clone()
@@ -86,6 +89,17 @@ fn config_from(options: &ServerOptions) -> Result<ServerConfig> {
     }
     if let Some(origins) = &options.allowed_origins {
         config.allowed_origins = origins.clone();
+    }
+    match (&options.tls_cert, &options.tls_key) {
+        (Some(cert), Some(key)) => {
+            config.tls_cert = Some(cert.into());
+            config.tls_key = Some(key.into());
+        }
+        (None, None) => {}
+        _ => {
+            let both = "tlsCert and tlsKey go together";
+            return Err(Error::new(Status::InvalidArg, both));
+        }
     }
     for a in options.apps.iter().flatten() {
         let mut app = AppConfig::dev(a.app_id);
@@ -140,6 +154,8 @@ pub async fn start_server(options: Option<ServerOptions>) -> Result<EmbeddedServ
         online_count_interval_ms: None,
         max_connections_per_ip: None,
         allowed_origins: None,
+        tls_cert: None,
+        tls_key: None,
     });
     let config = config_from(&options)?;
     let host: IpAddr = options

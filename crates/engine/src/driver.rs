@@ -56,6 +56,8 @@ pub(crate) enum ConnectError {
 pub(crate) struct Driver {
     session: Session,
     url: String,
+    /// The TLS client of a `wss://` server (built once, when the engine starts).
+    tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
     pub events: mpsc::UnboundedSender<EngineEvent>,
     /// Frames for the signaling socket's writer task.
     sink: Option<mpsc::Sender<Message>>,
@@ -96,6 +98,7 @@ pub(crate) async fn drive(
     let mut d = Driver {
         session: Session::new(config.session),
         url: config.server_url,
+        tls: config.tls,
         media,
         events,
         sink: None,
@@ -311,7 +314,8 @@ impl Driver {
     }
 
     fn connect(&mut self) {
-        self.connecting = Some(Box::pin(open_signaling(self.url.clone())));
+        let open = open_signaling(self.url.clone(), self.tls.clone());
+        self.connecting = Some(Box::pin(open));
     }
 
     /// Queues a frame for the socket's writer; a full queue or a writer that stopped means the
@@ -413,7 +417,10 @@ async fn write_signaling(mut sink: SplitSink<Ws, Message>, mut frames: mpsc::Rec
 /// Opens the signaling connection in two steps: reaching the server's port (cheap, and quick
 /// to fail while the network is down), then the WebSocket handshake on that socket. Nagle's
 /// algorithm is off: a request or a logout leaves at once, not after the previous one's ACK.
-async fn open_signaling(url: String) -> Result<Ws, ConnectError> {
+async fn open_signaling(
+    url: String,
+    tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+) -> Result<Ws, ConnectError> {
     let request = url
         .as_str()
         .into_client_request()
@@ -424,11 +431,8 @@ async fn open_signaling(url: String) -> Result<Ws, ConnectError> {
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    if uri.scheme_str() == Some("wss") {
-        // This build has no TLS client (docs/security.md: TLS ends at a proxy in front).
-        return Err(ConnectError::Failed("wss:// needs TLS support".into()));
-    }
-    let port = uri.port_u16().unwrap_or(80);
+    let secure = uri.scheme_str() == Some("wss");
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
     let reach = TcpStream::connect((host.as_str(), port));
     let tcp = match tokio::time::timeout(PROBE_TIMEOUT, reach).await {
         Ok(Ok(tcp)) => tcp,
@@ -436,7 +440,11 @@ async fn open_signaling(url: String) -> Result<Ws, ConnectError> {
         Err(_) => return Err(ConnectError::Unreachable("no answer".into())),
     };
     let _ = tcp.set_nodelay(true);
-    let handshake = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp));
+    let stream = match secure {
+        true => MaybeTlsStream::Rustls(tls_handshake(tcp, &host, tls).await?),
+        false => MaybeTlsStream::Plain(tcp),
+    };
+    let handshake = tokio_tungstenite::client_async(request, stream);
     match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
         Ok(Ok((ws, _))) => Ok(ws),
         // The socket was reset or closed before any HTTP answer: nothing serves behind the
@@ -450,6 +458,28 @@ async fn open_signaling(url: String) -> Result<Ws, ConnectError> {
         // An answer that is not the upgrade (a 503, say): the server is there; back off.
         Ok(Err(e)) => Err(ConnectError::Failed(e.to_string())),
         Err(_) => Err(ConnectError::Failed("timed out".into())),
+    }
+}
+
+/// TLS over `tcp` for a `wss://` server named `host` (its certificate must name it and chain
+/// to a trusted root). A refused certificate is a failure that backs off, not an unreachable
+/// server.
+async fn tls_handshake(
+    tcp: TcpStream,
+    host: &str,
+    tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ConnectError> {
+    let config = match tls {
+        Some(c) => c,
+        None => crate::tls::client_config(None).map_err(ConnectError::Failed)?,
+    };
+    let name = rustls_pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| ConnectError::Failed(format!("TLS server name {host:?}: {e}")))?;
+    let connect = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
+    match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+        Ok(Ok(tls)) => Ok(tls),
+        Ok(Err(e)) => Err(ConnectError::Failed(format!("TLS: {e}"))),
+        Err(_) => Err(ConnectError::Failed("TLS: timed out".into())),
     }
 }
 

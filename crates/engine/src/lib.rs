@@ -11,6 +11,7 @@ mod driver;
 pub mod media;
 mod netwatch;
 pub mod queue;
+pub mod tls;
 
 use media::pipeline::{CustomSources, PlayState, Pushed, RawFrame, Settings};
 use media::Media;
@@ -25,8 +26,10 @@ pub use zrooms_session as session;
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
-    /// `ws://host:port` of the room server.
+    /// `ws://host:port` or `wss://host:port` of the room server.
     pub server_url: String,
+    /// The TLS client for `wss://` ([`tls::client_config`]); `None`: the system's roots only.
+    pub tls: Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>>,
     pub session: SessionConfig,
     /// Capture from the microphone and camera (false: the synthetic pattern and tone).
     pub use_devices: bool,
