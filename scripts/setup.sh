@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 # Chromium (Debian's package) is the browser the web client's tests drive.
 # python3 runs scripts/sizes.py (the size check of the test command).
 # python3-venv holds the conformance client's packages (conformance/requirements.txt).
-APT_PACKAGES=(build-essential pkg-config cmake nasm libvpx-dev libasound2-dev libclang-dev chromium python3 python3-venv)
+# openssl makes the TLS spec's certificates (__test__/tls.spec.mjs).
+APT_PACKAGES=(build-essential pkg-config cmake nasm libvpx-dev libasound2-dev libclang-dev chromium python3 python3-venv openssl)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
