@@ -37,7 +37,8 @@
 //! (30000), `reconnect_grace_ms` (30000; 0 = none), `replay_window` (frames, 4096),
 //! `replay_window_bytes` (1 MiB), `allowed_origins` (browser origins admitted; empty = any),
 //! `tls_cert`/`tls_key` (PEM files: the port speaks TLS), `metrics_token` (a bearer token that
-//! lets other addresses than loopback read `/metrics`).
+//! lets other addresses than loopback read `/metrics`), `log_format` (`text` or `json`),
+//! `drain_timeout_ms` (on SIGTERM, how long connections get to close, 10000).
 //! Every limit, its default and why: `docs/security.md` and `docs/limits.md`.
 
 mod env;
@@ -348,6 +349,21 @@ pub struct ServerConfig {
     /// Lets clients other than loopback read `/metrics` with `Authorization: Bearer <token>`;
     /// unset, only loopback clients may.
     pub metrics_token: Option<String>,
+    /// How the log is written (`log_format` in the file; `--log-format` and
+    /// `ZROOMS_LOG_FORMAT` win).
+    pub log_format: LogFormat,
+    /// On shutdown (SIGTERM), how long connections get to close after being told to
+    /// reconnect elsewhere, before the process ends anyway.
+    pub drain_timeout: Duration,
+}
+
+/// The log's format: text for people, or one JSON object per line for collectors.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl Default for ServerConfig {
@@ -376,6 +392,8 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             metrics_token: None,
+            log_format: LogFormat::Text,
+            drain_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -406,6 +424,8 @@ struct ConfigFile {
     #[serde(default)]
     hello_timeout_ms: Option<u64>,
     #[serde(default)]
+    media_addr: Option<std::net::SocketAddr>,
+    #[serde(default)]
     media_advertise: Option<std::net::SocketAddr>,
     #[serde(default)]
     media_workers: usize,
@@ -419,6 +439,10 @@ struct ConfigFile {
     tls_key: Option<std::path::PathBuf>,
     #[serde(default)]
     metrics_token: Option<String>,
+    #[serde(default)]
+    log_format: LogFormat,
+    #[serde(default)]
+    drain_timeout_ms: Option<u64>,
     #[serde(default)]
     heartbeat_timeout_ms: Option<u64>,
     #[serde(default)]
@@ -463,6 +487,15 @@ impl ServerConfig {
             // Big enough for a media offer with a few dozen tracks (about 1.2 KB an m-line).
             config.max_message_bytes = n.max(16 * 1024);
         }
+        if file
+            .media_addr
+            .is_some_and(|a| a.ip().is_unspecified() && file.media_advertise.is_none())
+        {
+            return Err(
+                "media_addr on every interface (0.0.0.0 or ::) needs media_advertise, the address clients send media to".into(),
+            );
+        }
+        config.media_addr = file.media_addr;
         config.media_advertise = file.media_advertise;
         config.media_workers = file.media_workers;
         (config.host, config.port) = (file.host, file.port);
@@ -476,6 +509,10 @@ impl ServerConfig {
             }
         }
         config.metrics_token = file.metrics_token;
+        config.log_format = file.log_format;
+        if let Some(ms) = file.drain_timeout_ms {
+            config.drain_timeout = Duration::from_millis(ms.min(600_000));
+        }
         if let Some(ms) = file.hello_timeout_ms {
             config.hello_timeout = Duration::from_millis(ms.max(100));
         }
@@ -536,6 +573,12 @@ mod tests {
         )
         .is_err());
         assert!(ServerConfig::from_toml("[[app]]\napp_id = 1\n[app.limits]\nbogus = 1\n").is_err());
+        assert!(ServerConfig::from_toml("media_addr = \"0.0.0.0:40000\"\n").is_err());
+        let pinned = "media_addr = \"0.0.0.0:40000\"\nmedia_advertise = \"203.0.113.7:40000\"\n";
+        assert_eq!(
+            ServerConfig::from_toml(pinned).unwrap().media_addr,
+            Some("0.0.0.0:40000".parse().unwrap())
+        );
         let closed = ServerConfig::from_toml("[[app]]\napp_id = 1\n").unwrap();
         assert!(closed.app(2).is_none());
     }

@@ -285,11 +285,19 @@ async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Re
         // Reap finished connection tasks so the set does not grow without bound.
         while tasks.try_join_next().is_some() {}
     }
+    // No new connections from here on; the open ones are told to reconnect (each session sees
+    // the shutdown and its writer closes with 1012) and get `drain_timeout` to go.
     drop(listener);
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+    let open = shared.open.load(Ordering::Relaxed);
+    tracing::info!(connections = open, "draining");
+    let drained = tokio::time::timeout(shared.config.drain_timeout, async {
         while tasks.join_next().await.is_some() {}
     })
     .await;
+    if drained.is_err() {
+        let left = shared.open.load(Ordering::Relaxed);
+        tracing::warn!(connections = left, "drain timeout: closing the rest");
+    }
 }
 
 /// Pushes `roomOnlineUserCountUpdate` to every member of every room, every interval.

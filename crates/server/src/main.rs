@@ -3,7 +3,10 @@
 //! Where to listen comes from, first to last: the flag (`--host`, `--port`), the environment
 //! (`ZROOMS_HOST`, `ZROOMS_PORT`), the config file (`host`, `port`), the default
 //! (127.0.0.1:9000); TLS likewise (`--tls-cert`/`--tls-key`, `ZROOMS_TLS_CERT`/`_KEY`,
-//! `tls_cert`/`tls_key`; both or neither, checked before anything listens). The config file is `--config` or `ZROOMS_CONFIG`; without one the server
+//! `tls_cert`/`tls_key`; both or neither, checked before anything listens) and the log format
+//! (`--log-format`, `ZROOMS_LOG_FORMAT`, `log_format`). On SIGTERM or Ctrl-C it stops
+//! accepting, closes every connection with WebSocket code 1012 (service restart: engines
+//! reconnect by themselves) and waits up to `drain_timeout_ms` for them to close. The config file is `--config` or `ZROOMS_CONFIG`; without one the server
 //! runs with the development default (any appID, multi-room on, no token) and says so. Every
 //! top-level key of the config file can also come from `ZROOMS_<KEY>`, over the file
 //! (`config/env.rs`). It
@@ -15,7 +18,7 @@
 use clap::Parser;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use zrooms_server::config::from_toml_env;
+use zrooms_server::config::{from_toml_env, LogFormat};
 use zrooms_server::{Server, ServerConfig};
 
 /// The zrooms room server: signaling over WebSocket, media through its SFU.
@@ -39,6 +42,10 @@ struct Cli {
     /// PEM private key of --tls-cert [default: config `tls_key`]
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Log format: `text`, or `json` (one object per line: the session events with app, room
+    /// and user, and every warning) [default: config `log_format`, else text]
+    #[arg(long, env = "ZROOMS_LOG_FORMAT", value_name = "FORMAT", value_parser = ["text", "json"])]
+    log_format: Option<String>,
     /// Read and check the configuration, print what it resolves to, and exit (0: valid,
     /// 1: not)
     #[arg(long)]
@@ -77,6 +84,11 @@ fn resolve(cli: &Cli) -> Result<(ServerConfig, SocketAddr), String> {
     if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
         zrooms_server::tls::acceptor(cert, key)?;
     }
+    match cli.log_format.as_deref() {
+        Some("json") => config.log_format = LogFormat::Json,
+        Some(_) => config.log_format = LogFormat::Text,
+        None => {}
+    }
     Ok((config, SocketAddr::new(host, port)))
 }
 
@@ -84,18 +96,15 @@ fn resolve(cli: &Cli) -> Result<(ServerConfig, SocketAddr), String> {
 async fn main() {
     // Usage errors exit with 2, --help and --version with 0 (clap's own).
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let (config, addr) = resolve(&cli).unwrap_or_else(|e| fail(e));
+    init_log(config.log_format);
     if cli.check_config {
         println!(
-            "config ok: listen {addr}{}; {} app(s) configured; development default {}; media workers {}",
+            "config ok: listen {addr}{}; media udp {}; {} app(s) configured; development default {}; media workers {}",
             if config.tls_cert.is_some() { " (TLS)" } else { "" },
+            config
+                .media_addr
+                .map_or_else(|| format!("{} (a free port)", addr.ip()), |a| a.to_string()),
             config.apps.len(),
             if config.dev_default { "on" } else { "off" },
             match config.media_workers {
@@ -106,8 +115,8 @@ async fn main() {
         return;
     }
     if config.dev_default {
-        eprintln!(
-            "zrooms-server: development default is on: any appID is admitted with multi-room enabled and no token"
+        tracing::warn!(
+            "development default is on: any appID is admitted with multi-room enabled and no token"
         );
     }
     let server = Server::bind(addr, config)
@@ -119,7 +128,24 @@ async fn main() {
         server.media_addr()
     );
     shutdown_signal().await;
+    tracing::info!("shutting down: connections are told to reconnect");
     server.shutdown().await;
+}
+
+/// The log on stderr: `RUST_LOG` when set, else warnings and the session events
+/// (`zrooms::session` at info), as text or JSON lines.
+fn init_log(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,zrooms::session=info,zrooms_server=info")
+    });
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => log.json().flatten_event(true).init(),
+        LogFormat::Text => log.init(),
+    }
 }
 
 async fn shutdown_signal() {

@@ -17,6 +17,8 @@ use futures_util::SinkExt;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 use zrooms_proto::wire::Resume;
@@ -117,12 +119,15 @@ pub(crate) struct Attach {
 }
 
 /// Drains a session's outbound queue into the replay window and, while a socket is attached,
-/// into the socket. Ends when the queue's senders are all gone.
+/// into the socket. Ends when the queue's senders are all gone, closing the socket: with code
+/// 1012 (service restart) when the server is shutting down (`shutdown` true), so the engine
+/// knows to reconnect rather than that it was sent away.
 pub(crate) async fn writer(
     mut rx: mpsc::Receiver<Utf8Bytes>,
     replay: Arc<Mutex<Replay>>,
     mut attach: mpsc::Receiver<Attach>,
     mut sink: Option<WsSink>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut attachable = true;
     loop {
@@ -168,6 +173,13 @@ pub(crate) async fn writer(
         }
     }
     if let Some(mut s) = sink {
+        if *shutdown.borrow() {
+            let restart = CloseFrame {
+                code: CloseCode::Restart,
+                reason: "server shutting down: reconnect".into(),
+            };
+            let _ = s.send(Message::Close(Some(restart))).await;
+        }
         let _ = s.close().await;
     }
 }

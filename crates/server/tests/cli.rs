@@ -1,8 +1,9 @@
 //! The command line: `--help`, usage errors (exit 2), bad configs (exit 1, nothing started),
 //! `--check-config`, and where the listening address comes from (flag, environment, file).
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+
+mod common;
 
 fn server() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_zrooms-server"));
@@ -23,15 +24,7 @@ fn run(c: &mut Command) -> (i32, String, String) {
 
 /// Starts the server, reads the first line it prints, and stops it.
 fn first_line(c: &mut Command) -> String {
-    let mut child = c
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (mut child, line) = common::spawn_listening(c.stderr(Stdio::null()));
     let _ = child.kill();
     let _ = child.wait();
     line

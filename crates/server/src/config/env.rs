@@ -2,7 +2,8 @@
 //! (`ZROOMS_MEDIA_WORKERS=4` is `media_workers = 4`), over what the file says. The value is
 //! read as a TOML value (a number, a boolean, an array, a quoted string) and, failing that, as
 //! a bare string (`ZROOMS_MEDIA_ADVERTISE=203.0.113.7:40000`). The apps (`[[app]]`) come from
-//! the file only; `ZROOMS_HOST`, `ZROOMS_PORT` and `ZROOMS_CONFIG` are the command line's.
+//! the file only; `ZROOMS_HOST`, `ZROOMS_PORT`, `ZROOMS_LOG_FORMAT` and `ZROOMS_CONFIG` are the
+//! command line's.
 //! Only the keys in [`KEYS`] are taken: other `ZROOMS_…` variables belong to the SDK and the
 //! tests (`ZROOMS_LOG`, `ZROOMS_CHROMIUM`, …) and are left alone, so a misspelt key is
 //! ignored, not refused; `--check-config` shows what the settings came to.
@@ -10,7 +11,7 @@
 use super::ServerConfig;
 
 /// The config file's top-level keys that the environment may set.
-pub const KEYS: [&str; 19] = [
+pub const KEYS: [&str; 21] = [
     "dev_default",
     "online_count_interval_ms",
     "max_connections_per_ip",
@@ -22,6 +23,7 @@ pub const KEYS: [&str; 19] = [
     "max_frame_bytes",
     "outbound_queue",
     "hello_timeout_ms",
+    "media_addr",
     "media_advertise",
     "media_workers",
     "heartbeat_timeout_ms",
@@ -30,6 +32,7 @@ pub const KEYS: [&str; 19] = [
     "tls_cert",
     "tls_key",
     "metrics_token",
+    "drain_timeout_ms",
 ];
 
 /// The config from a file's `text` (`None`: no file, the development default) with the
@@ -130,7 +133,7 @@ mod tests {
             .split('`')
             .skip(3)
             .step_by(2)
-            .filter(|f| !["host", "port", "app"].contains(f))
+            .filter(|f| !["host", "port", "log_format", "app"].contains(f))
             .collect();
         fields.sort_unstable();
         let mut keys = KEYS.to_vec();

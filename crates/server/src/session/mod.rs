@@ -110,6 +110,51 @@ impl RequestIds {
     }
 }
 
+/// Target of the session event log: one `info` line per login, logout, publish, unpublish,
+/// play and stop, with the app, room, user and result (`--log-format json`: one JSON object
+/// per line; docs/operations.md, Logs).
+pub(crate) const EVENTS: &str = "zrooms::session";
+
+/// A request worth a line in the session event log, taken before it is handled.
+struct SessionEvent {
+    kind: &'static str,
+    room: Option<RoomId>,
+    stream: Option<StreamId>,
+    /// A login's user (the session has none before its first login).
+    user: Option<String>,
+}
+
+impl SessionEvent {
+    fn of(req: &Request) -> Option<SessionEvent> {
+        let (stream, user) = match req {
+            Request::Login { user, .. } => (None, Some(user.user_id.to_string())),
+            Request::Publish { stream_id, .. }
+            | Request::Unpublish { stream_id, .. }
+            | Request::Play { stream_id, .. }
+            | Request::Unplay { stream_id, .. } => (Some(stream_id.clone()), None),
+            _ => return None,
+        };
+        let room = req.room_id().cloned();
+        let kind = req.kind();
+        Some(SessionEvent {
+            kind,
+            room,
+            stream,
+            user,
+        })
+    }
+
+    fn log(self, app: u32, conn: ConnId, user: Option<&User>, code: u32) {
+        let user = self
+            .user
+            .or_else(|| user.map(|u| u.user_id.to_string()))
+            .unwrap_or_default();
+        let room = self.room.as_ref().map(|r| r.as_str()).unwrap_or_default();
+        let stream = self.stream.as_ref().map(|s| s.as_str()).unwrap_or_default();
+        tracing::info!(target: EVENTS, event = self.kind, app, room, user, stream, code, session = conn);
+    }
+}
+
 /// The `id` of a frame that failed to parse, so the error can still be answered.
 fn frame_id(text: &str) -> Option<u64> {
     #[derive(serde::Deserialize)]
@@ -197,7 +242,12 @@ impl Session {
             self.reply(id, ErrorCode::ROOM_ERROR_SIGNALLING_FREQUENCY_LIMIT, None);
             return true;
         }
+        let event = SessionEvent::of(&frame.req);
         let answer = self.request(&app, id, frame.req, now);
+        if let Some(event) = event {
+            let code = answer.as_ref().map_or_else(|c| c.0, |_| 0);
+            event.log(app.config.app_id, self.id, self.user.as_ref(), code);
+        }
         self.answer(id, answer);
         true
     }

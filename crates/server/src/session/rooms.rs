@@ -171,6 +171,15 @@ impl Session {
             return;
         };
         let conn = self.id;
+        tracing::info!(
+            target: super::EVENTS,
+            event = "logout",
+            app = app.config.app_id,
+            room = room_id.as_str(),
+            user = user.user_id.as_str(),
+            reason = reason.0,
+            session = conn
+        );
         let (_, after) = room.run(&self.out, |core, fx| core.leave(&user, conn, reason, fx));
         self.settle(app, room_id, after);
         let players: Vec<StreamId> = self

@@ -70,7 +70,9 @@ pub(super) async fn run(
     let replay = Arc::new(Mutex::new(replay));
     let (attach, attach_rx) = mpsc::channel::<Attach>(1);
     let (handoff_tx, handoffs) = mpsc::channel::<Handoff>(1);
-    let writer = tokio::spawn(resume::writer(rx, replay.clone(), attach_rx, Some(sink)));
+    let closing = shutdown.clone();
+    let writer = resume::writer(rx, replay.clone(), attach_rx, Some(sink), closing);
+    let writer = tokio::spawn(writer);
     let mut session = Session::new(id, out, shared.clone(), start.ip);
     session.replay = Some(replay.clone());
     // A refused hello ends the connection at once (its reply is already queued).

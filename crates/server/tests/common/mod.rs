@@ -167,9 +167,12 @@ pub async fn connect_signed(
     app_id: u32,
     app_sign: &str,
 ) -> Result<Client, ErrorCode> {
-    let (ws, _) = tokio_tungstenite::connect_async(server.url())
-        .await
-        .unwrap();
+    connect_url(&server.url(), app_id, app_sign).await
+}
+
+/// [`connect_signed`] to a server at `url` (a server process, say).
+pub async fn connect_url(url: &str, app_id: u32, app_sign: &str) -> Result<Client, ErrorCode> {
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     let mut c = Client::raw(ws);
     let (code, body) = c
         .request(Request::Hello {
@@ -349,4 +352,19 @@ pub fn assert_rate(codes: &[ErrorCode], elapsed: f64, rate: f64, code: ErrorCode
     let most = burst + (rate * elapsed).ceil() as usize;
     assert!(ok <= most, "{ok} passed in {elapsed:.3} s at {rate}/s");
     assert!(refused > 0, "nothing refused in {elapsed:.3} s at {rate}/s");
+}
+
+/// Starts `cmd` (the server binary) with its stdout piped and returns the process with the
+/// first line it printed (`listening on …`).
+pub fn spawn_listening(cmd: &mut std::process::Command) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("zrooms-server starts");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .expect("a line");
+    (child, line)
 }
