@@ -147,10 +147,14 @@ async function play(streamID, roomID) {
       if (tag !== streamTag(streamID)) d.wrong++
       if (counter !== null && counter <= d.last) d.backwards++
       d.last = counter ?? d.last
+      if (d.frames === 1) poke()
     },
   }
   await engine.startPlayingStream(streamID, view, { roomID })
   await waitUntil(() => playing.get(streamID) === ZegoPlayerState.Playing, `playing ${streamID}`)
+  // A play counts once its first picture is decoded, so a play begun just before the
+  // scenario's time is up still shows frames before everyone leaves.
+  await waitUntil(() => d.frames > 0, `a first frame of ${streamID}`)
   room(roomID).played.push(streamID)
   check(true, `played ${streamID} via ${roomID}`)
   log(`playing ${streamID} via ${roomID}`)

@@ -43,6 +43,13 @@ if [ ! -x .venv/bin/python ] || [ conformance/requirements.txt -nt .venv/.instal
   touch .venv/.installed
 fi
 
-echo "setup: building the native addon and the server (release)"
+# One target directory for everything (scripts/cargo-env.sh): the server and the load
+# generator reuse the addon's dependencies instead of building them again.
+. scripts/cargo-env.sh
+echo "setup: building the native addon and the server (release, $CARGO_BUILD_TARGET)"
 npx napi build --platform --release --js binding.js --dts binding.d.ts
 cargo build --release -p zrooms-server -p zrooms-loadgen
+mkdir -p target/release
+for bin in zrooms-server zrooms-loadgen; do
+  ln -sfn "../$CARGO_BUILD_TARGET/release/$bin" "target/release/$bin"
+done

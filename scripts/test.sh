@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/setup.sh
+# The same target directory as the set-up's build, so the tests reuse it.
+. scripts/cargo-env.sh
 
 logs=$(mktemp -d)
 echo "== cargo fmt --check"
