@@ -160,7 +160,7 @@ pub struct SfuHandle {
     pub addr: SocketAddr,
     /// The server's metrics, which the workers count media into.
     pub(crate) metrics: Arc<Metrics>,
-    /// Each worker's peers and player tracks, refreshed about once a second.
+    /// Each worker's peers and player tracks, recounted whenever they change.
     gauges: Arc<[WorkerGauges]>,
 }
 
@@ -170,9 +170,6 @@ struct WorkerGauges {
     peers: AtomicUsize,
     legs: AtomicUsize,
 }
-
-/// How often a worker refreshes its [`WorkerGauges`].
-const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Commands waiting for the SFU task, all connections together.
 pub const COMMAND_QUEUE: usize = 65_536;
@@ -234,8 +231,8 @@ impl SfuHandle {
         (handle, rxs)
     }
 
-    /// Media peers and the tracks forwarded to players, all workers (as of their last
-    /// refresh, at most [`GAUGE_INTERVAL`] ago).
+    /// Media peers and the tracks forwarded to players, all workers (each as of its last
+    /// command or peer timeout).
     pub fn peers_and_legs(&self) -> (usize, usize) {
         self.gauges.iter().fold((0, 0), |(p, l), g| {
             (
@@ -420,7 +417,6 @@ async fn run(socket: UdpSocket, mut w: Worker) {
         sfu.join(mesh);
     }
     let mut buf = vec![0u8; 2048];
-    let mut next_gauges = Instant::now();
     loop {
         let deadline = sfu
             .peers
@@ -430,6 +426,7 @@ async fn run(socket: UdpSocket, mut w: Worker) {
             .min()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         let mut lag = None;
+        let (peers_before, mut commanded) = (sfu.peers.len(), false);
         tokio::select! {
             cmd = w.commands.recv() => {
                 let Some(cmd) = cmd else {
@@ -439,6 +436,7 @@ async fn run(socket: UdpSocket, mut w: Worker) {
                     w.handle.offer_taken();
                 }
                 sfu.command(cmd, Instant::now());
+                commanded = true;
             }
             Some(msg) = w.inbox.controls.recv() => sfu.control(msg),
             Some(hop) = w.inbox.urgent.recv() => lag = take_hops(&mut sfu, &mut w.inbox.urgent, hop),
@@ -482,10 +480,10 @@ async fn run(socket: UdpSocket, mut w: Worker) {
                 return;
             }
         }
-        let now = Instant::now();
-        sfu.record_lag(lag, now);
-        if now >= next_gauges {
-            next_gauges = now + GAUGE_INTERVAL;
+        sfu.record_lag(lag, Instant::now());
+        // Tracks change only through commands, peers also through timeouts: the gauges are
+        // recounted then (a pass over this worker's peers), never on the forwarding path.
+        if commanded || sfu.peers.len() != peers_before {
             if let Some(g) = w.handle.gauges.get(w.index) {
                 let (peers, legs) = sfu.peers_and_legs();
                 g.peers.store(peers, Ordering::Relaxed);
