@@ -13,6 +13,7 @@ import { startServerProcess } from './helpers/server.mjs'
 import { Peer } from './helpers/peer.mjs'
 import { streamTag } from './helpers/pattern.mjs'
 import { frames } from './helpers/frames.mjs'
+import { launchChromium, patternY4m, toneWav } from './helpers/browser.mjs'
 
 const dir = mkdtempSync(join(tmpdir(), 'zrooms-tls-'))
 const ca = join(dir, 'ca.pem')
@@ -122,5 +123,36 @@ test('an unusable CA is refused when the engine is created', async (t) => {
     await t.throwsAsync(p.static('createEngineWithProfile', { appID: 1, appSign: '', scenario: 3 }), { message: /tls_ca/ })
   } finally {
     await p.worker.terminate()
+  }
+})
+
+// A browser on the https:// page: Chromium (told to accept the test CA's certificate, as a
+// browser that has the CA installed would) loads the page from the TLS port, connects to
+// wss:// on its own origin, and publishes its fake camera; an engine trusting the CA decodes it.
+test.serial('the https:// page publishes over wss:// and an engine decodes its camera', async (t) => {
+  const CAM = { width: 640, height: 360, fps: 15, frames: 75, tag: streamTag('tls-web-cam') }
+  const browser = await launchChromium({ video: patternY4m(CAM), audio: toneWav(440) })
+  try {
+    const page = await browser.newPage({ ignoreHTTPSErrors: true })
+    const origin = ctx.server.url.replace('wss://', 'https://')
+    await page.goto(`${origin}/?appID=1&userID=tls-web&rooms=secure-web&codec=H264`)
+    await page.waitForSelector('section[data-room="secure-web"][data-state="connected"]', { timeout: 10000 })
+    t.is(await page.evaluate(() => location.protocol), 'https:')
+    await page.fill('section[data-room="secure-web"] .publish input', 'tls-web-cam')
+    await page.click('section[data-room="secure-web"] .publish button')
+    const play = await peer('tls-web-watch', { tls_ca: ca })
+    t.is((await play.call('loginRoom', 'secure-web', user('tls-web-watch'))).errorCode, 0)
+    await play.playWithView('tls-web-cam', { roomID: 'secure-web' })
+    const s = await frames(play, 'tls-web-cam', 20, 20000)
+    t.true(s.tags.includes(CAM.tag), `tags ${[...s.tags]}`)
+    t.true(s.sizes.includes(`${CAM.width}x${CAM.height}`), `sizes ${s.sizes}`)
+    // The file loops every 75 frames: counters rise, apart from the wrap.
+    const counters = s.counters.filter((c) => c !== null)
+    let rises = 0
+    for (let i = 1; i < counters.length; i++) if (counters[i] > counters[i - 1] || counters[i - 1] - counters[i] > CAM.frames / 2) rises++
+    t.true(counters.length >= 15 && rises >= (counters.length - 1) * 0.9, `counters ${counters.join(',')}`)
+    await play.call('logoutRoom')
+  } finally {
+    await browser.close()
   }
 })
