@@ -483,3 +483,24 @@ fn one_fixture_per_frame_kind() {
         "a fixture without a frame kind, or one missing"
     );
 }
+
+/// `Request::kind` (the server's metrics and logs name requests by it) is the `type` each
+/// request carries on the wire, for every client frame of the fixtures.
+#[test]
+fn request_kinds_are_the_wire_types() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut kinds = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("client_") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let frame: ClientFrame = serde_json::from_str(&text).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["type"], frame.req.kind(), "{name}");
+        kinds.insert(frame.req.kind());
+    }
+    assert_eq!(kinds.len(), 16, "one fixture per request type: {kinds:?}");
+}
